@@ -1,0 +1,474 @@
+//! Configuration: built-in defaults (`config/default.toml`) → `--config FILE` →
+//! environment `COMM100_BRIDGE__<SECTION>__<KEY>`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use config::{Environment, File, FileFormat};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::event::EventType;
+
+/// The built-in defaults: the documented default file, compiled in.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// librdkafka properties the bridge sets itself.
+const OWNED_PROPERTIES: [&str; 6] = [
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "client.id",
+    "acks",
+    "enable.idempotence",
+    "message.timeout.ms",
+];
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub kafka: KafkaConfig,
+    pub delivery: DeliveryConfig,
+    pub topics: TopicsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(deserialize_with = "list")]
+    pub tokens: Vec<Secret>,
+    pub allow_unauthenticated: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    #[serde(deserialize_with = "list")]
+    pub brokers: Vec<String>,
+    pub client_id: String,
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    pub deadline_ms: u64,
+}
+
+impl DeliveryConfig {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub prefix: String,
+    pub offline_message_submitted: Option<String>,
+    pub chat_started: Option<String>,
+    pub chat_ended: Option<String>,
+    pub chat_wrapped_up: Option<String>,
+    pub agent_status_changed: Option<String>,
+    pub chat_requested: Option<String>,
+    pub chat_transferred: Option<String>,
+    pub unknown: Option<String>,
+}
+
+impl TopicsConfig {
+    /// The topic of records of type `kind`: its own key, else `<prefix>.<type>`.
+    pub fn topic(&self, kind: EventType) -> String {
+        let explicit = match kind {
+            EventType::OfflineMessageSubmitted => &self.offline_message_submitted,
+            EventType::ChatStarted => &self.chat_started,
+            EventType::ChatEnded => &self.chat_ended,
+            EventType::ChatWrappedUp => &self.chat_wrapped_up,
+            EventType::AgentStatusChanged => &self.agent_status_changed,
+            EventType::ChatRequested => &self.chat_requested,
+            EventType::ChatTransferred => &self.chat_transferred,
+            EventType::Unknown => &self.unknown,
+        };
+        explicit
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", self.prefix, kind.as_str()))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A list given as a TOML array or, as environment variables must, one comma-separated string.
+fn list<'de, D: Deserializer<'de>, T: From<String>>(deserializer: D) -> Result<Vec<T>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Many(Vec<String>),
+        One(String),
+    }
+    let items = match List::deserialize(deserializer)? {
+        List::Many(items) => items,
+        List::One(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
+    Ok(items.into_iter().map(T::from).collect())
+}
+
+/// A secret string: never printed, serialized as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// Whether a librdkafka property holds a secret (passwords, keys, credentials).
+pub fn is_secret_property(key: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "key.pem",
+        "sasl.oauthbearer.config",
+        "sasl.username",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// Raw librdkafka properties; secret values are redacted when printed or serialized.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Properties(BTreeMap<String, String>);
+
+impl Properties {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn redacted(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter().map(|(k, v)| {
+            (
+                k,
+                if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v
+                },
+            )
+        })
+    }
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.redacted()).finish()
+    }
+}
+
+impl Serialize for Properties {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.redacted())
+    }
+}
+
+impl Config {
+    /// Loads the layered configuration from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, None)
+    }
+
+    /// Loads the layered configuration; `env` replaces the process environment when given.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder =
+            config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(invalid(
+                    "--config",
+                    format!("{} does not exist or is not a file", path.display()),
+                ));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("COMM100_BRIDGE")
+                .prefix_separator("__")
+                .separator("__")
+                .source(env),
+        );
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.max_body_bytes == 0 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1"));
+        }
+        if self.delivery.deadline_ms == 0 || self.delivery.deadline_ms > i32::MAX as u64 {
+            return Err(invalid(
+                "delivery.deadline_ms",
+                "must be between 1 and 2147483647",
+            ));
+        }
+        if self.kafka.brokers.iter().all(|b| b.trim().is_empty()) {
+            return Err(invalid("kafka.brokers", "list at least one host:port"));
+        }
+        if self.auth.tokens.iter().any(|t| t.expose().is_empty()) {
+            return Err(invalid("auth.tokens", "a token must not be empty"));
+        }
+        for (key, _) in self.kafka.properties.iter() {
+            if OWNED_PROPERTIES.contains(&key) {
+                return Err(invalid(
+                    format!("kafka.properties.{key}"),
+                    "the bridge sets this property itself (see kafka.brokers, kafka.client_id \
+                     and delivery.deadline_ms); remove it",
+                ));
+            }
+        }
+        for kind in EventType::ALL {
+            let topic = self.topics.topic(kind);
+            if !valid_topic_name(&topic) {
+                return Err(invalid(
+                    format!("topics.{kind}"),
+                    format!("`{topic}` is not a valid Kafka topic name (1-249 of [A-Za-z0-9._-])"),
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn valid_topic_name(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn file(contents: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(contents.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.http.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.http.max_body_bytes, 1 << 20);
+        assert_eq!(c.delivery.deadline_ms, 5000);
+        assert!(!c.auth.allow_unauthenticated);
+        assert_eq!(c.kafka.properties.get("compression.type"), Some("lz4"));
+        assert_eq!(c.topics.topic(EventType::ChatEnded), "comm100.chat_ended");
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let f = file("[http]\nlisten = \"127.0.0.1:9000\"\n[topics]\nprefix = \"acme\"\nchat_ended = \"ended\"\n[kafka.properties]\n\"linger.ms\" = 7\n");
+        let c = Config::load_with_env(
+            Some(f.path()),
+            env(&[
+                ("COMM100_BRIDGE__HTTP__LISTEN", "127.0.0.1:9001"),
+                ("COMM100_BRIDGE__AUTH__TOKENS", "a1,b2"),
+                ("COMM100_BRIDGE__KAFKA__BROKERS", "k1:9092,k2:9092"),
+                ("COMM100_BRIDGE__DELIVERY__DEADLINE_MS", "1500"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(c.auth.tokens, vec![Secret::new("a1"), Secret::new("b2")]);
+        assert_eq!(c.kafka.brokers, ["k1:9092", "k2:9092"]);
+        assert_eq!(c.delivery.deadline_ms, 1500);
+        assert_eq!(c.kafka.properties.get("linger.ms"), Some("7"));
+        assert_eq!(c.topics.topic(EventType::ChatEnded), "ended");
+        assert_eq!(c.topics.topic(EventType::ChatStarted), "acme.chat_started");
+    }
+
+    #[test]
+    fn numeric_tokens_from_the_environment_stay_strings() {
+        let c =
+            Config::load_with_env(None, env(&[("COMM100_BRIDGE__AUTH__TOKENS", "12345")])).unwrap();
+        assert_eq!(c.auth.tokens, vec![Secret::new("12345")]);
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("COMM100_BRIDGE__AUTH__ALLOW_UNAUTHENTICATED", "true"),
+                ("COMM100_BRIDGE__HTTP__MAX_BODY_BYTES", "2048"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.auth.allow_unauthenticated);
+        assert_eq!(c.http.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let f = file("[http]\nlisten_addr = \"127.0.0.1:9000\"\n");
+        let err = Config::load_with_env(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+
+        let f = file("[htp]\nlisten = \"127.0.0.1:9000\"\n");
+        let err = Config::load_with_env(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("htp"), "{err}");
+
+        let err = Config::load_with_env(None, env(&[("COMM100_BRIDGE__AUTH__TOKEN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (pairs, key) in [
+            (
+                vec![("COMM100_BRIDGE__DELIVERY__DEADLINE_MS", "0")],
+                "delivery.deadline_ms",
+            ),
+            (
+                vec![("COMM100_BRIDGE__TOPICS__PREFIX", "bad topic")],
+                "topics.offline_message_submitted",
+            ),
+            (vec![("COMM100_BRIDGE__LOG__LEVEL", "info,=[")], "log.level"),
+        ] {
+            let err = Config::load_with_env(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let f = file("[kafka.properties]\n\"acks\" = \"1\"\n");
+        let err = Config::load_with_env(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.properties.acks"), "{err}");
+        let missing = Config::load_with_env(Some(Path::new("/nonexistent/bridge.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("/nonexistent/bridge.toml"), "{missing}");
+    }
+
+    #[test]
+    fn redacted_output_hides_secrets() {
+        let f = file("[auth]\ntokens = [\"s3cret-token\"]\n[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"alice\"\n");
+        let c = Config::load_with_env(Some(f.path()), env(&[])).unwrap();
+        let out = c.to_redacted_toml();
+        assert!(
+            !out.contains("s3cret-token") && !out.contains("hunter2") && !out.contains("alice"),
+            "{out}"
+        );
+        assert!(out.contains("<redacted>"));
+        assert!(out.contains("compression.type"));
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cret-token") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        // The rendered configuration loads back.
+        let back: Config = toml::from_str(&out).unwrap();
+        assert_eq!(back.http.listen, c.http.listen);
+    }
+}

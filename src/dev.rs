@@ -1,0 +1,140 @@
+//! `comm100-bridge dev`: the bridge against an embedded librdkafka mock cluster, printing
+//! every record it publishes as it is consumed back. For trying the bridge, never production.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::{Config, Secret};
+use crate::route::Router;
+
+/// Partitions of every topic of the embedded cluster.
+pub const PARTITIONS: i32 = 3;
+
+/// The bundled Comm100 samples, `(file name, body)`.
+pub const SAMPLES: [(&str, &str); 7] = [
+    (
+        "chat_ended.json",
+        include_str!("../tests/fixtures/chat_ended.json"),
+    ),
+    (
+        "chat_started.json",
+        include_str!("../tests/fixtures/chat_started.json"),
+    ),
+    (
+        "chat_wrapped_up.json",
+        include_str!("../tests/fixtures/chat_wrapped_up.json"),
+    ),
+    (
+        "chat_requested.json",
+        include_str!("../tests/fixtures/chat_requested.json"),
+    ),
+    (
+        "chat_transferred.json",
+        include_str!("../tests/fixtures/chat_transferred.json"),
+    ),
+    (
+        "offline_message_submitted.json",
+        include_str!("../tests/fixtures/offline_message_submitted.json"),
+    ),
+    (
+        "agent_status_changed_online.json",
+        include_str!("../tests/fixtures/agent_status_changed_online.json"),
+    ),
+];
+
+/// An in-memory Kafka-protocol cluster on loopback with every bridge topic created.
+pub fn start_cluster(
+    brokers: i32,
+    router: &Router,
+) -> KafkaResult<MockCluster<'static, DefaultProducerContext>> {
+    let cluster = MockCluster::new(brokers)?;
+    for topic in router.topics() {
+        cluster.create_topic(topic, PARTITIONS, 1)?;
+    }
+    Ok(cluster)
+}
+
+/// The configuration `dev` runs with: defaults, the embedded cluster, no auth.
+pub fn config(bootstrap: &str, listen: SocketAddr) -> Result<Config, crate::config::ConfigError> {
+    let mut config = Config::load(None)?;
+    config.kafka.brokers = vec![bootstrap.to_owned()];
+    config.http.listen = listen;
+    config.auth.tokens = Vec::<Secret>::new();
+    config.auth.allow_unauthenticated = true;
+    Ok(config)
+}
+
+/// A consumer assigned to every partition of every topic, from the beginning.
+pub fn consumer(bootstrap: &str, router: &Router) -> KafkaResult<StreamConsumer> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "comm100-bridge-dev")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for topic in router.topics() {
+        for partition in 0..PARTITIONS {
+            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    Ok(consumer)
+}
+
+/// Prints each consumed record: topic, partition, offset, key, headers, value.
+pub async fn print_records(consumer: StreamConsumer) {
+    loop {
+        match consumer.recv().await {
+            Ok(m) => {
+                let key = m
+                    .key()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or("(none)".into());
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                format!(
+                                    "{}={}",
+                                    h.key,
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                let value = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                    .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                    .unwrap_or_default();
+                println!(
+                    "\n--- published: topic={} partition={} offset={} key={key}\n    headers: {headers}\n{value}",
+                    m.topic(),
+                    m.partition(),
+                    m.offset()
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "dev consumer"),
+        }
+    }
+}
+
+/// Writes the bundled samples to a temporary directory and returns it.
+pub fn write_samples() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join("comm100-bridge-dev-samples");
+    std::fs::create_dir_all(&dir)?;
+    for (name, body) in SAMPLES {
+        std::fs::write(dir.join(name), body)?;
+    }
+    Ok(dir)
+}

@@ -1,0 +1,492 @@
+//! Field-level normalization: each helper takes one known key out of a payload object and
+//! returns its normalized value. A value of an unexpected JSON type is never dropped: the
+//! typed field becomes null (or empty) and the raw value is kept under the object's `extra`.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::time::Timestamp;
+
+/// The known keys of one payload object being normalized; what is left becomes `extra`.
+pub(crate) struct Fields {
+    rest: Map<String, Value>,
+    extra: Map<String, Value>,
+}
+
+impl Fields {
+    pub(crate) fn new(object: Map<String, Value>) -> Self {
+        Self {
+            rest: object,
+            extra: Map::new(),
+        }
+    }
+
+    /// Removes `key`; JSON `null` counts as absent.
+    pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
+        self.rest.remove(key).filter(|v| !v.is_null())
+    }
+
+    /// Keeps a value of an unexpected type under `extra`.
+    pub(crate) fn mistyped(&mut self, key: &str, value: Value) {
+        self.extra.insert(key.to_owned(), value);
+    }
+
+    /// Applies `convert` to the value of `key`; on `None` the raw value goes to `extra`.
+    pub(crate) fn with<T>(
+        &mut self,
+        key: &str,
+        convert: impl FnOnce(&Value) -> Option<T>,
+    ) -> Option<T> {
+        let value = self.take(key)?;
+        let converted = convert(&value);
+        if converted.is_none() {
+            self.mistyped(key, value);
+        }
+        converted
+    }
+
+    /// Free text (rule 4: empty → null). Numbers are kept as their JSON text.
+    pub(crate) fn text(&mut self, key: &str) -> Option<String> {
+        let value = self.take(key)?;
+        match value {
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            other => {
+                self.mistyped(key, other);
+                None
+            }
+        }
+    }
+
+    /// An id (rule 2): a string, or an integer written in decimal.
+    pub(crate) fn id(&mut self, key: &str) -> Option<String> {
+        let value = self.take(key)?;
+        match value {
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(s),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            other => {
+                self.mistyped(key, other);
+                None
+            }
+        }
+    }
+
+    /// A non-negative count; digit strings are accepted.
+    pub(crate) fn count(&mut self, key: &str) -> Option<u64> {
+        self.with(key, |v| match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+    }
+
+    /// A date (rule 1).
+    pub(crate) fn time(&mut self, key: &str) -> Option<Timestamp> {
+        match self.take(key)? {
+            Value::String(s) if s.is_empty() => None,
+            value => {
+                let parsed = Timestamp::parse_value(&value);
+                if parsed.is_none() {
+                    self.mistyped(key, value);
+                }
+                parsed
+            }
+        }
+    }
+
+    /// A department (rule 3): integer → decimal string, `-1` and `""` → null, names kept.
+    pub(crate) fn department(&mut self, key: &str) -> Option<String> {
+        let value = self.take(key)?;
+        match value {
+            Value::String(s) if s.is_empty() || s.trim() == "-1" => None,
+            Value::String(s) => Some(s),
+            Value::Number(n) if n.as_i64() == Some(-1) => None,
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            other => {
+                self.mistyped(key, other);
+                None
+            }
+        }
+    }
+
+    /// A nested object, normalized by `normalize`; any other non-null value goes to `extra`.
+    pub(crate) fn object<T>(
+        &mut self,
+        key: &str,
+        normalize: impl FnOnce(Map<String, Value>) -> T,
+    ) -> Option<T> {
+        match self.take(key)? {
+            Value::Object(map) => Some(normalize(map)),
+            other => {
+                self.mistyped(key, other);
+                None
+            }
+        }
+    }
+
+    /// A list whose items are each converted by `item`; if the value is not an array or any
+    /// item does not convert, the whole raw value goes to `extra` and the list is empty.
+    pub(crate) fn list<T>(&mut self, key: &str, item: impl Fn(&Value) -> Option<T>) -> Vec<T> {
+        self.with(key, |v| v.as_array()?.iter().map(&item).collect())
+            .unwrap_or_default()
+    }
+
+    /// Rule 5: `custom_variables` or `custom_variable` → `[{"name","value"}]`.
+    pub(crate) fn custom_variables(&mut self) -> Vec<CustomVariable> {
+        let key = if self.rest.contains_key("custom_variables") {
+            "custom_variables"
+        } else {
+            "custom_variable"
+        };
+        self.list(key, CustomVariable::from_value)
+    }
+
+    /// Rule 5: `custom_fields` (or `fields` of a wrap-up) → `[{"id","name","value"}]`.
+    pub(crate) fn custom_fields(&mut self, key: &str) -> Vec<CustomField> {
+        self.list(key, CustomField::from_value)
+    }
+
+    /// Rule 10: `attachment` as an object, array or null → `[{"name","uri"}]`.
+    pub(crate) fn attachments(&mut self, key: &str) -> Vec<Attachment> {
+        self.with(key, |v| match v {
+            Value::Object(_) => Attachment::from_value(v).map(|a| a.into_iter().collect()),
+            Value::Array(items) => items
+                .iter()
+                .map(Attachment::from_value)
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.into_iter().flatten().collect()),
+            _ => None,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Whatever keys were not taken, plus the mistyped values.
+    pub(crate) fn finish(mut self) -> Map<String, Value> {
+        self.extra.append(&mut self.rest);
+        self.extra
+    }
+}
+
+/// Rule 5: one custom variable.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomVariable {
+    pub name: Option<String>,
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl CustomVariable {
+    fn from_value(v: &Value) -> Option<Self> {
+        let mut f = Fields::new(v.as_object()?.clone());
+        Some(Self {
+            name: f.text("name"),
+            value: f.text("value"),
+            extra: f.finish(),
+        })
+    }
+}
+
+/// Rule 5: one custom (pre-chat or wrap-up) field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomField {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl CustomField {
+    fn from_value(v: &Value) -> Option<Self> {
+        let mut f = Fields::new(v.as_object()?.clone());
+        let id = match f.id("id") {
+            Some(id) => Some(id),
+            None => f.id("field_id"),
+        };
+        Some(Self {
+            id,
+            name: f.text("name"),
+            value: f.text("value"),
+            extra: f.finish(),
+        })
+    }
+}
+
+/// Rule 10: one attachment. `url` is accepted for `uri`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attachment {
+    pub name: Option<String>,
+    pub uri: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl Attachment {
+    /// `None` for a non-object; `Some(None)` for an object with neither name nor uri.
+    fn from_value(v: &Value) -> Option<Option<Self>> {
+        let mut f = Fields::new(v.as_object()?.clone());
+        let name = f.text("name");
+        let uri = match f.text("uri") {
+            Some(uri) => Some(uri),
+            None => f.text("url"),
+        };
+        let extra = f.finish();
+        Some((name.is_some() || uri.is_some()).then_some(Self { name, uri, extra }))
+    }
+}
+
+/// Rule 6: `visitor.status` with its name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VisitorStatus {
+    pub code: i64,
+    pub name: &'static str,
+}
+
+impl VisitorStatus {
+    const NAMES: [&'static str; 12] = [
+        "waiting_for_chat",
+        "voice_chatting",
+        "chatting",
+        "pre_chat",
+        "manually_invited",
+        "auto_invited",
+        "offline_message",
+        "refused_by_agent",
+        "refused_by_visitor",
+        "chat_ended",
+        "in_site",
+        "out_of_site",
+    ];
+
+    pub(crate) fn from_value(v: &Value) -> Option<Self> {
+        let code = match v {
+            Value::Number(n) => n.as_i64()?,
+            Value::String(s) => s.trim().parse().ok()?,
+            _ => return None,
+        };
+        let name = usize::try_from(code)
+            .ok()
+            .and_then(|i| Self::NAMES.get(i))
+            .copied()
+            .unwrap_or("unknown");
+        Some(Self { code, name })
+    }
+}
+
+/// Rule 7: minutes east of UTC from `"GMT -08:00"`, `"GMT 06:00"`, `"UTC-08:00"`, `"+0530"`.
+pub fn utc_offset_minutes(zone: &str) -> Option<i32> {
+    let s = zone.trim();
+    let s = ["GMT", "UTC", "gmt", "utc"]
+        .iter()
+        .find_map(|p| s.strip_prefix(p))
+        .unwrap_or(s)
+        .trim_start();
+    if s.is_empty() {
+        return Some(0);
+    }
+    let (sign, s) = match s.as_bytes()[0] {
+        b'-' => (-1, s[1..].trim_start()),
+        b'+' => (1, s[1..].trim_start()),
+        _ => (1, s),
+    };
+    let (hours, minutes) = match s.split_once(':') {
+        Some((h, m)) => (h, m),
+        None if s.len() == 4 => s.split_at(2),
+        None => (s, "0"),
+    };
+    let all_digits =
+        |p: &str| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(hours) || !all_digits(minutes) {
+        return None;
+    }
+    let (h, m): (i32, i32) = (hours.parse().ok()?, minutes.parse().ok()?);
+    (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
+}
+
+/// Rule 8: transcript lines, split on `⊙` or newline, empty trailing lines dropped.
+pub fn transcript_lines(transcript: &str) -> Vec<String> {
+    let mut lines: Vec<String> = transcript
+        .split(['\u{2299}', '\n'])
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_owned())
+        .collect();
+    while lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
+/// Rule 9: comma-separated agent names (or an array of names) → names.
+pub fn operator_names(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::String(s) => Some(
+            s.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned))
+            .collect(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(v: Value) -> Fields {
+        Fields::new(v.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn ids_are_strings() {
+        let mut f =
+            fields(json!({"a": 1, "b": "x-1", "c": 18446744073709551615_u64, "d": 1.5, "e": ""}));
+        assert_eq!(f.id("a").as_deref(), Some("1"));
+        assert_eq!(f.id("b").as_deref(), Some("x-1"));
+        assert_eq!(f.id("c").as_deref(), Some("18446744073709551615"));
+        assert_eq!(f.id("d"), None);
+        assert_eq!(f.id("e"), None);
+        assert_eq!(f.finish(), *json!({"d": 1.5}).as_object().unwrap());
+    }
+
+    #[test]
+    fn every_department_shape() {
+        let mut f = fields(json!({
+            "guid": "c47c5e3a-0a3b-4aa5-98ea-cec0ae5ab7b9", "int": 1165, "minus_one": -1,
+            "minus_one_text": "-1", "empty": "", "name": "Support", "null": null, "bool": true
+        }));
+        assert_eq!(
+            f.department("guid").as_deref(),
+            Some("c47c5e3a-0a3b-4aa5-98ea-cec0ae5ab7b9")
+        );
+        assert_eq!(f.department("int").as_deref(), Some("1165"));
+        assert_eq!(f.department("minus_one"), None);
+        assert_eq!(f.department("minus_one_text"), None);
+        assert_eq!(f.department("empty"), None);
+        assert_eq!(f.department("name").as_deref(), Some("Support"));
+        assert_eq!(f.department("null"), None);
+        assert_eq!(f.department("missing"), None);
+        assert_eq!(f.department("bool"), None);
+        assert_eq!(f.finish(), *json!({"bool": true}).as_object().unwrap());
+    }
+
+    #[test]
+    fn empty_strings_become_null() {
+        let mut f = fields(json!({"a": "", "b": "x", "c": 5}));
+        assert_eq!(f.text("a"), None);
+        assert_eq!(f.text("b").as_deref(), Some("x"));
+        assert_eq!(f.text("c").as_deref(), Some("5"));
+        assert!(f.finish().is_empty());
+    }
+
+    #[test]
+    fn time_zones() {
+        assert_eq!(utc_offset_minutes("GMT -08:00"), Some(-480));
+        assert_eq!(utc_offset_minutes("GMT +06:00"), Some(360));
+        assert_eq!(utc_offset_minutes("GMT 06:00"), Some(360));
+        assert_eq!(utc_offset_minutes("UTC-08:00"), Some(-480));
+        assert_eq!(utc_offset_minutes("GMT +05:30"), Some(330));
+        assert_eq!(utc_offset_minutes("UTC+0545"), Some(345));
+        assert_eq!(utc_offset_minutes("GMT"), Some(0));
+        assert_eq!(utc_offset_minutes("GMT -8"), Some(-480));
+        assert_eq!(utc_offset_minutes("Pacific"), None);
+        assert_eq!(utc_offset_minutes("GMT +25:00"), None);
+        assert_eq!(utc_offset_minutes("GMT +08:75"), None);
+        assert_eq!(utc_offset_minutes("GMT +"), None);
+    }
+
+    #[test]
+    fn transcripts_split_on_circled_dot_or_newline() {
+        assert_eq!(
+            transcript_lines("a⊙[03:30:01] b: hi⊙c.(03:36:59)⊙"),
+            ["a", "[03:30:01] b: hi", "c.(03:36:59)"]
+        );
+        assert_eq!(transcript_lines("a\nb\r\nc\n"), ["a", "b", "c"]);
+        assert_eq!(transcript_lines("a⊙⊙b"), ["a", "", "b"]);
+        assert!(transcript_lines("⊙").is_empty());
+    }
+
+    #[test]
+    fn operators_split_on_commas() {
+        assert_eq!(
+            operator_names(&json!("Walid, Ann ,")).unwrap(),
+            ["Walid", "Ann"]
+        );
+        assert_eq!(operator_names(&json!("Walid")).unwrap(), ["Walid"]);
+        assert_eq!(operator_names(&json!(["A", "B"])).unwrap(), ["A", "B"]);
+        assert!(operator_names(&json!("")).unwrap().is_empty());
+        assert_eq!(operator_names(&json!([1])), None);
+    }
+
+    #[test]
+    fn attachment_as_object_array_or_null() {
+        let mut f = fields(json!({
+            "obj": {"name": "a.png", "uri": "https://x/a.png"},
+            "empty_obj": {"name": "", "uri": ""},
+            "arr": [{"name": "a", "uri": "u"}, {"name": "", "uri": ""}, {"name": "b", "url": "v"}],
+            "null": null,
+            "bad": "x"
+        }));
+        let obj = f.attachments("obj");
+        assert_eq!(obj.len(), 1);
+        assert_eq!(obj[0].uri.as_deref(), Some("https://x/a.png"));
+        assert!(f.attachments("empty_obj").is_empty());
+        let arr = f.attachments("arr");
+        assert_eq!(
+            arr.iter().map(|a| a.uri.as_deref()).collect::<Vec<_>>(),
+            [Some("u"), Some("v")]
+        );
+        assert!(f.attachments("null").is_empty());
+        assert!(f.attachments("bad").is_empty());
+        assert_eq!(f.finish(), *json!({"bad": "x"}).as_object().unwrap());
+    }
+
+    #[test]
+    fn custom_variables_singular_or_plural_and_custom_fields_id_or_field_id() {
+        let mut f = fields(json!({"custom_variable": [{"name": "N", "value": ""}]}));
+        let vars = f.custom_variables();
+        assert_eq!(vars[0].name.as_deref(), Some("N"));
+        assert_eq!(vars[0].value, None);
+
+        let mut f = fields(
+            json!({"custom_fields": [{"field_id": 7, "name": "Budget", "value": "500.00"}, {"id": "8", "name": "x", "value": 3}]}),
+        );
+        let cf = f.custom_fields("custom_fields");
+        assert_eq!(cf[0].id.as_deref(), Some("7"));
+        assert_eq!(cf[0].value.as_deref(), Some("500.00"));
+        assert_eq!(cf[1].id.as_deref(), Some("8"));
+        assert_eq!(cf[1].value.as_deref(), Some("3"));
+
+        let mut f = fields(json!({"custom_fields": [1, 2]}));
+        assert!(f.custom_fields("custom_fields").is_empty());
+        assert_eq!(
+            f.finish(),
+            *json!({"custom_fields": [1, 2]}).as_object().unwrap()
+        );
+    }
+
+    #[test]
+    fn visitor_status_names() {
+        let s = VisitorStatus::from_value(&json!(2)).unwrap();
+        assert_eq!((s.code, s.name), (2, "chatting"));
+        assert_eq!(
+            VisitorStatus::from_value(&json!(11)).unwrap().name,
+            "out_of_site"
+        );
+        let unknown = VisitorStatus::from_value(&json!(42)).unwrap();
+        assert_eq!((unknown.code, unknown.name), (42, "unknown"));
+        assert_eq!(
+            VisitorStatus::from_value(&json!(-3)).unwrap().name,
+            "unknown"
+        );
+        assert_eq!(VisitorStatus::from_value(&json!("x")), None);
+    }
+}

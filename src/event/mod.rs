@@ -1,0 +1,252 @@
+//! Parse + normalize: one Comm100 webhook body in, one [`Record`] out.
+//!
+//! Parsing never fails on the *content* of a JSON object: unknown keys are kept under
+//! `extra`, values of an unexpected type are kept under `extra` of their object, and unknown
+//! `event` values become type [`EventType::Unknown`]. Only a body that is not a JSON object,
+//! or one without a string `event`, is rejected.
+
+mod fields;
+mod objects;
+mod time;
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use fields::{Attachment, CustomField, CustomVariable, VisitorStatus};
+pub use objects::{Agent, AgentStatus, Chat, OfflineMessage, Visitor, Wrapup};
+pub use time::Timestamp;
+
+use fields::Fields;
+
+/// The record format version, the record's `schema_version`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The normalized type of an event, which selects its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    OfflineMessageSubmitted,
+    ChatStarted,
+    ChatEnded,
+    ChatWrappedUp,
+    AgentStatusChanged,
+    ChatRequested,
+    ChatTransferred,
+    Unknown,
+}
+
+impl EventType {
+    /// Every type, in a fixed order.
+    pub const ALL: [EventType; 8] = [
+        Self::OfflineMessageSubmitted,
+        Self::ChatStarted,
+        Self::ChatEnded,
+        Self::ChatWrappedUp,
+        Self::AgentStatusChanged,
+        Self::ChatRequested,
+        Self::ChatTransferred,
+        Self::Unknown,
+    ];
+
+    /// The type's name, as in the record's `type` and the default topic.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OfflineMessageSubmitted => "offline_message_submitted",
+            Self::ChatStarted => "chat_started",
+            Self::ChatEnded => "chat_ended",
+            Self::ChatWrappedUp => "chat_wrapped_up",
+            Self::AgentStatusChanged => "agent_status_changed",
+            Self::ChatRequested => "chat_requested",
+            Self::ChatTransferred => "chat_transferred",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Classifies a payload's `event` value (case-insensitive, trimmed); an agent status
+    /// event also yields the status.
+    pub fn classify(event: &str) -> (Self, Option<AgentStatus>) {
+        let event = event.trim().to_ascii_lowercase();
+        match event.as_str() {
+            "offline_message_submitted" => (Self::OfflineMessageSubmitted, None),
+            "chat_started" => (Self::ChatStarted, None),
+            "chat_ended" => (Self::ChatEnded, None),
+            "chat_wrapped_up" | "chat_wraped_up" => (Self::ChatWrappedUp, None),
+            "chat_request" | "chat_requested" => (Self::ChatRequested, None),
+            "chat_transferred" => (Self::ChatTransferred, None),
+            "online" => (Self::AgentStatusChanged, Some(AgentStatus::Online)),
+            "away" => (Self::AgentStatusChanged, Some(AgentStatus::Away)),
+            "login" => (Self::AgentStatusChanged, Some(AgentStatus::Login)),
+            "logout" => (Self::AgentStatusChanged, Some(AgentStatus::Logout)),
+            _ => (Self::Unknown, None),
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A site label from `/webhooks/comm100/{site}`: `[A-Za-z0-9_.-]{1,64}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Site(String);
+
+impl Site {
+    /// Accepts a label of 1 to 64 ASCII letters, digits, `_`, `.` or `-`.
+    pub fn parse(label: &str) -> Option<Self> {
+        let valid = (1..=64).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        valid.then(|| Self(label.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a body was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectError {
+    /// Not JSON, or JSON that is not an object.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// A JSON object without a string `event`.
+    #[error("the payload has no string \"event\" field; Comm100 always sends one")]
+    MissingEvent,
+}
+
+impl RejectError {
+    /// The `code` of the HTTP error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::MissingEvent => "missing_event",
+        }
+    }
+}
+
+/// One normalized event: the Kafka message value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    pub schema_version: u32,
+    pub id: Uuid,
+    pub fingerprint: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub event: String,
+    pub site: Option<Site>,
+    pub received_at: Timestamp,
+    pub occurred_at: Option<Timestamp>,
+    pub chat_id: Option<String>,
+    pub visitor: Option<Visitor>,
+    pub chat: Option<Chat>,
+    pub offline_message: Option<OfflineMessage>,
+    pub wrapup: Option<Wrapup>,
+    pub agent: Option<Agent>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl Record {
+    /// Parses and normalizes one webhook body received at `received_at`.
+    pub fn from_body(
+        body: &[u8],
+        site: Option<Site>,
+        received_at: Timestamp,
+    ) -> Result<Self, RejectError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| RejectError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
+        let Value::Object(object) = value else {
+            return Err(RejectError::InvalidJson(format!(
+                "the body is JSON but not an object (found {})",
+                json_type(&value)
+            )));
+        };
+        let mut f = Fields::new(object);
+        let Some(Value::String(event)) = f.take("event") else {
+            return Err(RejectError::MissingEvent);
+        };
+        let (kind, status) = EventType::classify(&event);
+
+        let top_chat_id = f.id("chat_id");
+        let visitor = f.object("visitor", Visitor::normalize);
+        let chat = f.object("chat", Chat::normalize);
+        let offline_message = f.object("offline_message", OfflineMessage::normalize);
+        let wrapup = f.object("wrapup", Wrapup::normalize);
+        let agent = status.map(|status| Agent {
+            operator_id: f.id("operator_id"),
+            status,
+        });
+
+        let chat_id = top_chat_id
+            .or_else(|| chat.as_ref().and_then(|c| c.id.clone()))
+            .or_else(|| visitor.as_ref().and_then(|v| v.chat_id.clone()));
+        let occurred_at = match kind {
+            EventType::OfflineMessageSubmitted => offline_message.as_ref().and_then(|m| m.time),
+            EventType::ChatWrappedUp => wrapup.as_ref().and_then(|w| w.time),
+            EventType::ChatEnded => chat.as_ref().and_then(|c| c.end_time),
+            _ => None,
+        };
+
+        Ok(Self {
+            schema_version: SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            fingerprint: fingerprint(site.as_ref(), body),
+            kind,
+            event,
+            site,
+            received_at,
+            occurred_at,
+            chat_id,
+            visitor,
+            chat,
+            offline_message,
+            wrapup,
+            agent,
+            extra: f.finish(),
+        })
+    }
+
+    /// The Kafka key: the id that keeps one chat's (or agent's, or message's) events in order.
+    pub fn key(&self) -> Option<&str> {
+        match self.kind {
+            EventType::OfflineMessageSubmitted => self.offline_message.as_ref()?.id.as_deref(),
+            EventType::AgentStatusChanged => self.agent.as_ref()?.operator_id.as_deref(),
+            EventType::Unknown => None,
+            _ => self.chat_id.as_deref(),
+        }
+    }
+}
+
+/// Hex SHA-256 of the site label followed by the raw body. The concatenation is
+/// unambiguous: a body that parses as an object starts with `{` or whitespace, which no
+/// site label contains.
+fn fingerprint(site: Option<&Site>, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    if let Some(site) = site {
+        hasher.update(site.as_str().as_bytes());
+    }
+    hasher.update(body);
+    format!("{:x}", hasher.finalize())
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests;

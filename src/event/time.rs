@@ -1,0 +1,231 @@
+//! Timestamps: every date shape Comm100 sends, normalized to RFC 3339 UTC with milliseconds.
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+/// An instant, serialized as `"2020-03-17T05:33:23.253Z"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Self(Utc::now())
+    }
+
+    /// The instant `ms` milliseconds after the Unix epoch, if representable.
+    pub fn from_millis(ms: i64) -> Option<Self> {
+        DateTime::from_timestamp_millis(ms).map(Self)
+    }
+
+    /// Parses a JSON date value: `/Date(n)/`, `/Date(n±hhmm)/`, a bare epoch number
+    /// (as a JSON number or a string of digits) or ISO-8601.
+    ///
+    /// Epoch numbers with 10 or fewer digits are seconds, longer ones milliseconds.
+    /// The `±hhmm` of the .NET form names the sender's zone; the number is already UTC.
+    pub fn parse_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::String(s) => Self::parse_str(s),
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Self::from_epoch(i)
+                } else {
+                    let f = n.as_f64()?;
+                    if !f.is_finite() || f.abs() >= 1e15 {
+                        return None;
+                    }
+                    let ms = if f.abs() < 1e10 { f * 1000.0 } else { f };
+                    Self::from_millis(ms.round() as i64)
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Parses a date string; see [`Timestamp::parse_value`].
+    pub fn parse_str(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if let Some(inner) = s.strip_prefix("/Date(").and_then(|r| r.strip_suffix(")/")) {
+            return Self::parse_dotnet(inner);
+        }
+        if is_epoch_digits(s) {
+            return Self::from_epoch(s.parse().ok()?);
+        }
+        if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+            return Some(Self(dt.with_timezone(&Utc)));
+        }
+        const NAIVE: [&str; 2] = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"];
+        NAIVE
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+            .map(|n| Self(n.and_utc()))
+    }
+
+    /// The inside of `/Date(...)/`: an optionally signed integer and an optional `±hhmm`.
+    fn parse_dotnet(inner: &str) -> Option<Self> {
+        let (sign, rest) = match inner.as_bytes().first()? {
+            b'-' => (-1, &inner[1..]),
+            b'+' => (1, &inner[1..]),
+            _ => (1, inner),
+        };
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (digits, zone) = rest.split_at(digits_end);
+        let zone_ok = zone.is_empty()
+            || (zone.len() == 5
+                && matches!(zone.as_bytes()[0], b'+' | b'-')
+                && zone[1..].bytes().all(|b| b.is_ascii_digit()));
+        if digits.is_empty() || !zone_ok {
+            return None;
+        }
+        let n: i64 = digits.parse().ok()?;
+        Self::from_epoch(sign * n)
+    }
+
+    /// Seconds when the number has 10 digits or fewer, milliseconds otherwise.
+    fn from_epoch(n: i64) -> Option<Self> {
+        if n.unsigned_abs() < 10_000_000_000 {
+            DateTime::from_timestamp(n, 0).map(Self)
+        } else {
+            Self::from_millis(n)
+        }
+    }
+}
+
+fn is_epoch_digits(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.len() <= 19 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn norm(v: Value) -> Option<String> {
+        Timestamp::parse_value(&v).map(|t| t.to_string())
+    }
+
+    #[test]
+    fn dotnet_milliseconds() {
+        assert_eq!(
+            norm(json!("/Date(1584423203253)/")).unwrap(),
+            "2020-03-17T05:33:23.253Z"
+        );
+    }
+
+    #[test]
+    fn dotnet_offset_does_not_shift_the_instant() {
+        assert_eq!(
+            norm(json!("/Date(1584423203253+0800)/")).unwrap(),
+            "2020-03-17T05:33:23.253Z"
+        );
+        assert_eq!(
+            norm(json!("/Date(1584423203253-0500)/")).unwrap(),
+            "2020-03-17T05:33:23.253Z"
+        );
+    }
+
+    #[test]
+    fn dotnet_ten_digits_are_seconds() {
+        assert_eq!(
+            norm(json!("/Date(1358453897)/")).unwrap(),
+            "2013-01-17T20:18:17.000Z"
+        );
+        // 11 digits are milliseconds.
+        assert_eq!(
+            norm(json!("/Date(13584868423)/")).unwrap(),
+            "1970-06-07T05:34:28.423Z"
+        );
+    }
+
+    #[test]
+    fn dotnet_negative() {
+        assert_eq!(
+            norm(json!("/Date(-1000)/")).unwrap(),
+            "1969-12-31T23:43:20.000Z"
+        );
+        assert_eq!(
+            norm(json!("/Date(-86400000000)/")).unwrap(),
+            "1967-04-07T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn escaped_slashes_decode_to_the_same_date() {
+        let v: Value = serde_json::from_str(r#""\/Date(1584423203253)\/""#).unwrap();
+        assert_eq!(norm(v).unwrap(), "2020-03-17T05:33:23.253Z");
+    }
+
+    #[test]
+    fn bare_numbers() {
+        assert_eq!(
+            norm(json!(1584423203253_i64)).unwrap(),
+            "2020-03-17T05:33:23.253Z"
+        );
+        assert_eq!(norm(json!(1584423203)).unwrap(), "2020-03-17T05:33:23.000Z");
+        assert_eq!(
+            norm(json!("1584423203253")).unwrap(),
+            "2020-03-17T05:33:23.253Z"
+        );
+        assert_eq!(
+            norm(json!(1584423203.5)).unwrap(),
+            "2020-03-17T05:33:23.500Z"
+        );
+    }
+
+    #[test]
+    fn iso_8601() {
+        assert_eq!(
+            norm(json!("2020-03-17T05:33:23.253Z")).unwrap(),
+            "2020-03-17T05:33:23.253Z"
+        );
+        assert_eq!(
+            norm(json!("2020-03-17T13:33:23+08:00")).unwrap(),
+            "2020-03-17T05:33:23.000Z"
+        );
+        assert_eq!(
+            norm(json!("2020-03-17T05:33:23")).unwrap(),
+            "2020-03-17T05:33:23.000Z"
+        );
+        assert_eq!(
+            norm(json!("2020-03-17 05:33:23.1")).unwrap(),
+            "2020-03-17T05:33:23.100Z"
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected_without_panicking() {
+        for v in [
+            json!("/Date()/"),
+            json!("/Date(abc)/"),
+            json!("/Date(1584423203253+08)/"),
+            json!("/Date(99999999999999999999)/"),
+            json!("/Date(-)/"),
+            json!("/Date(9223372036854775807)/"),
+            json!("yesterday"),
+            json!(""),
+            json!(1e300),
+            json!(-9223372036854775808_i64),
+            json!(true),
+            json!(null),
+            json!([]),
+        ] {
+            assert_eq!(norm(v.clone()), None, "{v}");
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! HTTP: routes, body limit, auth and JSON answers; the accept loop with graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::auth::Auth;
+use crate::event::{Record, RejectError, Site, Timestamp};
+use crate::kafka::Publisher;
+use crate::metrics::Metrics;
+use crate::route::Router;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct App {
+    pub auth: Auth,
+    pub router: Router,
+    pub publisher: Publisher,
+    pub metrics: Metrics,
+    pub max_body_bytes: usize,
+    /// `Retry-After` of a 503, in seconds.
+    pub retry_after_secs: u64,
+}
+
+type Body = Full<Bytes>;
+
+/// Where a request path leads.
+enum Route {
+    Webhook(Option<Site>),
+    BadSite,
+    Healthz,
+    Readyz,
+    Metrics,
+    NotFound,
+}
+
+impl Route {
+    fn of(path: &str) -> Self {
+        let path = match path.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p,
+            _ => path,
+        };
+        match path {
+            "/webhooks/comm100" => Self::Webhook(None),
+            "/healthz" => Self::Healthz,
+            "/readyz" => Self::Readyz,
+            "/metrics" => Self::Metrics,
+            _ => match path.strip_prefix("/webhooks/comm100/") {
+                Some(label) => Site::parse(label).map_or(Self::BadSite, |s| Self::Webhook(Some(s))),
+                None => Self::NotFound,
+            },
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Webhook(_) => "webhook",
+            Self::Healthz => "healthz",
+            Self::Readyz => "readyz",
+            Self::Metrics => "metrics",
+            Self::BadSite | Self::NotFound => "other",
+        }
+    }
+}
+
+/// Serves one request; never fails (errors are JSON answers).
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    app.metrics.inflight_requests.inc();
+    let route = Route::of(req.uri().path());
+    let label = route.label();
+    let method = req.method().clone();
+    // Only the path is ever logged: the query may carry the token.
+    let path = req.uri().path().to_owned();
+
+    let response = dispatch(&app, route, req).await;
+
+    let status = response.status();
+    app.metrics
+        .http_requests
+        .with_label_values(&[label, status.as_str()])
+        .inc();
+    app.metrics
+        .http_request_duration
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
+    app.metrics.inflight_requests.dec();
+    tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    Ok(response)
+}
+
+async fn dispatch(app: &App, route: Route, req: Request<Incoming>) -> Response<Body> {
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    match route {
+        Route::Webhook(site) if req.method() == Method::POST => webhook(app, site, req).await,
+        Route::Webhook(_) => method_not_allowed("POST"),
+        Route::Healthz if get => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        Route::Readyz if get => readyz(app),
+        Route::Metrics if get => {
+            let mut r = Response::new(Body::from(app.metrics.encode()));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        Route::Healthz | Route::Readyz | Route::Metrics => method_not_allowed("GET, HEAD"),
+        Route::BadSite => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route: a site label is 1 to 64 of A-Z a-z 0-9 _ . -",
+        ),
+        Route::NotFound => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route; webhooks are posted to /webhooks/comm100 or /webhooks/comm100/{site}",
+        ),
+    }
+}
+
+fn readyz(app: &App) -> Response<Body> {
+    let up = app.publisher.brokers_up();
+    if up > 0 {
+        json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "brokers_up": up}),
+        )
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "not_ready", "reason": "no Kafka broker is connected", "brokers_up": up}),
+        )
+    }
+}
+
+async fn webhook(app: &App, site: Option<Site>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    if let Err(e) = app.auth.check(&parts) {
+        app.metrics
+            .auth_failures
+            .with_label_values(&[e.reason()])
+            .inc();
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid token is required",
+        );
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"comm100-bridge\""),
+        );
+        return r;
+    }
+
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!(
+                "the body exceeds http.max_body_bytes ({} bytes)",
+                app.max_body_bytes
+            ),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
+        return too_large();
+    }
+    let body = match Limited::new(body, app.max_body_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return too_large(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                &format!("the request body could not be read: {e}"),
+            )
+        }
+    };
+
+    let record = match Record::from_body(&body, site, Timestamp::now()) {
+        Ok(record) => record,
+        Err(e) => {
+            let status = match e {
+                RejectError::InvalidJson(_) => StatusCode::BAD_REQUEST,
+                RejectError::MissingEvent => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            return error(status, e.code(), &e.to_string());
+        }
+    };
+    let kind = record.kind.as_str();
+    app.metrics.events_received.with_label_values(&[kind]).inc();
+
+    let message = app.router.route(&record);
+    match app.publisher.publish(&message).await {
+        Ok(delivered) => {
+            app.metrics
+                .events_published
+                .with_label_values(&[kind])
+                .inc();
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "id": record.id,
+                    "type": kind,
+                    "topic": message.topic,
+                    "partition": delivered.partition,
+                    "offset": delivered.offset,
+                }),
+            )
+        }
+        Err(e) => {
+            app.metrics
+                .events_failed
+                .with_label_values(&[kind, e.reason()])
+                .inc();
+            tracing::warn!(id = %record.id, r#type = kind, topic = message.topic, error = %e, "record not acknowledged; answering 503");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kafka_unavailable",
+                &format!("{e}; nothing was stored, retry later"),
+            );
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(app.retry_after_secs));
+            r
+        }
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("this route accepts {allow}"),
+    );
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// The JSON error body of every non-2xx answer: `{"error":{"code","message"}}`.
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Body::from(value.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Accepts connections until `shutdown` resolves, then waits up to `drain` for the
+/// connections' in-flight requests to finish.
+pub async fn run(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors or similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = service_fn(move |req| handle(app.clone(), req));
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "stopped accepting; draining in-flight requests"
+    );
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "connections still open after the drain bound; closing them"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use comm100_bridge::config::{Config, LogFormat};
+use comm100_bridge::event::{Record, Site, Timestamp};
+use comm100_bridge::route::Router;
+use comm100_bridge::{dev, serve};
+
+/// Receives Comm100 Live Chat webhooks and publishes each event, normalized, to Kafka.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML), for `serve` when no command is given.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge (the default command).
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Run the bridge against an embedded in-memory Kafka cluster and print every record.
+    Dev {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Print what would be published for a payload: {"topic","key","headers","value"}.
+    Normalize {
+        /// Payload file, or - for standard input.
+        #[arg(default_value = "-")]
+        file: PathBuf,
+        /// Site label, as in /webhooks/comm100/{site}.
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the layered configuration and print it with secrets redacted.
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run_serve(cli.config.as_deref()),
+        Some(Command::Serve { config }) => run_serve(config.or(cli.config).as_deref()),
+        Some(Command::Dev { listen }) => run_dev(listen),
+        Some(Command::Normalize { file, site, config }) => {
+            normalize(&file, site.as_deref(), config.or(cli.config).as_deref())
+        }
+        Some(Command::CheckConfig { config }) => check_config(config.or(cli.config).as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("comm100-bridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::new(&config.log.level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the bridge");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+fn run_serve(config_file: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config_file)?;
+    init_logging(&config);
+    runtime()?.block_on(async {
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+        serve(config, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
+    let defaults = Config::load(None)?;
+    init_logging(&defaults);
+    let router = Router::new(&defaults.topics);
+    runtime()?.block_on(async {
+        let cluster =
+            dev::start_cluster(3, &router).context("cannot start the embedded Kafka cluster")?;
+        let bootstrap = cluster.bootstrap_servers();
+        let config = dev::config(&bootstrap, listen)?;
+        let listener = TcpListener::bind(listen).await.with_context(|| {
+            format!("cannot listen on {listen} (use --listen to pick another address)")
+        })?;
+        let consumer = dev::consumer(&bootstrap, &router)?;
+        tokio::spawn(dev::print_records(consumer));
+        let samples = dev::write_samples().context("cannot write the bundled samples")?;
+
+        println!("comm100-bridge dev: an embedded, in-memory Kafka cluster. NOT FOR PRODUCTION.");
+        println!("  Kafka bootstrap: {bootstrap}   (try: kcat -b {bootstrap} -L)");
+        println!("  topics:          {}", router.topics().join(", "));
+        println!("  webhook URL:     http://{listen}/webhooks/comm100   (no token needed in dev)");
+        println!("  samples:         {}", samples.display());
+        println!("Post a sample:");
+        println!(
+            "  curl -sS http://{listen}/webhooks/comm100 --data-binary @{}",
+            samples.join("chat_ended.json").display()
+        );
+        println!("Every published record is printed below. Ctrl-C stops.");
+
+        serve(config, listener, shutdown_signal()).await?;
+        drop(cluster);
+        Ok(())
+    })
+}
+
+fn normalize(file: &Path, site: Option<&str>, config_file: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config_file)?;
+    let body = if file == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read standard input")?;
+        buf
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let site = match site {
+        Some(label) => match Site::parse(label) {
+            Some(site) => Some(site),
+            None => bail!("invalid --site `{label}`: use 1 to 64 of A-Z a-z 0-9 _ . -"),
+        },
+        None => None,
+    };
+    let record = Record::from_body(&body, site, Timestamp::now())
+        .map_err(|e| anyhow::anyhow!("the bridge would reject this payload ({}): {e}", e.code()))?;
+    let message = Router::new(&config.topics).route(&record);
+    println!("{}", serde_json::to_string_pretty(&message.to_json())?);
+    Ok(())
+}
+
+fn check_config(config_file: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config_file)?;
+    print!("{}", config.to_redacted_toml());
+    Ok(())
+}

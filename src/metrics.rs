@@ -1,0 +1,179 @@
+//! Prometheus metrics, prefix `comm100_bridge_`, low-cardinality labels only.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::event::EventType;
+
+const PREFIX: &str = "comm100_bridge";
+
+/// Route labels of `http_requests_total` and `http_request_duration_seconds`.
+pub const ROUTES: [&str; 5] = ["webhook", "healthz", "readyz", "metrics", "other"];
+
+/// Reasons of `events_failed_total`.
+pub const FAILURE_REASONS: [&str; 2] = ["timeout", "kafka_error"];
+
+/// Reasons of `auth_failures_total`.
+pub const AUTH_REASONS: [&str; 2] = ["missing_token", "invalid_token"];
+
+/// Every metric the bridge exports, registered in its own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub events_received: IntCounterVec,
+    pub events_published: IntCounterVec,
+    pub events_failed: IntCounterVec,
+    pub kafka_delivery_duration: HistogramVec,
+    pub auth_failures: IntCounterVec,
+    pub inflight_requests: IntGauge,
+    pub kafka_producer_queue_messages: IntGauge,
+    pub kafka_brokers_up: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric and initializes each labelled series at zero.
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some(PREFIX.to_owned()), None)
+            .expect("a constant, valid metric prefix");
+        let m = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    "http_requests_total",
+                    "HTTP requests answered, by route and status.",
+                ),
+                &["route", "status"],
+            )
+            .unwrap(),
+            http_request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Time from request arrival to response, by route.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            )
+            .unwrap(),
+            events_received: IntCounterVec::new(
+                Opts::new(
+                    "events_received_total",
+                    "Webhook events parsed and normalized, by type.",
+                ),
+                &["type"],
+            )
+            .unwrap(),
+            events_published: IntCounterVec::new(
+                Opts::new(
+                    "events_published_total",
+                    "Records acknowledged by Kafka, by type.",
+                ),
+                &["type"],
+            )
+            .unwrap(),
+            events_failed: IntCounterVec::new(
+                Opts::new(
+                    "events_failed_total",
+                    "Records Kafka did not acknowledge (answered 503), by type and reason.",
+                ),
+                &["type", "reason"],
+            )
+            .unwrap(),
+            kafka_delivery_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "kafka_delivery_duration_seconds",
+                    "Time from handing a record to the producer to its delivery report, by type.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["type"],
+            )
+            .unwrap(),
+            auth_failures: IntCounterVec::new(
+                Opts::new(
+                    "auth_failures_total",
+                    "Requests refused by authentication, by reason.",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+            inflight_requests: IntGauge::new("inflight_requests", "Requests being served.")
+                .unwrap(),
+            kafka_producer_queue_messages: IntGauge::new(
+                "kafka_producer_queue_messages",
+                "Records in the producer's queue, awaiting delivery (librdkafka statistics).",
+            )
+            .unwrap(),
+            kafka_brokers_up: IntGauge::new(
+                "kafka_brokers_up",
+                "Brokers the producer has an open connection to (librdkafka statistics).",
+            )
+            .unwrap(),
+            registry,
+        };
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "The running version; always 1."),
+            &["version"],
+        )
+        .unwrap();
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for c in [
+            Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.http_request_duration.clone()),
+            Box::new(m.events_received.clone()),
+            Box::new(m.events_published.clone()),
+            Box::new(m.events_failed.clone()),
+            Box::new(m.kafka_delivery_duration.clone()),
+            Box::new(m.auth_failures.clone()),
+            Box::new(m.inflight_requests.clone()),
+            Box::new(m.kafka_producer_queue_messages.clone()),
+            Box::new(m.kafka_brokers_up.clone()),
+            Box::new(build_info),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ] {
+            m.registry
+                .register(c)
+                .expect("each metric is registered once");
+        }
+
+        for route in ROUTES {
+            m.http_request_duration.with_label_values(&[route]);
+        }
+        for kind in EventType::ALL {
+            let t = kind.as_str();
+            m.events_received.with_label_values(&[t]);
+            m.events_published.with_label_values(&[t]);
+            m.kafka_delivery_duration.with_label_values(&[t]);
+            for reason in FAILURE_REASONS {
+                m.events_failed.with_label_values(&[t, reason]);
+            }
+        }
+        for reason in AUTH_REASONS {
+            m.auth_failures.with_label_values(&[reason]);
+        }
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec only fails on invalid metric families, which `new` cannot build.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Seconds, from one millisecond to ten seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];

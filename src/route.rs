@@ -1,0 +1,87 @@
+//! Routing: a [`Record`] becomes a Kafka message — topic, key, CloudEvents headers, value.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::TopicsConfig;
+use crate::event::{EventType, Record};
+
+/// `ce_source` of records without a site label.
+pub const CE_SOURCE: &str = "/comm100/livechat";
+/// Prefix of `ce_type`; the record type follows.
+pub const CE_TYPE_PREFIX: &str = "com.comm100.livechat.";
+
+/// Topic names per record type, resolved once from the configuration.
+#[derive(Debug, Clone)]
+pub struct Router {
+    topics: Vec<String>,
+}
+
+/// A record ready to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub kind: EventType,
+    pub topic: String,
+    pub key: Option<String>,
+    pub headers: Vec<(&'static str, String)>,
+    pub value: Vec<u8>,
+}
+
+impl Router {
+    pub fn new(topics: &TopicsConfig) -> Self {
+        Self {
+            topics: EventType::ALL.iter().map(|&k| topics.topic(k)).collect(),
+        }
+    }
+
+    /// The topic of records of type `kind`.
+    pub fn topic(&self, kind: EventType) -> &str {
+        let index = EventType::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        &self.topics[index]
+    }
+
+    /// Every topic the bridge publishes to.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// Serializes `record` and attaches its topic, key and headers.
+    pub fn route(&self, record: &Record) -> Message {
+        let source = match &record.site {
+            Some(site) => format!("{CE_SOURCE}/{}", site.as_str()),
+            None => CE_SOURCE.to_owned(),
+        };
+        let time = record.occurred_at.unwrap_or(record.received_at);
+        let headers = vec![
+            ("ce_specversion", "1.0".to_owned()),
+            ("ce_id", record.id.to_string()),
+            (
+                "ce_type",
+                format!("{CE_TYPE_PREFIX}{}", record.kind.as_str()),
+            ),
+            ("ce_source", source),
+            ("ce_time", time.to_string()),
+            ("content-type", "application/json".to_owned()),
+        ];
+        Message {
+            kind: record.kind,
+            topic: self.topic(record.kind).to_owned(),
+            key: record.key().map(str::to_owned),
+            headers,
+            // Serializing a tree of strings, numbers and maps with string keys cannot fail.
+            value: serde_json::to_vec(record).expect("a record always serializes"),
+        }
+    }
+}
+
+impl Message {
+    /// `{"topic","key","headers","value"}`, as `comm100-bridge normalize` prints it.
+    pub fn to_json(&self) -> Value {
+        let headers: Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
+            .collect();
+        let value: Value = serde_json::from_slice(&self.value).unwrap_or(Value::Null);
+        json!({ "topic": self.topic, "key": self.key, "headers": headers, "value": value })
+    }
+}

@@ -141,6 +141,9 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
         let listener = TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen on {listen} (use --listen to pick another address)")
         })?;
+        let listen = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
         let consumer = dev::consumer(&bootstrap, &router)?;
         tokio::spawn(dev::print_records(consumer));
         let samples = dev::write_samples().context("cannot write the bundled samples")?;
@@ -156,6 +159,8 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
             samples.join("chat_ended.json").display()
         );
         println!("Every published record is printed below. Ctrl-C stops.");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
 
         serve(config, listener, shutdown_signal()).await?;
         drop(cluster);

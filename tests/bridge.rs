@@ -1,0 +1,529 @@
+//! The bridge over real HTTP against the in-process mock Kafka cluster.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+/// The golden record of `sample`, as in `tests/golden.rs`.
+fn golden(sample: &std::path::Path) -> Value {
+    let bytes = std::fs::read(sample.with_extension("expected.json")).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn expected_type_and_key(golden: &Value) -> (String, Option<String>) {
+    let kind = golden["type"].as_str().unwrap().to_owned();
+    let key = match kind.as_str() {
+        "offline_message_submitted" => golden["offline_message"]["id"].as_str(),
+        "agent_status_changed" => golden["agent"]["operator_id"].as_str(),
+        _ => golden["chat_id"].as_str(),
+    };
+    (kind, key.map(str::to_owned))
+}
+
+#[tokio::test]
+async fn every_sample_is_published_to_its_topic_and_consumed_back() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let bridge = Bridge::start(config(&bootstrap)).await;
+    let samples = samples();
+    assert_eq!(samples.len(), 13);
+
+    for sample in &samples {
+        let body = std::fs::read(sample).unwrap();
+        let answer = post(
+            &bridge.url(&format!("/webhooks/comm100?token={TOKEN}")),
+            &[],
+            body,
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{}: {}",
+            sample.display(),
+            answer.text
+        );
+
+        let golden = golden(sample);
+        let (kind, key) = expected_type_and_key(&golden);
+        let topic = format!("comm100.{kind}");
+        assert_eq!(answer.json["type"], kind.as_str());
+        assert_eq!(answer.json["topic"], topic.as_str());
+        let id = answer.json["id"].as_str().unwrap().to_owned();
+        let partition = answer.json["partition"].as_i64().unwrap() as i32;
+        let offset = answer.json["offset"].as_i64().unwrap();
+
+        let record = consume_at(&bootstrap, &topic, partition, offset);
+        assert_eq!(record.topic, topic);
+        assert_eq!(record.key, key, "{}", sample.display());
+        assert_eq!(record.header("ce_specversion"), Some("1.0"));
+        assert_eq!(record.header("ce_id"), Some(id.as_str()));
+        assert_eq!(
+            record.header("ce_type"),
+            Some(format!("com.comm100.livechat.{kind}").as_str())
+        );
+        assert_eq!(record.header("ce_source"), Some("/comm100/livechat"));
+        let expected_time = golden["occurred_at"]
+            .as_str()
+            .unwrap_or_else(|| record.value["received_at"].as_str().unwrap());
+        assert_eq!(record.header("ce_time"), Some(expected_time));
+        assert_eq!(record.header("content-type"), Some("application/json"));
+        assert_eq!(record.headers.len(), 6);
+
+        let mut value = record.value.clone();
+        assert_eq!(value["id"], id.as_str());
+        let object = value.as_object_mut().unwrap();
+        object.remove("id");
+        object.remove("received_at");
+        assert_eq!(value, golden, "{}", sample.display());
+    }
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_chats_events_share_a_key_and_a_partition() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let bridge = Bridge::start(config(&bootstrap)).await;
+    let mut partitions = Vec::new();
+    for event in [
+        "chat_request",
+        "chat_started",
+        "chat_transferred",
+        "chat_ended",
+        "chat_wrapped_up",
+    ] {
+        let body = json!({"event": event, "visitor": {"chat_id": "chat-42"}}).to_string();
+        let answer = post(
+            &bridge.url("/webhooks/comm100"),
+            &[("x-bridge-token", TOKEN)],
+            body,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        partitions.push(answer.json["partition"].as_i64().unwrap());
+        let record = consume_at(
+            &bootstrap,
+            answer.json["topic"].as_str().unwrap(),
+            partitions[partitions.len() - 1] as i32,
+            answer.json["offset"].as_i64().unwrap(),
+        );
+        assert_eq!(record.key.as_deref(), Some("chat-42"));
+    }
+    // The default partitioner hashes the key, and every topic has the same partition count.
+    assert!(
+        partitions.windows(2).all(|w| w[0] == w[1]),
+        "{partitions:?}"
+    );
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_site_label_tags_the_record_and_its_source() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let bridge = Bridge::start(config(&bootstrap)).await;
+    let body = r#"{"event":"online","operator_id":1}"#;
+    let answer = post(
+        &bridge.url(&format!("/webhooks/comm100/eu-1?token={TOKEN}")),
+        &[],
+        body,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let record = consume_at(
+        &bootstrap,
+        "comm100.agent_status_changed",
+        answer.json["partition"].as_i64().unwrap() as i32,
+        answer.json["offset"].as_i64().unwrap(),
+    );
+    assert_eq!(record.value["site"], "eu-1");
+    assert_eq!(record.header("ce_source"), Some("/comm100/livechat/eu-1"));
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_accepted_in_every_documented_place() {
+    let cluster = cluster();
+    let bridge = Bridge::start(config(&cluster.bootstrap_servers())).await;
+    let url = bridge.url("/webhooks/comm100");
+    let body = r#"{"event":"away","operator_id":1}"#;
+
+    for (headers, query) in [
+        (vec![], ""),
+        (vec![("x-bridge-token", "wrong")], ""),
+        (vec![], "?token=wrong"),
+    ] {
+        let answer = post(&format!("{url}{query}"), &headers, body).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(answer.json["error"]["code"], "unauthorized");
+        assert!(!answer.text.contains(TOKEN));
+    }
+
+    let bearer = format!("Bearer {TOKEN}");
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("comm100:{TOKEN}"))
+    );
+    for headers in [
+        vec![("authorization", bearer.as_str())],
+        vec![("x-bridge-token", TOKEN)],
+        vec![("authorization", basic.as_str())],
+    ] {
+        let answer = post(&url, &headers, body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{headers:?}: {}",
+            answer.text
+        );
+    }
+    let metrics = get(&bridge.url("/metrics")).await.text;
+    assert!(
+        metrics.contains("comm100_bridge_auth_failures_total{reason=\"missing_token\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("comm100_bridge_auth_failures_total{reason=\"invalid_token\"} 2"),
+        "{metrics}"
+    );
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_with_the_right_status() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.http.max_body_bytes = 4096;
+    let bridge = Bridge::start(c).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+
+    let cases: Vec<(&str, String, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "POST",
+            hook.clone(),
+            b"not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            hook.clone(),
+            b"[1,2,3]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            hook.clone(),
+            b"".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            hook.clone(),
+            b"{\"visitor\":{}}".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_event",
+        ),
+        (
+            "POST",
+            hook.clone(),
+            b"{\"event\":7}".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_event",
+        ),
+        (
+            "POST",
+            bridge.url("/webhooks/other"),
+            b"{}".to_vec(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "POST",
+            bridge.url("/webhooks/comm100/bad%20site"),
+            b"{}".to_vec(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            hook.clone(),
+            vec![],
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "PUT",
+            hook.clone(),
+            b"{}".to_vec(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            bridge.url("/healthz"),
+            vec![],
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            hook.clone(),
+            vec![b' '; 4097],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+    ];
+    for (method, url, body, status, code) in cases {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let answer = send(request).await;
+        assert_eq!(answer.status, status, "{method} {url}: {}", answer.text);
+        assert_eq!(
+            answer.json["error"]["code"], code,
+            "{method} {url}: {}",
+            answer.text
+        );
+        assert!(answer.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        assert_eq!(answer.headers["content-type"], "application/json");
+    }
+    let answer = get(&hook).await;
+    assert_eq!(answer.headers["allow"], "POST");
+
+    // The same valid event still goes through afterwards.
+    let ok = post(&hook, &[], r#"{"event":"login","operator_id":1}"#).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oversized_chunked_body_is_refused_without_reading_it_all() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.http.max_body_bytes = 1024;
+    let bridge = Bridge::start(c).await;
+    let mut stream = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+    let head = format!(
+        "POST /webhooks/comm100?token={TOKEN} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // 2 KiB of chunks, past the limit; the sender never finishes the body.
+    for _ in 0..4 {
+        stream.write_all(b"200\r\n").await.unwrap();
+        stream.write_all(&[b' '; 512]).await.unwrap();
+        stream.write_all(b"\r\n").await.unwrap();
+    }
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+            if response.windows(4).any(|w| w == b"\r\n\r\n") && response.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to an oversized, unfinished body");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("body_too_large"), "{text}");
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_every_broker_down_a_post_answers_503_within_the_deadline() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.delivery.deadline_ms = 1500;
+    let bridge = Bridge::start(c).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let body = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();
+    // Connected and working first.
+    assert_eq!(post(&hook, &[], body.clone()).await.status, StatusCode::OK);
+
+    cluster.broker_down(-1).unwrap();
+    let started = Instant::now();
+    let answer = post(&hook, &[], body.clone()).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.text
+    );
+    assert_eq!(answer.json["error"]["code"], "kafka_unavailable");
+    assert!(answer.headers.contains_key("retry-after"));
+    assert!(
+        elapsed >= Duration::from_millis(1400),
+        "answered 503 before the deadline: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "took {elapsed:?} for a 1500 ms deadline"
+    );
+
+    let metrics = get(&bridge.url("/metrics")).await.text;
+    let failed = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("comm100_bridge_events_failed_total{reason=")
+                && l.contains("type=\"chat_ended\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum::<u64>();
+    assert_eq!(failed, 1, "{metrics}");
+    cluster.broker_up(-1).unwrap();
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let cluster = cluster();
+    let bridge = Bridge::start(config(&cluster.bootstrap_servers())).await;
+    let health = get(&bridge.url("/healthz")).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json["status"], "ok");
+    // Readiness follows librdkafka's statistics, reported every second.
+    wait_for_status(
+        &bridge.url("/readyz"),
+        StatusCode::OK,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    let before = get(&bridge.url("/metrics")).await.text;
+    assert!(
+        before.contains("comm100_bridge_events_published_total{type=\"chat_ended\"} 0"),
+        "{before}"
+    );
+    let body = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();
+    let answer = post(
+        &bridge.url(&format!("/webhooks/comm100?token={TOKEN}")),
+        &[],
+        body,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let after = get(&bridge.url("/metrics")).await.text;
+    assert!(
+        after.contains("comm100_bridge_events_received_total{type=\"chat_ended\"} 1"),
+        "{after}"
+    );
+    assert!(
+        after.contains("comm100_bridge_events_published_total{type=\"chat_ended\"} 1"),
+        "{after}"
+    );
+    assert!(
+        after.contains("comm100_bridge_http_requests_total{route=\"webhook\",status=\"200\"} 1"),
+        "{after}"
+    );
+    assert!(
+        after.contains(
+            "comm100_bridge_kafka_delivery_duration_seconds_count{type=\"chat_ended\"} 1"
+        ),
+        "{after}"
+    );
+    assert!(
+        after.contains("comm100_bridge_build_info{version=\""),
+        "{after}"
+    );
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_a_token() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.auth.tokens.clear();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = comm100_bridge::serve(c.clone(), listener, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, comm100_bridge::ServeError::NoToken), "{err}");
+    assert!(err.to_string().contains("auth.allow_unauthenticated"));
+
+    c.auth.allow_unauthenticated = true;
+    let bridge = Bridge::start(c).await;
+    let answer = post(
+        &bridge.url("/webhooks/comm100"),
+        &[],
+        r#"{"event":"online","operator_id":3}"#,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish_then_stops_accepting() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let mut bridge = Bridge::start(config(&bootstrap)).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    // Warm up the connection to the cluster, then slow every broker down.
+    assert_eq!(
+        post(&hook, &[], r#"{"event":"online","operator_id":1}"#)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    cluster
+        .broker_round_trip_time(-1, Duration::from_millis(800))
+        .unwrap();
+
+    let in_flight = tokio::spawn({
+        let hook = hook.clone();
+        async move { post(&hook, &[], r#"{"event":"away","operator_id":1}"#).await }
+    });
+    // Let the request reach the producer before shutting down.
+    let metrics_url = bridge.url("/metrics");
+    let started = Instant::now();
+    loop {
+        let m = get(&metrics_url).await.text;
+        if m.contains("comm100_bridge_events_received_total{type=\"agent_status_changed\"} 2") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the request never reached the bridge"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bridge.begin_stop();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    cluster.broker_round_trip_time(-1, Duration::ZERO).unwrap();
+    let addr = bridge.addr;
+    bridge.join().await.unwrap();
+    let record = consume_at(
+        &bootstrap,
+        "comm100.agent_status_changed",
+        answer.json["partition"].as_i64().unwrap() as i32,
+        answer.json["offset"].as_i64().unwrap(),
+    );
+    assert_eq!(record.value["agent"]["status"], "away");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}

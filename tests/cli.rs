@@ -1,0 +1,221 @@
+//! The `comm100-bridge` binary: normalize, check-config, serve's refusal, and dev end to end.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::fixtures_dir;
+use serde_json::Value;
+
+fn bridge() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"));
+    // The tests' own environment must not leak configuration into the binary.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COMM100_BRIDGE__") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn normalize_prints_topic_key_headers_and_value() {
+    let out = bridge()
+        .args(["normalize", "--site", "eu"])
+        .arg(fixtures_dir().join("chat_wrapped_up.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["topic"], "comm100.chat_wrapped_up");
+    assert_eq!(v["key"], "db120346-2fa5-4957-a62b-e6765ab2691b");
+    assert_eq!(
+        v["headers"]["ce_type"],
+        "com.comm100.livechat.chat_wrapped_up"
+    );
+    assert_eq!(v["headers"]["ce_source"], "/comm100/livechat/eu");
+    assert_eq!(v["headers"]["ce_time"], "2020-03-17T05:18:44.807Z");
+    assert_eq!(v["value"]["site"], "eu");
+    assert_eq!(v["value"]["wrapup"]["category"], "Support");
+}
+
+#[test]
+fn normalize_reads_standard_input_and_honours_topic_configuration() {
+    let mut child = bridge()
+        .args(["normalize", "-"])
+        .env("COMM100_BRIDGE__TOPICS__PREFIX", "acme")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"event":"brand_new_event","x":1}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["topic"], "acme.unknown");
+    assert_eq!(v["key"], Value::Null);
+    assert_eq!(v["value"]["extra"]["x"], 1);
+}
+
+#[test]
+fn normalize_exits_1_on_a_payload_the_bridge_would_reject() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, code) in [
+        ("{\"no_event\":1}", "missing_event"),
+        ("<xml/>", "invalid_json"),
+    ] {
+        let path = dir.path().join("bad.json");
+        std::fs::write(&path, body).unwrap();
+        let out = bridge().arg("normalize").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(code), "{err}");
+    }
+}
+
+#[test]
+fn check_config_prints_the_effective_config_with_secrets_redacted() {
+    let out = bridge()
+        .arg("check-config")
+        .env(
+            "COMM100_BRIDGE__AUTH__TOKENS",
+            "very-secret-1,very-secret-2",
+        )
+        .env("COMM100_BRIDGE__KAFKA__BROKERS", "k1:9092,k2:9092")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("very-secret"), "{text}");
+    let parsed: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(parsed["auth"]["tokens"].as_array().unwrap().len(), 2);
+    assert_eq!(parsed["kafka"]["brokers"][1].as_str(), Some("k2:9092"));
+}
+
+#[test]
+fn check_config_names_a_bad_key_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, "[delivery]\ndeadline = 5\n").unwrap();
+    let out = bridge()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("deadline"), "{err}");
+}
+
+#[test]
+fn serve_without_a_token_refuses_to_start() {
+    let out = bridge()
+        .arg("serve")
+        .env("COMM100_BRIDGE__HTTP__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auth.tokens"), "{err}");
+}
+
+/// Lines of a child's stdout, read on a thread.
+fn lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn next_line_containing(
+    rx: &mpsc::Receiver<String>,
+    needle: &str,
+    seen: &mut Vec<String>,
+) -> String {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            Err(e) => panic!(
+                "no line containing {needle:?} ({e}); output so far:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn dev_publishes_a_posted_sample_prints_it_and_exits_0_on_sigterm() {
+    let mut child = bridge()
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = lines(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let bootstrap = next_line_containing(&rx, "Kafka bootstrap:", &mut seen);
+    assert!(bootstrap.contains("127.0.0.1:"), "{bootstrap}");
+    assert!(seen.iter().any(|l| l.contains("NOT FOR PRODUCTION")));
+    let url_line = next_line_containing(&rx, "webhook URL:", &mut seen);
+    let url = url_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let curl = next_line_containing(&rx, "curl ", &mut seen);
+    let sample = curl.rsplit('@').next().unwrap().trim().to_owned();
+    assert!(sample.ends_with("chat_ended.json"), "{curl}");
+
+    let body = std::fs::read(&sample).unwrap();
+    let answer = common::post(&url, &[], body).await;
+    assert_eq!(answer.status, http::StatusCode::OK, "{}", answer.text);
+
+    let published = next_line_containing(&rx, "--- published:", &mut seen);
+    assert!(
+        published.contains("topic=comm100.chat_ended"),
+        "{published}"
+    );
+    assert!(
+        published.contains("key=16c2cc3a-1b15-4b4f-9298-1cd04d6cec15"),
+        "{published}"
+    );
+    next_line_containing(&rx, "\"type\": \"chat_ended\"", &mut seen);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "dev did not exit 0 on SIGTERM");
+}

@@ -1,0 +1,234 @@
+//! Shared test harness: a bridge on port 0 against an in-process mock Kafka cluster, an HTTP
+//! client and a consumer that reads back exactly what a 200 answer points at.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use comm100_bridge::config::{Config, Secret};
+use comm100_bridge::route::Router;
+use comm100_bridge::{serve, ServeError};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const TOKEN: &str = "test-token-0123456789";
+pub const PARTITIONS: i32 = 3;
+
+pub type Cluster = MockCluster<'static, DefaultProducerContext>;
+
+/// A mock cluster with every bridge topic created.
+pub fn cluster() -> Cluster {
+    let cluster = MockCluster::new(1).unwrap();
+    for topic in Router::new(
+        &Config::load_with_env(None, Some(Default::default()))
+            .unwrap()
+            .topics,
+    )
+    .topics()
+    {
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    }
+    cluster
+}
+
+/// Defaults (no environment), pointed at `bootstrap`, with [`TOKEN`].
+pub fn config(bootstrap: &str) -> Config {
+    let mut c = Config::load_with_env(None, Some(Default::default())).unwrap();
+    c.kafka.brokers = vec![bootstrap.to_owned()];
+    c.auth.tokens = vec![Secret::new(TOKEN)];
+    c.log.level = "warn".into();
+    c
+}
+
+/// A running bridge; stop it with [`Bridge::stop`].
+pub struct Bridge {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Bridge {
+    pub async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(serve(config, listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            shutdown: Some(tx),
+            handle,
+        }
+    }
+
+    /// Signals shutdown and returns what `serve` returned.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.await.unwrap()
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn join(self) -> Result<(), ServeError> {
+        self.handle.await.unwrap()
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+}
+
+/// An HTTP answer with its body parsed as JSON (Null when it is not JSON).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn send(request: Request<Full<Bytes>>) -> Answer {
+    let response = client().request(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Answer {
+        status,
+        headers,
+        json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {
+    let mut b = Request::post(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(b.body(Full::new(body.into())).unwrap()).await
+}
+
+pub async fn get(url: &str) -> Answer {
+    send(Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Reads the single record at `topic`/`partition`/`offset`.
+pub fn consume_at(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> Consumed {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "comm100-bridge-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    for _ in 0..100 {
+        if let Some(result) = consumer.poll(Duration::from_millis(100)) {
+            return Consumed::from(&result.unwrap());
+        }
+    }
+    panic!("no record at {topic}/{partition}@{offset} within 10 s");
+}
+
+/// A consumed Kafka record.
+#[derive(Debug)]
+pub struct Consumed {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub value: Value,
+}
+
+impl From<&BorrowedMessage<'_>> for Consumed {
+    fn from(m: &BorrowedMessage<'_>) -> Self {
+        Self {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8(k.to_vec()).unwrap()),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8(h.value.unwrap().to_vec()).unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            value: serde_json::from_slice(m.payload().unwrap()).unwrap(),
+        }
+    }
+}
+
+impl Consumed {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Every sample payload (not the `.expected.json` golden records).
+pub fn samples() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.ends_with(".json") && !name.ends_with(".expected.json")
+        })
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Polls `url` until it answers `status`, up to `bound`.
+pub async fn wait_for_status(url: &str, status: StatusCode, bound: Duration) -> Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        if get(url).await.status == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{url} did not answer {status} within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

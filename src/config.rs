@@ -301,6 +301,14 @@ impl Config {
                 ));
             }
         }
+        let stats = self.kafka.properties.get("statistics.interval.ms");
+        if stats.is_none_or(|v| v.trim().parse::<u64>().map_or(true, |ms| ms == 0)) {
+            return Err(invalid(
+                "kafka.properties.statistics.interval.ms",
+                "must be a positive number of milliseconds: readiness and the broker and \
+                 queue metrics come from librdkafka's statistics",
+            ));
+        }
         for kind in EventType::ALL {
             let topic = self.topics.topic(kind);
             if !valid_topic_name(&topic) {
@@ -440,6 +448,11 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{err}");
         }
+        let f = file("[kafka.properties]\n\"statistics.interval.ms\" = \"0\"\n");
+        let err = Config::load_with_env(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("statistics.interval.ms"), "{err}");
         let f = file("[kafka.properties]\n\"acks\" = \"1\"\n");
         let err = Config::load_with_env(Some(f.path()), env(&[]))
             .unwrap_err()

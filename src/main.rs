@@ -145,7 +145,7 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
             .local_addr()
             .context("cannot read the bound address")?;
         let consumer = dev::consumer(&bootstrap, &router)?;
-        tokio::spawn(dev::print_records(consumer));
+        let printer = tokio::spawn(dev::print_records(consumer));
         let samples = dev::write_samples().context("cannot write the bundled samples")?;
 
         println!("comm100-bridge dev: an embedded, in-memory Kafka cluster. NOT FOR PRODUCTION.");
@@ -163,6 +163,9 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
 
         serve(config, listener, shutdown_signal()).await?;
+        // Stop the consumer before the cluster it reads from goes away.
+        printer.abort();
+        let _ = printer.await;
         drop(cluster);
         Ok(())
     })

@@ -107,12 +107,7 @@ async fn one_chats_events_share_a_key_and_a_partition() {
         .await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
         partitions.push(answer.json["partition"].as_i64().unwrap());
-        let record = consume_at(
-            &bootstrap,
-            answer.json["topic"].as_str().unwrap(),
-            partitions[partitions.len() - 1] as i32,
-            answer.json["offset"].as_i64().unwrap(),
-        );
+        let record = consume_answered(&bootstrap, &answer);
         assert_eq!(record.key.as_deref(), Some("chat-42"));
     }
     // The default partitioner hashes the key, and every topic has the same partition count.
@@ -136,12 +131,7 @@ async fn a_site_label_tags_the_record_and_its_source() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
-    let record = consume_at(
-        &bootstrap,
-        "comm100.agent_status_changed",
-        answer.json["partition"].as_i64().unwrap() as i32,
-        answer.json["offset"].as_i64().unwrap(),
-    );
+    let record = consume_answered(&bootstrap, &answer);
     assert_eq!(record.value["site"], "eu-1");
     assert_eq!(record.header("ce_source"), Some("/comm100/livechat/eu-1"));
     bridge.stop().await.unwrap();
@@ -515,12 +505,7 @@ async fn shutdown_lets_an_in_flight_request_finish_then_stops_accepting() {
     cluster.broker_round_trip_time(-1, Duration::ZERO).unwrap();
     let addr = bridge.addr;
     bridge.join().await.unwrap();
-    let record = consume_at(
-        &bootstrap,
-        "comm100.agent_status_changed",
-        answer.json["partition"].as_i64().unwrap() as i32,
-        answer.json["offset"].as_i64().unwrap(),
-    );
+    let record = consume_answered(&bootstrap, &answer);
     assert_eq!(record.value["agent"]["status"], "away");
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),

@@ -155,6 +155,19 @@ pub fn consume_at(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> 
     panic!("no record at {topic}/{partition}@{offset} within 10 s");
 }
 
+/// Reads the record a 200 answer points at (its `topic`, `partition` and `offset`).
+pub fn consume_answered(bootstrap: &str, answer: &Answer) -> Consumed {
+    let j = &answer.json;
+    consume_at(
+        bootstrap,
+        j["topic"].as_str().expect("a 200 answer names the topic"),
+        j["partition"]
+            .as_i64()
+            .expect("a 200 answer names the partition") as i32,
+        j["offset"].as_i64().expect("a 200 answer names the offset"),
+    )
+}
+
 /// A consumed Kafka record.
 #[derive(Debug)]
 pub struct Consumed {

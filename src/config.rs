@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Environment, File, FileFormat};
@@ -50,6 +50,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub delivery: DeliveryConfig,
     pub topics: TopicsConfig,
+    pub spool: SpoolConfig,
+    pub dlq: DlqConfig,
     pub log: LogConfig,
 }
 
@@ -89,6 +91,26 @@ impl DeliveryConfig {
     }
 }
 
+impl Config {
+    /// How long a request waits for Kafka before falling back to the spool; also
+    /// librdkafka's message.timeout.ms.
+    pub fn kafka_wait(&self) -> Duration {
+        if self.spool.enabled {
+            Duration::from_millis(self.delivery.deadline_ms - self.spool.append_budget_ms)
+        } else {
+            self.delivery.deadline()
+        }
+    }
+
+    /// The dead-letter topic: `dlq.topic`, else `<prefix>.dlq`.
+    pub fn dlq_topic(&self) -> String {
+        self.dlq
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.topics.prefix))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicsConfig {
@@ -120,6 +142,32 @@ impl TopicsConfig {
             .clone()
             .unwrap_or_else(|| format!("{}.{}", self.prefix, kind.as_str()))
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub fsync: FsyncPolicy,
+    pub append_budget_ms: u64,
+}
+
+/// When the spool calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqConfig {
+    pub topic: Option<String>,
+    pub rejected_bodies: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -301,6 +349,25 @@ impl Config {
                 ));
             }
         }
+        if self.spool.enabled {
+            if self.spool.append_budget_ms == 0
+                || self.spool.append_budget_ms >= self.delivery.deadline_ms
+            {
+                return Err(invalid(
+                    "spool.append_budget_ms",
+                    format!(
+                        "must be at least 1 and less than delivery.deadline_ms ({})",
+                        self.delivery.deadline_ms
+                    ),
+                ));
+            }
+            if self.spool.segment_bytes < 4096 || self.spool.segment_bytes > self.spool.max_bytes {
+                return Err(invalid(
+                    "spool.segment_bytes",
+                    "must be at least 4096 and at most spool.max_bytes",
+                ));
+            }
+        }
         let stats = self.kafka.properties.get("statistics.interval.ms");
         if stats.is_none_or(|v| v.trim().parse::<u64>().map_or(true, |ms| ms == 0)) {
             return Err(invalid(
@@ -317,6 +384,12 @@ impl Config {
                     format!("`{topic}` is not a valid Kafka topic name (1-249 of [A-Za-z0-9._-])"),
                 ));
             }
+        }
+        if !valid_topic_name(&self.dlq_topic()) {
+            return Err(invalid(
+                "dlq.topic",
+                format!("`{}` is not a valid Kafka topic name", self.dlq_topic()),
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
@@ -369,6 +442,11 @@ mod tests {
         assert_eq!(c.kafka.properties.get("compression.type"), Some("lz4"));
         assert_eq!(c.topics.topic(EventType::ChatEnded), "comm100.chat_ended");
         assert_eq!(c.log.format, LogFormat::Text);
+        assert!(c.spool.enabled);
+        assert_eq!(c.spool.fsync, FsyncPolicy::Always);
+        assert_eq!(c.kafka_wait(), Duration::from_millis(4000));
+        assert_eq!(c.dlq_topic(), "comm100.dlq");
+        assert!(c.dlq.rejected_bodies);
     }
 
     #[test]

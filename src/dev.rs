@@ -61,13 +61,19 @@ pub fn start_cluster(
     Ok(cluster)
 }
 
-/// The configuration `dev` runs with: defaults, the embedded cluster, no auth.
-pub fn config(bootstrap: &str, listen: SocketAddr) -> Result<Config, crate::config::ConfigError> {
+/// The configuration `dev` runs with: defaults, the embedded cluster, no auth, and a spool
+/// in `spool_dir` (the embedded cluster lives in memory, so a spool beyond it is moot).
+pub fn config(
+    bootstrap: &str,
+    listen: SocketAddr,
+    spool_dir: PathBuf,
+) -> Result<Config, crate::config::ConfigError> {
     let mut config = Config::load(None)?;
     config.kafka.brokers = vec![bootstrap.to_owned()];
     config.http.listen = listen;
     config.auth.tokens = Vec::<Secret>::new();
     config.auth.allow_unauthenticated = true;
+    config.spool.dir = spool_dir;
     Ok(config)
 }
 

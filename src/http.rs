@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,19 +20,39 @@ use tokio::net::TcpListener;
 
 use crate::auth::Auth;
 use crate::event::{Record, RejectError, Site, Timestamp};
-use crate::kafka::Publisher;
+use crate::kafka::{Delivered, Publisher};
 use crate::metrics::Metrics;
+use crate::route::Message;
 use crate::route::Router;
+use crate::spool::{Spool, SpoolError};
 
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
     pub auth: Auth,
     pub router: Router,
     pub publisher: Publisher,
+    pub spool: Option<Spool>,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    /// How long a request may take to make its record durable.
+    pub deadline: Duration,
+    /// Publish the bodies of 400/422 answers to the dead-letter topic.
+    pub dead_letter_rejected: bool,
     /// `Retry-After` of a 503, in seconds.
     pub retry_after_secs: u64,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
+}
+
+/// What became of a record.
+enum Outcome {
+    Published(Delivered),
+    Spooled,
+    DeadLettered(&'static str),
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 type Body = Full<Bytes>;
@@ -131,17 +152,29 @@ async fn dispatch(app: &App, route: Route, req: Request<Incoming>) -> Response<B
 }
 
 fn readyz(app: &App) -> Response<Body> {
-    let up = app.publisher.brokers_up();
-    if up > 0 {
-        json_response(
-            StatusCode::OK,
-            &json!({"status": "ready", "brokers_up": up}),
-        )
-    } else {
+    let up = app.publisher.brokers_up().max(0);
+    let not_ready = |reason: &str| {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "not_ready", "reason": "no Kafka broker is connected", "brokers_up": up}),
+            &json!({"status": "not_ready", "reason": reason, "brokers_up": up}),
         )
+    };
+    if app.draining.load(Ordering::SeqCst) {
+        return not_ready("shutting down");
+    }
+    if up > 0 {
+        return json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "brokers_up": up}),
+        );
+    }
+    match &app.spool {
+        Some(spool) if spool.has_room() => json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "brokers_up": 0, "spooling": true}),
+        ),
+        Some(_) => not_ready("no Kafka broker is connected and the spool is full"),
+        None => not_ready("no Kafka broker is connected"),
     }
 }
 
@@ -194,6 +227,7 @@ async fn webhook(app: &App, site: Option<Site>, req: Request<Incoming>) -> Respo
         }
     };
 
+    let site_label = site.as_ref().map(|s| s.as_str().to_owned());
     let record = match Record::from_body(&body, site, Timestamp::now()) {
         Ok(record) => record,
         Err(e) => {
@@ -201,6 +235,10 @@ async fn webhook(app: &App, site: Option<Site>, req: Request<Incoming>) -> Respo
                 RejectError::InvalidJson(_) => StatusCode::BAD_REQUEST,
                 RejectError::MissingEvent => StatusCode::UNPROCESSABLE_ENTITY,
             };
+            if app.dead_letter_rejected {
+                app.publisher
+                    .dead_letter_body(body, e.code(), site_label.as_deref());
+            }
             return error(status, e.code(), &e.to_string());
         }
     };
@@ -208,8 +246,8 @@ async fn webhook(app: &App, site: Option<Site>, req: Request<Incoming>) -> Respo
     app.metrics.events_received.with_label_values(&[kind]).inc();
 
     let message = app.router.route(&record);
-    match app.publisher.publish(&message).await {
-        Ok(delivered) => {
+    let response = match deliver(app, &message).await {
+        Outcome::Published(delivered) => {
             app.metrics
                 .events_published
                 .with_label_values(&[kind])
@@ -225,21 +263,91 @@ async fn webhook(app: &App, site: Option<Site>, req: Request<Incoming>) -> Respo
                 }),
             )
         }
-        Err(e) => {
+        Outcome::Spooled => {
+            app.metrics.events_spooled.with_label_values(&[kind]).inc();
+            json_response(
+                StatusCode::ACCEPTED,
+                &json!({"id": record.id, "type": kind, "status": "spooled"}),
+            )
+        }
+        Outcome::DeadLettered(reason) => json_response(
+            StatusCode::ACCEPTED,
+            &json!({"id": record.id, "type": kind, "status": "dead_lettered", "reason": reason}),
+        ),
+        Outcome::Failed {
+            reason,
+            message: text,
+        } => {
             app.metrics
                 .events_failed
-                .with_label_values(&[kind, e.reason()])
+                .with_label_values(&[kind, reason])
                 .inc();
-            tracing::warn!(id = %record.id, r#type = kind, topic = message.topic, error = %e, "record not acknowledged; answering 503");
+            tracing::warn!(id = %record.id, r#type = kind, topic = message.topic, error = %text, "record not made durable; answering 503");
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "kafka_unavailable",
-                &format!("{e}; nothing was stored, retry later"),
+                &format!("{text}; retry later"),
             );
             r.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(app.retry_after_secs));
             r
         }
+    };
+    response
+}
+
+/// Makes `message` durable: in Kafka, else in the spool, within the deadline. While the
+/// spool holds records, or no broker is connected, new records go straight behind them
+/// so that no record overtakes an older one of the same key.
+async fn deliver(app: &App, message: &Message) -> Outcome {
+    let deadline = Instant::now() + app.deadline;
+    if let Some(spool) = &app.spool {
+        if spool.pending_events() > 0 || app.publisher.known_down() {
+            return spool_it(spool, message, deadline).await;
+        }
+    }
+    let error = match app.publisher.publish(message).await {
+        Ok(delivered) => return Outcome::Published(delivered),
+        Err(e) => e,
+    };
+    if let Some(reason) = error.permanent_reason() {
+        tracing::warn!(id = %message.id, error = %error, reason, "Kafka rejected the record for good; dead-lettering it");
+        return match app.publisher.dead_letter(message, reason).await {
+            Ok(_) => Outcome::DeadLettered(reason),
+            Err(e) => Outcome::Failed {
+                reason: "kafka_error",
+                message: format!("{error}, and the dead-letter topic did not take it: {e}"),
+            },
+        };
+    }
+    match &app.spool {
+        Some(spool) => {
+            tracing::debug!(id = %message.id, error = %error, "spooling a record Kafka did not acknowledge");
+            spool_it(spool, message, deadline).await
+        }
+        None => Outcome::Failed {
+            reason: error.reason(),
+            message: error.to_string(),
+        },
+    }
+}
+
+async fn spool_it(spool: &Spool, message: &Message, deadline: Instant) -> Outcome {
+    let budget = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(budget, spool.append(message)).await {
+        Ok(Ok(())) => Outcome::Spooled,
+        Ok(Err(e @ SpoolError::Full(_))) => Outcome::Failed {
+            reason: "spool_full",
+            message: e.to_string(),
+        },
+        Ok(Err(e)) => Outcome::Failed {
+            reason: "spool_error",
+            message: e.to_string(),
+        },
+        Err(_) => Outcome::Failed {
+            reason: "spool_error",
+            message: "the spool did not sync in time".to_owned(),
+        },
     }
 }
 

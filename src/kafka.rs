@@ -6,14 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
 use crate::config::{Config, KafkaConfig};
 use crate::metrics::Metrics;
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
 use crate::route::Message;
 
 /// Where a record landed.
@@ -38,6 +42,48 @@ impl PublishError {
         match self {
             Self::Timeout(_) => "timeout",
             Self::Kafka(_) => "kafka_error",
+        }
+    }
+
+    /// For an error no retry can fix, the `reason` label of `dlq_total`.
+    pub fn permanent_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Timeout(_) => None,
+            Self::Kafka(e) => permanent_reason(e),
+        }
+    }
+}
+
+/// For an error no retry can fix, the `reason` label of `dlq_total`; `None` for errors
+/// that may pass (timeouts, transport, leader changes, a full queue).
+pub fn permanent_reason(error: &KafkaError) -> Option<&'static str> {
+    use RDKafkaErrorCode as C;
+    match error.rdkafka_error_code()? {
+        C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge => {
+            Some("record_too_large")
+        }
+        C::TopicAuthorizationFailed => Some("topic_authorization_failed"),
+        C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::InvalidTopic => {
+            Some("unknown_topic")
+        }
+        C::InvalidRecord | C::InvalidMessage => Some("invalid_record"),
+        _ => None,
+    }
+}
+
+/// A record handed to the producer, whose delivery report is still to come.
+pub struct Pending(DeliveryFuture);
+
+impl Pending {
+    /// Waits for the delivery report (librdkafka's message.timeout.ms bounds the wait).
+    pub async fn wait(self) -> Result<Delivered, KafkaError> {
+        match self.0.await {
+            Err(_canceled) => Err(KafkaError::Canceled),
+            Ok(Err((e, _))) => Err(e),
+            Ok(Ok(d)) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
         }
     }
 }
@@ -91,15 +137,16 @@ pub struct Publisher {
     producer: FutureProducer<Context>,
     shared: Arc<Shared>,
     deadline: Duration,
+    dlq_topic: String,
 }
 
 impl Publisher {
     /// Creates the producer; librdkafka connects in the background.
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, KafkaError> {
-        let deadline = config.delivery.deadline();
+        let deadline = config.kafka_wait();
         let client_config = producer_config(&config.kafka, deadline);
         let shared = Arc::new(Shared {
-            brokers_up: AtomicI64::new(0),
+            brokers_up: AtomicI64::new(-1),
             metrics,
         });
         let producer = client_config.create_with_context(Context(shared.clone()))?;
@@ -107,34 +154,54 @@ impl Publisher {
             producer,
             shared,
             deadline,
+            dlq_topic: config.dlq_topic(),
         })
     }
 
-    /// Sends `message` and waits for Kafka's acknowledgement, at most the delivery deadline.
-    pub async fn publish(&self, message: &Message) -> Result<Delivered, PublishError> {
-        let started = Instant::now();
-        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-        for (key, value) in &message.headers {
-            headers = headers.insert(Header {
-                key,
+    /// Hands `message` to the producer; its delivery report comes with [`Pending::wait`].
+    /// Records enqueued one after another keep their order within a partition.
+    pub fn enqueue(&self, message: &Message) -> Result<Pending, KafkaError> {
+        self.enqueue_raw(
+            &message.topic,
+            message.key.as_deref(),
+            &message.headers,
+            &message.value,
+        )
+    }
+
+    fn enqueue_raw(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        headers: &[(Cow<'static, str>, String)],
+        value: &[u8],
+    ) -> Result<Pending, KafkaError> {
+        let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+        for (key, value) in headers {
+            owned = owned.insert(Header {
+                key: key.as_ref(),
                 value: Some(value.as_bytes()),
             });
         }
-        let mut record = FutureRecord::<[u8], [u8]>::to(&message.topic)
-            .payload(&message.value)
-            .headers(headers);
-        if let Some(key) = &message.key {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .payload(value)
+            .headers(owned);
+        if let Some(key) = key {
             record = record.key(key.as_bytes());
         }
-        let delivery = self.producer.send_result(record).map_err(|(e, _)| e)?;
-        let result = match tokio::time::timeout(self.deadline, delivery).await {
+        self.producer
+            .send_result(record)
+            .map(Pending)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Sends `message` and waits for Kafka's acknowledgement, at most the Kafka wait.
+    pub async fn publish(&self, message: &Message) -> Result<Delivered, PublishError> {
+        let started = Instant::now();
+        let pending = self.enqueue(message)?;
+        let result = match tokio::time::timeout(self.deadline, pending.wait()).await {
             Err(_) => Err(PublishError::Timeout(self.deadline)),
-            Ok(Err(_canceled)) => Err(PublishError::Kafka(KafkaError::Canceled)),
-            Ok(Ok(Err((e, _)))) => Err(PublishError::Kafka(e)),
-            Ok(Ok(Ok(d))) => Ok(Delivered {
-                partition: d.partition,
-                offset: d.offset,
-            }),
+            Ok(result) => result.map_err(PublishError::Kafka),
         };
         self.shared
             .metrics
@@ -144,9 +211,68 @@ impl Publisher {
         result
     }
 
-    /// Brokers the producer is connected to, per the latest statistics.
+    /// Brokers the producer is connected to, per the latest statistics; -1 before the first.
     pub fn brokers_up(&self) -> i64 {
         self.shared.brokers_up.load(Ordering::Relaxed)
+    }
+
+    /// Whether the latest statistics say no broker is connected.
+    pub fn known_down(&self) -> bool {
+        self.brokers_up() == 0
+    }
+
+    /// Publishes `message` to the dead-letter topic with headers `dlq_reason` and
+    /// `dlq_original_topic`, waiting at most the Kafka wait.
+    pub async fn dead_letter(
+        &self,
+        message: &Message,
+        reason: &'static str,
+    ) -> Result<Delivered, PublishError> {
+        let mut headers = message.headers.clone();
+        headers.push((Cow::Borrowed("dlq_reason"), reason.to_owned()));
+        headers.push((Cow::Borrowed("dlq_original_topic"), message.topic.clone()));
+        let pending = self.enqueue_raw(
+            &self.dlq_topic,
+            message.key.as_deref(),
+            &headers,
+            &message.value,
+        )?;
+        let result = match tokio::time::timeout(self.deadline, pending.wait()).await {
+            Err(_) => Err(PublishError::Timeout(self.deadline)),
+            Ok(result) => result.map_err(PublishError::Kafka),
+        };
+        match &result {
+            Ok(_) => self.shared.metrics.dlq.with_label_values(&[reason]).inc(),
+            Err(e) => {
+                tracing::error!(id = %message.id, reason, error = %e, "cannot publish to the dead-letter topic")
+            }
+        }
+        result
+    }
+
+    /// Publishes a rejected request body, as received, to the dead-letter topic in the
+    /// background; the sender's answer does not wait for it.
+    pub fn dead_letter_body(&self, body: Bytes, reason: &'static str, site: Option<&str>) {
+        let mut headers = vec![(Cow::Borrowed("dlq_reason"), reason.to_owned())];
+        if let Some(site) = site {
+            headers.push((Cow::Borrowed("dlq_site"), site.to_owned()));
+        }
+        let pending = match self.enqueue_raw(&self.dlq_topic, None, &headers, &body) {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(reason, error = %e, "cannot publish a rejected body to the dead-letter topic");
+                return;
+            }
+        };
+        let metrics = self.shared.metrics.clone();
+        tokio::spawn(async move {
+            match pending.wait().await {
+                Ok(_) => metrics.dlq.with_label_values(&[reason]).inc(),
+                Err(e) => {
+                    tracing::warn!(reason, error = %e, "cannot publish a rejected body to the dead-letter topic")
+                }
+            }
+        });
     }
 
     /// Waits up to `timeout` for queued records to be delivered.

@@ -13,18 +13,22 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod route;
+pub mod spool;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::kafka::Publisher;
 use crate::metrics::Metrics;
 use crate::route::Router;
+use crate::spool::{Spool, SpoolError};
 
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,14 +40,17 @@ pub enum ServeError {
     NoToken,
     #[error("cannot create the Kafka producer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] SpoolError),
 }
 
 /// Upper bound on flushing the producer at shutdown.
 const FLUSH_BOUND: Duration = Duration::from_secs(10);
 
-/// Runs the bridge on `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish (each waits at most the delivery deadline) and flushes the
-/// producer within a bound.
+/// Runs the bridge on `listener` until `shutdown` resolves, then drains: `/readyz` turns
+/// 503, the listener closes, in-flight requests finish (each within the delivery deadline,
+/// in Kafka or in the spool), spool replay stops, the producer is flushed within a bound
+/// and the spool is synced.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -53,29 +60,60 @@ pub async fn serve(
         return Err(ServeError::NoToken);
     }
     let metrics = Metrics::new();
+    let spool = match config.spool.enabled {
+        true => Some(Spool::open(&config.spool, metrics.clone())?),
+        false => None,
+    };
     let publisher = Publisher::new(&config, metrics.clone())?;
     let deadline = config.delivery.deadline();
     let app = Arc::new(http::App {
         auth: Auth::new(&config.auth.tokens),
         router: Router::new(&config.topics),
         publisher: publisher.clone(),
-        metrics,
+        spool: spool.clone(),
+        metrics: metrics.clone(),
         max_body_bytes: config.http.max_body_bytes,
+        deadline,
+        dead_letter_rejected: config.dlq.rejected_bodies,
         retry_after_secs: deadline.as_secs().max(1),
+        draining: AtomicBool::new(false),
     });
     if app.auth.is_open() {
         tracing::warn!("auth.allow_unauthenticated is set and no token is configured: anyone who can reach the listener can publish");
     }
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, brokers = %config.kafka.brokers.join(","), "comm100-bridge listening");
+        tracing::info!(%addr, brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
     }
 
-    // A request can take the deadline to publish, plus time to read its body.
-    http::run(app, listener, shutdown, deadline + Duration::from_secs(5)).await;
+    let (stop_replay, stop_rx) = watch::channel(false);
+    let replay = spool
+        .clone()
+        .map(|s| tokio::spawn(spool::replay::run(s, publisher.clone(), metrics, stop_rx)));
 
+    let draining = {
+        let app = app.clone();
+        async move {
+            shutdown.await;
+            app.draining.store(true, Ordering::SeqCst);
+        }
+    };
+    // A request can take the deadline to become durable, plus time to read its body.
+    http::run(app, listener, draining, deadline + Duration::from_secs(5)).await;
+
+    let _ = stop_replay.send(true);
+    if let Some(replay) = replay {
+        let _ = replay.await;
+    }
     match publisher.flush(FLUSH_BOUND).await {
-        Ok(()) => tracing::info!("producer flushed; bye"),
+        Ok(()) => tracing::info!("producer flushed"),
         Err(e) => tracing::warn!(error = %e, "producer not fully flushed at shutdown"),
+    }
+    if let Some(spool) = spool {
+        let remaining = spool.pending_events();
+        tokio::task::spawn_blocking(move || spool.close())
+            .await
+            .ok();
+        tracing::info!(spooled = remaining, "spool synced; bye");
     }
     Ok(())
 }

@@ -137,7 +137,9 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
         let cluster =
             dev::start_cluster(3, &router).context("cannot start the embedded Kafka cluster")?;
         let bootstrap = cluster.bootstrap_servers();
-        let config = dev::config(&bootstrap, listen)?;
+        let spool_dir =
+            std::env::temp_dir().join(format!("comm100-bridge-dev-spool-{}", std::process::id()));
+        let config = dev::config(&bootstrap, listen, spool_dir.clone())?;
         let listener = TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen on {listen} (use --listen to pick another address)")
         })?;
@@ -167,6 +169,7 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
         printer.abort();
         let _ = printer.await;
         drop(cluster);
+        let _ = std::fs::remove_dir_all(&spool_dir);
         Ok(())
     })
 }

@@ -13,7 +13,17 @@ const PREFIX: &str = "comm100_bridge";
 pub const ROUTES: [&str; 5] = ["webhook", "healthz", "readyz", "metrics", "other"];
 
 /// Reasons of `events_failed_total`.
-pub const FAILURE_REASONS: [&str; 2] = ["timeout", "kafka_error"];
+pub const FAILURE_REASONS: [&str; 4] = ["timeout", "kafka_error", "spool_full", "spool_error"];
+
+/// Reasons of `dlq_total`: permanent Kafka rejections, then rejected request bodies.
+pub const DLQ_REASONS: [&str; 6] = [
+    "record_too_large",
+    "topic_authorization_failed",
+    "unknown_topic",
+    "invalid_record",
+    "invalid_json",
+    "missing_event",
+];
 
 /// Reasons of `auth_failures_total`.
 pub const AUTH_REASONS: [&str; 2] = ["missing_token", "invalid_token"];
@@ -29,6 +39,11 @@ pub struct Metrics {
     pub events_failed: IntCounterVec,
     pub kafka_delivery_duration: HistogramVec,
     pub auth_failures: IntCounterVec,
+    pub events_spooled: IntCounterVec,
+    pub spool_events: IntGauge,
+    pub spool_bytes: IntGauge,
+    pub kafka_retries: prometheus::IntCounter,
+    pub dlq: IntCounterVec,
     pub inflight_requests: IntGauge,
     pub kafka_producer_queue_messages: IntGauge,
     pub kafka_brokers_up: IntGauge,
@@ -98,6 +113,31 @@ impl Metrics {
                 &["reason"],
             )
             .unwrap(),
+            events_spooled: IntCounterVec::new(
+                Opts::new(
+                    "events_spooled_total",
+                    "Records written to the durable spool (answered 202), by type.",
+                ),
+                &["type"],
+            )
+            .unwrap(),
+            spool_events: IntGauge::new("spool_events", "Records in the spool awaiting replay.")
+                .unwrap(),
+            spool_bytes: IntGauge::new("spool_bytes", "Size of the spool on disk, in bytes.")
+                .unwrap(),
+            kafka_retries: prometheus::IntCounter::new(
+                "kafka_retries_total",
+                "Spool replay rounds that Kafka did not fully acknowledge and that will be retried.",
+            )
+            .unwrap(),
+            dlq: IntCounterVec::new(
+                Opts::new(
+                    "dlq_total",
+                    "Records and rejected bodies published to the dead-letter topic, by reason.",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
             inflight_requests: IntGauge::new("inflight_requests", "Requests being served.")
                 .unwrap(),
             kafka_producer_queue_messages: IntGauge::new(
@@ -129,6 +169,11 @@ impl Metrics {
             Box::new(m.events_failed.clone()),
             Box::new(m.kafka_delivery_duration.clone()),
             Box::new(m.auth_failures.clone()),
+            Box::new(m.events_spooled.clone()),
+            Box::new(m.spool_events.clone()),
+            Box::new(m.spool_bytes.clone()),
+            Box::new(m.kafka_retries.clone()),
+            Box::new(m.dlq.clone()),
             Box::new(m.inflight_requests.clone()),
             Box::new(m.kafka_producer_queue_messages.clone()),
             Box::new(m.kafka_brokers_up.clone()),
@@ -148,9 +193,13 @@ impl Metrics {
             m.events_received.with_label_values(&[t]);
             m.events_published.with_label_values(&[t]);
             m.kafka_delivery_duration.with_label_values(&[t]);
+            m.events_spooled.with_label_values(&[t]);
             for reason in FAILURE_REASONS {
                 m.events_failed.with_label_values(&[t, reason]);
             }
+        }
+        for reason in DLQ_REASONS {
+            m.dlq.with_label_values(&[reason]);
         }
         for reason in AUTH_REASONS {
             m.auth_failures.with_label_values(&[reason]);

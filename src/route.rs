@@ -1,6 +1,10 @@
 //! Routing: a [`Record`] becomes a Kafka message — topic, key, CloudEvents headers, value.
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Map, Value};
+use uuid::Uuid;
 
 use crate::config::TopicsConfig;
 use crate::event::{EventType, Record};
@@ -16,14 +20,27 @@ pub struct Router {
     topics: Vec<String>,
 }
 
-/// A record ready to publish.
-#[derive(Debug, Clone, PartialEq)]
+/// A record ready to publish; also what the spool stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    pub id: Uuid,
+    #[serde(rename = "type")]
     pub kind: EventType,
     pub topic: String,
     pub key: Option<String>,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(Cow<'static, str>, String)>,
+    /// The record, JSON text.
+    #[serde(serialize_with = "value_as_text", deserialize_with = "value_from_text")]
     pub value: Vec<u8>,
+}
+
+fn value_as_text<S: Serializer>(value: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    let text = std::str::from_utf8(value).map_err(serde::ser::Error::custom)?;
+    serializer.serialize_str(text)
+}
+
+fn value_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    String::deserialize(deserializer).map(String::into_bytes)
 }
 
 impl Router {
@@ -51,18 +68,19 @@ impl Router {
             None => CE_SOURCE.to_owned(),
         };
         let time = record.occurred_at.unwrap_or(record.received_at);
-        let headers = vec![
+        let type_ = format!("{CE_TYPE_PREFIX}{}", record.kind.as_str());
+        let headers = [
             ("ce_specversion", "1.0".to_owned()),
             ("ce_id", record.id.to_string()),
-            (
-                "ce_type",
-                format!("{CE_TYPE_PREFIX}{}", record.kind.as_str()),
-            ),
+            ("ce_type", type_),
             ("ce_source", source),
             ("ce_time", time.to_string()),
             ("content-type", "application/json".to_owned()),
-        ];
+        ]
+        .map(|(k, v)| (Cow::Borrowed(k), v))
+        .into();
         Message {
+            id: record.id,
             kind: record.kind,
             topic: self.topic(record.kind).to_owned(),
             key: record.key().map(str::to_owned),
@@ -79,7 +97,7 @@ impl Message {
         let headers: Map<String, Value> = self
             .headers
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
+            .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
             .collect();
         let value: Value = serde_json::from_slice(&self.value).unwrap_or(Value::Null);
         json!({ "topic": self.topic, "key": self.key, "headers": headers, "value": value })

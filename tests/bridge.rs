@@ -345,6 +345,7 @@ async fn with_every_broker_down_a_post_answers_503_within_the_deadline() {
     let cluster = cluster();
     let mut c = config(&cluster.bootstrap_servers());
     c.delivery.deadline_ms = 1500;
+    c.spool.enabled = false;
     let bridge = Bridge::start(c).await;
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
     let body = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();

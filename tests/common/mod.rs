@@ -44,18 +44,30 @@ pub fn cluster() -> Cluster {
     cluster
 }
 
-/// Defaults (no environment), pointed at `bootstrap`, with [`TOKEN`].
+/// Defaults (no environment), pointed at `bootstrap`, with [`TOKEN`] and a fresh spool
+/// directory of its own (removed by [`Bridge::stop`]).
 pub fn config(bootstrap: &str) -> Config {
     let mut c = Config::load_with_env(None, Some(Default::default())).unwrap();
     c.kafka.brokers = vec![bootstrap.to_owned()];
     c.auth.tokens = vec![Secret::new(TOKEN)];
     c.log.level = "warn".into();
+    c.spool.dir = spool_dir();
     c
+}
+
+/// A new, empty directory for a spool, under the system temp dir.
+pub fn spool_dir() -> PathBuf {
+    tempfile::Builder::new()
+        .prefix("comm100-bridge-test-spool-")
+        .tempdir()
+        .unwrap()
+        .keep()
 }
 
 /// A running bridge; stop it with [`Bridge::stop`].
 pub struct Bridge {
     pub addr: SocketAddr,
+    spool_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), ServeError>>,
 }
@@ -64,21 +76,23 @@ impl Bridge {
     pub async fn start(config: Config) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let spool_dir = config.spool.dir.clone();
         let (tx, rx) = oneshot::channel();
         let handle = tokio::spawn(serve(config, listener, async {
             let _ = rx.await;
         }));
         Self {
             addr,
+            spool_dir,
             shutdown: Some(tx),
             handle,
         }
     }
 
-    /// Signals shutdown and returns what `serve` returned.
+    /// Signals shutdown and returns what `serve` returned; removes a test spool directory.
     pub async fn stop(mut self) -> Result<(), ServeError> {
         let _ = self.shutdown.take().unwrap().send(());
-        self.handle.await.unwrap()
+        self.join().await
     }
 
     /// Signals shutdown without waiting.
@@ -88,8 +102,18 @@ impl Bridge {
         }
     }
 
+    /// Waits for `serve` to return; removes a test spool directory.
     pub async fn join(self) -> Result<(), ServeError> {
-        self.handle.await.unwrap()
+        let result = self.handle.await.unwrap();
+        let name = self
+            .spool_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        if name.starts_with("comm100-bridge-test-spool-") {
+            let _ = std::fs::remove_dir_all(&self.spool_dir);
+        }
+        result
     }
 
     pub fn url(&self, path_and_query: &str) -> String {

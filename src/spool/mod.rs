@@ -1,0 +1,621 @@
+//! The durable spool: records Kafka could not acknowledge in time, in an append-only,
+//! checksummed log on disk, replayed in order once Kafka is reachable.
+//!
+//! On disk, `spool.dir` holds segment files `<20-digit id>.seg` and a `cursor` file. A
+//! segment is a sequence of frames `[payload length: u32 LE][CRC-32 of payload: u32 LE]
+//! [payload: the JSON of a route::Message]`. Appends go to the newest segment through one
+//! writer thread, which writes every append waiting at that moment and then calls fsync
+//! once for all of them (group commit) before any of them is acknowledged. The cursor is
+//! the position of the first record not yet acknowledged by Kafka; segments wholly before
+//! it are deleted. On open, every segment is scanned: a torn or corrupt tail (a short
+//! frame, or a checksum that does not match) is logged and cut off.
+
+pub mod replay;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use tokio::sync::{oneshot, Notify};
+
+use crate::config::{FsyncPolicy, SpoolConfig};
+use crate::metrics::Metrics;
+use crate::route::Message;
+
+const FRAME_HEADER: u64 = 8;
+/// Largest payload a frame may declare; a larger length marks corruption.
+const MAX_PAYLOAD: u32 = 64 << 20;
+const CURSOR_FILE: &str = "cursor";
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// Why a record could not be spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool is full (spool.max_bytes = {0} bytes); records are being refused until Kafka drains it")]
+    Full(u64),
+    #[error("spool I/O error in {dir} (spool.dir): {source}")]
+    Io { dir: PathBuf, source: io::Error },
+    #[error("the spool is closed")]
+    Closed,
+}
+
+/// A place in the log: a segment and a byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// Records read from the spool, oldest first, with the position after each.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub messages: Vec<Message>,
+    pub ends: Vec<Position>,
+    pub sizes: Vec<u64>,
+}
+
+/// A handle on the spool; clones share it.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    max_bytes: u64,
+    state: Mutex<State>,
+    tx: Mutex<Option<mpsc::Sender<Append>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Signalled whenever records are added.
+    added: Notify,
+    metrics: Metrics,
+}
+
+struct State {
+    /// Segment id → committed length, oldest first. The last is the one being written.
+    segments: BTreeMap<u64, u64>,
+    read: Position,
+    pending_events: u64,
+    pending_bytes: u64,
+    /// Bytes of appends accepted but not yet written.
+    reserved: u64,
+    /// Appends accepted but not yet written.
+    appending: u64,
+}
+
+impl State {
+    fn disk_bytes(&self) -> u64 {
+        self.segments.values().sum::<u64>() + self.reserved
+    }
+}
+
+struct Append {
+    frame: Vec<u8>,
+    reply: oneshot::Sender<io::Result<()>>,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `config.dir`, recovering what a previous run
+    /// left: every complete record after the saved cursor is pending again.
+    pub fn open(config: &SpoolConfig, metrics: Metrics) -> Result<Self, SpoolError> {
+        let dir = config.dir.clone();
+        let io_err = |source| SpoolError::Io {
+            dir: dir.clone(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(io_err)?;
+        let recovered = recover(&dir).map_err(io_err)?;
+        let active = *recovered.segments.keys().next_back().unwrap_or(&1);
+        let mut segments = recovered.segments;
+        if segments.is_empty() {
+            File::create(segment_path(&dir, active)).map_err(io_err)?;
+            sync_dir(&dir).map_err(io_err)?;
+            segments.insert(active, 0);
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .open(segment_path(&dir, active))
+            .map_err(io_err)?;
+        if recovered.pending_events > 0 {
+            tracing::info!(
+                events = recovered.pending_events,
+                bytes = recovered.pending_bytes,
+                dir = %dir.display(),
+                "spool holds records from a previous run; they will be replayed"
+            );
+        }
+        let state = State {
+            read: recovered.read,
+            pending_events: recovered.pending_events,
+            pending_bytes: recovered.pending_bytes,
+            reserved: 0,
+            appending: 0,
+            segments,
+        };
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            dir: dir.clone(),
+            max_bytes: config.max_bytes,
+            state: Mutex::new(state),
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(None),
+            added: Notify::new(),
+            metrics,
+        });
+        let writer = Writer {
+            inner: inner.clone(),
+            file,
+            segment: active,
+            segment_bytes: config.segment_bytes,
+            fsync: config.fsync,
+        };
+        let handle = std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err)?;
+        *inner.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        let spool = Self { inner };
+        spool.update_gauges(&spool.state());
+        Ok(spool)
+    }
+
+    /// Appends `message` and returns once it is on disk (fsynced unless `fsync = "never"`).
+    pub async fn append(&self, message: &Message) -> Result<(), SpoolError> {
+        let payload = serde_json::to_vec(message).map_err(|e| self.io(io::Error::other(e)))?;
+        let frame = encode_frame(&payload);
+        let len = frame.len() as u64;
+        {
+            let mut state = self.state();
+            if state.disk_bytes() + len > self.inner.max_bytes {
+                return Err(SpoolError::Full(self.inner.max_bytes));
+            }
+            state.reserved += len;
+            state.appending += 1;
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = match &*self.inner.tx.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(tx) => tx.send(Append { frame, reply }).is_ok(),
+            None => false,
+        };
+        if !sent {
+            let mut state = self.state();
+            state.reserved -= len;
+            state.appending -= 1;
+            return Err(SpoolError::Closed);
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.io(e)),
+            Err(_) => Err(SpoolError::Closed),
+        }
+    }
+
+    /// Records waiting to be replayed, including appends not yet written.
+    pub fn pending_events(&self) -> u64 {
+        let state = self.state();
+        state.pending_events + state.appending
+    }
+
+    /// Waits until written records are pending.
+    pub async fn wait_for_records(&self) {
+        loop {
+            let added = self.inner.added.notified();
+            if self.state().pending_events > 0 {
+                return;
+            }
+            added.await;
+        }
+    }
+
+    /// Whether one more record of ordinary size fits under `spool.max_bytes`.
+    pub fn has_room(&self) -> bool {
+        self.state().disk_bytes() + (64 << 10) <= self.inner.max_bytes
+    }
+
+    /// Reads up to `max_events` records from the cursor on, without moving it.
+    pub fn read_batch(&self, max_events: usize) -> Result<Batch, SpoolError> {
+        let (mut pos, segments) = {
+            let state = self.state();
+            (state.read, state.segments.clone())
+        };
+        let mut batch = Batch::default();
+        while batch.messages.len() < max_events {
+            let Some(&end) = segments.get(&pos.segment) else {
+                // The cursor's segment is gone; continue with the next one.
+                match segments.range(pos.segment..).next() {
+                    Some((&next, _)) => {
+                        pos = Position {
+                            segment: next,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            if pos.offset >= end {
+                match segments.range(pos.segment + 1..).next() {
+                    Some((&next, _)) => {
+                        pos = Position {
+                            segment: next,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let path = segment_path(&self.inner.dir, pos.segment);
+            let mut file = File::open(&path).map_err(|e| self.io(e))?;
+            file.seek(SeekFrom::Start(pos.offset))
+                .map_err(|e| self.io(e))?;
+            let mut reader = BufReader::with_capacity(256 << 10, file);
+            while pos.offset < end && batch.messages.len() < max_events {
+                let payload = match read_frame(&mut reader) {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) | Err(_) => {
+                        return Err(self.io(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("corrupt record in committed data of {}", path.display()),
+                        )))
+                    }
+                };
+                let message: Message =
+                    serde_json::from_slice(&payload).map_err(|e| self.io(io::Error::other(e)))?;
+                let size = FRAME_HEADER + payload.len() as u64;
+                pos.offset += size;
+                batch.messages.push(message);
+                batch.ends.push(pos);
+                batch.sizes.push(size);
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Marks every record before `upto` as delivered: moves and saves the cursor and
+    /// deletes segments wholly before it.
+    pub fn commit(&self, upto: Position, events: u64, bytes: u64) -> Result<(), SpoolError> {
+        let mut state = self.state();
+        state.read = upto;
+        state.pending_events = state.pending_events.saturating_sub(events);
+        state.pending_bytes = state.pending_bytes.saturating_sub(bytes);
+        let done: Vec<u64> = state
+            .segments
+            .range(..upto.segment)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in done {
+            state.segments.remove(&id);
+            if let Err(e) = fs::remove_file(segment_path(&self.inner.dir, id)) {
+                tracing::warn!(segment = id, error = %e, "cannot delete a replayed spool segment");
+            }
+        }
+        self.update_gauges(&state);
+        drop(state);
+        write_cursor(&self.inner.dir, upto).map_err(|e| self.io(e))
+    }
+
+    /// Stops the writer after it has written (and synced) every accepted append.
+    pub fn close(&self) {
+        self.inner
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state()
+    }
+
+    fn update_gauges(&self, state: &State) {
+        self.inner.update_gauges(state);
+    }
+
+    fn io(&self, source: io::Error) -> SpoolError {
+        SpoolError::Io {
+            dir: self.inner.dir.clone(),
+            source,
+        }
+    }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update_gauges(&self, state: &State) {
+        self.metrics.spool_events.set(state.pending_events as i64);
+        self.metrics.spool_bytes.set(state.disk_bytes() as i64);
+    }
+}
+
+/// The writer thread: owns the newest segment file.
+struct Writer {
+    inner: Arc<Inner>,
+    file: File,
+    segment: u64,
+    segment_bytes: u64,
+    fsync: FsyncPolicy,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Append>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let result = self.write(&batch);
+            let written: u64 = batch.iter().map(|a| a.frame.len() as u64).sum();
+            let count = batch.len() as u64;
+            {
+                let mut state = self.inner.state();
+                state.reserved -= written;
+                state.appending -= count;
+                if result.is_ok() {
+                    state.pending_events += count;
+                    state.pending_bytes += written;
+                }
+                self.inner.update_gauges(&state);
+            }
+            if result.is_ok() {
+                self.inner.added.notify_waiters();
+            }
+            for append in batch {
+                let reply = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                };
+                let _ = append.reply.send(reply);
+            }
+        }
+        if let Err(e) = self.file.sync_all() {
+            tracing::error!(error = %e, "cannot sync the spool at shutdown");
+        }
+    }
+
+    /// Writes every frame, rolling segments as needed, then syncs once.
+    fn write(&mut self, batch: &[Append]) -> io::Result<()> {
+        let start = self.committed_len();
+        let result = (|| {
+            let mut len = start;
+            for append in batch {
+                let size = append.frame.len() as u64;
+                if len > 0 && len + size > self.segment_bytes {
+                    self.sync()?;
+                    self.set_committed(len);
+                    self.roll()?;
+                    len = 0;
+                }
+                self.file.write_all(&append.frame)?;
+                len += size;
+            }
+            self.sync()?;
+            self.set_committed(len);
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, segment = self.segment, "spool write failed");
+            // Cut off what was written past the last committed point, so the log stays whole.
+            let committed = self.committed_len();
+            let _ = self.file.set_len(committed);
+        }
+        result
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        match self.fsync {
+            FsyncPolicy::Always => self.file.sync_data(),
+            FsyncPolicy::Never => Ok(()),
+        }
+    }
+
+    fn roll(&mut self) -> io::Result<()> {
+        let next = self.segment + 1;
+        let path = segment_path(&self.inner.dir, next);
+        self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if self.fsync == FsyncPolicy::Always {
+            sync_dir(&self.inner.dir)?;
+        }
+        self.segment = next;
+        self.inner.state().segments.insert(next, 0);
+        Ok(())
+    }
+
+    fn committed_len(&self) -> u64 {
+        let state = self.inner.state();
+        state.segments.get(&self.segment).copied().unwrap_or(0)
+    }
+
+    fn set_committed(&self, len: u64) {
+        self.inner.state().segments.insert(self.segment, len);
+    }
+}
+
+fn encode_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_HEADER as usize + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Reads one frame: `Ok(None)` at a clean end of data; an error for a torn or corrupt frame.
+fn read_frame(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; FRAME_HEADER as usize];
+    let mut filled = 0;
+    while filled < header.len() {
+        match reader.read(&mut header[filled..])? {
+            0 if filled == 0 => return Ok(None),
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "torn frame header",
+                ))
+            }
+            n => filled += n,
+        }
+    }
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame length out of range",
+        ));
+    }
+    let mut payload = vec![0u8; len as usize];
+    reader.read_exact(&mut payload)?;
+    if crc32fast::hash(&payload) != crc {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame checksum mismatch",
+        ));
+    }
+    Ok(Some(payload))
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}{SEGMENT_SUFFIX}"))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The cursor file: segment and offset, then a CRC-32 of both.
+fn write_cursor(dir: &Path, pos: Position) -> io::Result<()> {
+    let mut bytes = Vec::with_capacity(20);
+    bytes.extend_from_slice(&pos.segment.to_le_bytes());
+    bytes.extend_from_slice(&pos.offset.to_le_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let tmp = dir.join("cursor.tmp");
+    fs::write(&tmp, &bytes)?;
+    fs::rename(&tmp, dir.join(CURSOR_FILE))
+}
+
+fn read_cursor(dir: &Path) -> Option<Position> {
+    let bytes = fs::read(dir.join(CURSOR_FILE)).ok()?;
+    if bytes.len() != 20 || crc32fast::hash(&bytes[..16]).to_le_bytes() != bytes[16..] {
+        tracing::warn!(dir = %dir.display(), "spool cursor is unreadable; replaying from the oldest segment");
+        return None;
+    }
+    Some(Position {
+        segment: u64::from_le_bytes(bytes[..8].try_into().ok()?),
+        offset: u64::from_le_bytes(bytes[8..16].try_into().ok()?),
+    })
+}
+
+struct Recovered {
+    segments: BTreeMap<u64, u64>,
+    read: Position,
+    pending_events: u64,
+    pending_bytes: u64,
+}
+
+/// Scans every segment, cuts off torn or corrupt tails, and counts what follows the cursor.
+fn recover(dir: &Path) -> io::Result<Recovered> {
+    let mut ids: Vec<u64> = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
+            continue;
+        };
+        if let Ok(id) = stem.parse() {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    let oldest = ids.first().copied().unwrap_or(1);
+    let newest = ids.last().copied().unwrap_or(1);
+    let mut read = read_cursor(dir).unwrap_or(Position {
+        segment: oldest,
+        offset: 0,
+    });
+    if read.segment < oldest || read.segment > newest {
+        read = Position {
+            segment: oldest,
+            offset: 0,
+        };
+    }
+
+    let mut segments = BTreeMap::new();
+    let (mut pending_events, mut pending_bytes) = (0, 0);
+    for id in ids {
+        let path = segment_path(dir, id);
+        let file_len = fs::metadata(&path)?.len();
+        let mut reader = BufReader::new(File::open(&path)?);
+        let mut offset = 0u64;
+        let mut boundaries_hit_cursor = read.segment != id || read.offset == 0;
+        let mut frames = Vec::new();
+        loop {
+            match read_frame(&mut reader) {
+                Ok(Some(payload)) => {
+                    let size = FRAME_HEADER + payload.len() as u64;
+                    frames.push((offset, size));
+                    offset += size;
+                    if read.segment == id && offset == read.offset {
+                        boundaries_hit_cursor = true;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        valid_bytes = offset,
+                        dropped_bytes = file_len - offset,
+                        error = %e,
+                        "spool segment has a torn or corrupt tail (a crash during a write); cutting it off"
+                    );
+                    let file = OpenOptions::new().write(true).open(&path)?;
+                    file.set_len(offset)?;
+                    file.sync_all()?;
+                    break;
+                }
+            }
+        }
+        if read.segment == id && (!boundaries_hit_cursor || read.offset > offset) {
+            tracing::warn!(segment = %path.display(), "spool cursor is not on a record boundary; replaying the segment from its start");
+            read.offset = 0;
+        }
+        for (start, size) in frames {
+            if (id, start) >= (read.segment, read.offset) {
+                pending_events += 1;
+                pending_bytes += size;
+            }
+        }
+        segments.insert(id, offset);
+    }
+    Ok(Recovered {
+        segments,
+        read,
+        pending_events,
+        pending_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -264,6 +264,11 @@ impl Properties {
         self.0.get(key).map(String::as_str)
     }
 
+    /// Sets a property, replacing any earlier value.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(key.into(), value.into());
+    }
+
     fn redacted(&self) -> impl Iterator<Item = (&str, &str)> {
         self.iter().map(|(k, v)| {
             (

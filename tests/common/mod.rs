@@ -159,6 +159,40 @@ pub async fn get(url: &str) -> Answer {
     send(Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
 }
 
+/// Every record of `topic` (all partitions, from the beginning) until `done` says so or
+/// `bound` passes.
+pub fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    bound: Duration,
+    mut done: impl FnMut(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "comm100-bridge-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    assert!(tpl.count() > 0, "{topic} has no partitions");
+    consumer.assign(&tpl).unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    while !done(&out) && started.elapsed() < bound {
+        if let Some(result) = consumer.poll(Duration::from_millis(100)) {
+            out.push(Consumed::from(&result.unwrap()));
+        }
+    }
+    out
+}
+
 /// Reads the single record at `topic`/`partition`/`offset`.
 pub fn consume_at(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> Consumed {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -201,6 +235,7 @@ pub struct Consumed {
     pub key: Option<String>,
     pub headers: Vec<(String, String)>,
     pub value: Value,
+    pub raw: Vec<u8>,
 }
 
 impl From<&BorrowedMessage<'_>> for Consumed {
@@ -223,7 +258,8 @@ impl From<&BorrowedMessage<'_>> for Consumed {
                         .collect()
                 })
                 .unwrap_or_default(),
-            value: serde_json::from_slice(m.payload().unwrap()).unwrap(),
+            value: serde_json::from_slice(m.payload().unwrap()).unwrap_or(Value::Null),
+            raw: m.payload().unwrap_or_default().to_vec(),
         }
     }
 }
@@ -235,6 +271,29 @@ impl Consumed {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Appends a line to `target/tmp/durability-counts.txt`, which `.ci/run` prints.
+pub fn report(line: &str) {
+    use std::io::Write;
+    eprintln!("{line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durability-counts.txt");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+}
+
+/// A metric's value in a Prometheus exposition (the sum over its series).
+pub fn metric(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn fixtures_dir() -> PathBuf {

@@ -1,0 +1,575 @@
+//! Nothing answered 2xx is lost: Kafka outages under load, SIGKILL of the real binary,
+//! SIGTERM during a burst, permanent rejections. Each test reports its counts (sent, 2xx,
+//! found in Kafka, missing) to `target/tmp/durability-counts.txt`.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use comm100_bridge::config::Config;
+use common::*;
+use http::StatusCode;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+const TOPIC: &str = "comm100.chat_transferred";
+
+/// A short deadline and fast reconnects, so outages resolve quickly in tests.
+fn outage_config(bootstrap: &str) -> Config {
+    let mut c = config(bootstrap);
+    c.delivery.deadline_ms = 1500;
+    c.spool.append_budget_ms = 500;
+    c.kafka.properties.insert("reconnect.backoff.ms", "50");
+    c.kafka.properties.insert("reconnect.backoff.max.ms", "500");
+    c
+}
+
+/// The event a sender posts: `seq` orders the events of one chat.
+fn event(chat: &str, seq: usize) -> String {
+    json!({"event": "chat_transferred", "visitor": {"chat_id": chat}, "seq": seq}).to_string()
+}
+
+/// What the senders were told: id → (chat, seq) for every 2xx.
+#[derive(Default)]
+struct Acked {
+    ids: HashMap<String, (String, u64)>,
+    statuses: HashMap<u16, usize>,
+    sent: usize,
+}
+
+impl Acked {
+    fn record(&mut self, chat: &str, seq: usize, answer: Option<Answer>) {
+        self.sent += 1;
+        let Some(answer) = answer else {
+            *self.statuses.entry(0).or_default() += 1;
+            return;
+        };
+        *self.statuses.entry(answer.status.as_u16()).or_default() += 1;
+        if answer.status.is_success() {
+            let id = answer.json["id"].as_str().unwrap().to_owned();
+            self.ids.insert(id, (chat.to_owned(), seq as u64));
+        }
+    }
+}
+
+/// Consumes `TOPIC` until every acknowledged id is found, reports the counts, and with
+/// `ordered` (each chat's events were posted one after another) checks per-chat order.
+fn verify(test: &str, bootstrap: &str, acked: &Acked, ordered: bool) {
+    let wanted: HashSet<&str> = acked.ids.keys().map(String::as_str).collect();
+    let records = consume_all(bootstrap, TOPIC, Duration::from_secs(60), |got| {
+        let found: HashSet<&str> = got.iter().filter_map(|r| r.value["id"].as_str()).collect();
+        wanted.iter().all(|id| found.contains(id))
+    });
+    let mut seen = HashSet::new();
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    let mut duplicates = 0;
+    for r in &records {
+        let id = r.value["id"].as_str().unwrap();
+        if !seen.insert(id.to_owned()) {
+            duplicates += 1;
+            continue;
+        }
+        let chat = r.key.clone().unwrap();
+        assert_eq!(r.value["chat_id"].as_str(), Some(chat.as_str()));
+        let seq = r.value["extra"]["seq"].as_u64().unwrap();
+        if let Some(prev) = last_seq.insert(chat.clone(), seq).filter(|_| ordered) {
+            assert!(
+                prev < seq,
+                "{test}: chat {chat}: seq {seq} arrived after {prev}"
+            );
+        }
+    }
+    let missing: Vec<&&str> = wanted.iter().filter(|id| !seen.contains(**id)).collect();
+    let mut statuses: Vec<_> = acked.statuses.iter().collect();
+    statuses.sort();
+    report(&format!(
+        "{test}: sent {}, 2xx {}, found in Kafka {}, missing {}, duplicates {duplicates}, statuses {statuses:?}",
+        acked.sent,
+        acked.ids.len(),
+        wanted.len() - missing.len(),
+        missing.len(),
+    ));
+    assert!(
+        missing.is_empty(),
+        "{test}: {} acknowledged ids never reached Kafka",
+        missing.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_under_load_loses_nothing_answered_2xx_and_keeps_per_chat_order() {
+    const SENDERS: usize = 8;
+    const PER_SENDER: usize = 60;
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let bridge = Bridge::start(outage_config(&bootstrap)).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mut senders = JoinSet::new();
+    for s in 0..SENDERS {
+        let (hook, progress) = (hook.clone(), progress.clone());
+        senders.spawn(async move {
+            let mut acked = Acked::default();
+            for seq in 0..PER_SENDER {
+                // Each sender owns three chats and posts each chat's events in sequence.
+                let chat = format!("chat-{s}-{}", seq % 3);
+                let answer = post(&hook, &[], event(&chat, seq)).await;
+                acked.record(&chat, seq, Some(answer));
+                progress.fetch_add(1, Ordering::SeqCst);
+            }
+            acked
+        });
+    }
+    let total = SENDERS * PER_SENDER;
+    wait_until(
+        || progress.load(Ordering::SeqCst) >= total / 5,
+        Duration::from_secs(30),
+    )
+    .await;
+    cluster.broker_down(-1).unwrap();
+    let down_at = progress.load(Ordering::SeqCst);
+    wait_until(
+        || progress.load(Ordering::SeqCst) >= down_at + total / 4,
+        Duration::from_secs(60),
+    )
+    .await;
+    cluster.broker_up(-1).unwrap();
+
+    let mut acked = Acked::default();
+    while let Some(part) = senders.join_next().await {
+        let part = part.unwrap();
+        acked.ids.extend(part.ids);
+        acked.sent += part.sent;
+        for (k, v) in part.statuses {
+            *acked.statuses.entry(k).or_default() += v;
+        }
+    }
+    assert!(
+        acked.statuses.get(&202).copied().unwrap_or(0) > 0,
+        "the outage spooled nothing: {:?}",
+        acked.statuses
+    );
+    wait_for_metric(
+        &bridge.url("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    verify("outage under load", &bootstrap, &acked, true);
+    bridge.stop().await.unwrap();
+}
+
+/// The real binary as a child process.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Process {
+    fn start(config_file: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
+            .args(["serve", "--config"])
+            .arg(config_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "the bridge did not report its address:\n{}",
+                        seen.join("\n")
+                    )
+                });
+            seen.push(line.clone());
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["fields"]["message"] == "comm100-bridge listening" {
+                break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        Self {
+            child,
+            addr,
+            lines,
+            seen,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Log lines so far.
+    fn log(&mut self) -> Vec<String> {
+        self.seen.extend(self.lines.try_iter());
+        self.seen.clone()
+    }
+}
+
+fn child_config(dir: &Path, bootstrap: &str, spool: &Path) -> std::path::PathBuf {
+    let path = dir.join("bridge.toml");
+    let toml = format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+[auth]
+tokens = ["{TOKEN}"]
+[kafka]
+brokers = ["{bootstrap}"]
+[kafka.properties]
+"reconnect.backoff.ms" = "50"
+"reconnect.backoff.max.ms" = "500"
+[delivery]
+deadline_ms = 1500
+[spool]
+dir = "{}"
+append_budget_ms = 500
+[log]
+format = "json"
+level = "info"
+"#,
+        spool.display()
+    );
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// Posts `count` events concurrently; returns what was acknowledged.
+async fn burst(url: String, prefix: &str, count: usize) -> Acked {
+    let mut tasks = JoinSet::new();
+    for seq in 0..count {
+        let url = url.clone();
+        let chat = format!("{prefix}-{}", seq % 5);
+        tasks.spawn(async move {
+            let request = http::Request::post(&url)
+                .body(http_body_util::Full::new(bytes::Bytes::from(event(
+                    &chat, seq,
+                ))))
+                .unwrap();
+            // A killed bridge answers nothing: that is not a 2xx, so nothing is owed.
+            let answer =
+                tokio::time::timeout(Duration::from_secs(10), client().request(request)).await;
+            let answer = match answer {
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    let body = http_body_util::BodyExt::collect(response.into_body()).await;
+                    body.ok().map(|b| {
+                        let bytes = b.to_bytes();
+                        Answer {
+                            status,
+                            headers: Default::default(),
+                            json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                            text: String::from_utf8_lossy(&bytes).into_owned(),
+                        }
+                    })
+                }
+                _ => None,
+            };
+            (chat, seq, answer)
+        });
+    }
+    let mut acked = Acked::default();
+    while let Some(done) = tasks.join_next().await {
+        let (chat, seq, answer) = done.unwrap();
+        acked.record(&chat, seq, answer);
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_an_outage_then_restart_delivers_every_2xx() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = child_config(dir.path(), &bootstrap, &spool);
+
+    cluster.broker_down(-1).unwrap();
+    let first = Process::start(&config);
+    let hook = first.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    // Everything is spooled while Kafka is down.
+    let acked = burst(hook.clone(), "crash-a", 60).await;
+    assert_eq!(acked.ids.len(), 60, "{:?}", acked.statuses);
+    // And a second burst is cut short by SIGKILL while it is in flight.
+    let second = tokio::spawn(burst(hook, "crash-b", 60));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut first = first;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let killed = second.await.unwrap();
+
+    let mut all = acked;
+    all.sent += killed.sent;
+    all.ids.extend(killed.ids);
+    for (k, v) in killed.statuses {
+        *all.statuses.entry(k).or_default() += v;
+    }
+
+    cluster.broker_up(-1).unwrap();
+    let mut restarted = Process::start(&config);
+    wait_for_metric(
+        &restarted.url("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    let log = restarted.log().join("\n");
+    assert!(
+        log.contains("spool holds records from a previous run"),
+        "{log}"
+    );
+    // Posted concurrently: no order among them to check.
+    verify("sigkill during outage", &bootstrap, &all, false);
+    restarted.signal("-TERM");
+    assert_eq!(restarted.child.wait().unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_burst_loses_nothing_answered_2xx() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = child_config(dir.path(), &bootstrap, &spool);
+
+    let mut first = Process::start(&config);
+    let hook = first.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    assert_eq!(
+        post(&hook, &[], event("warm-up", 0)).await.status,
+        StatusCode::OK
+    );
+    // Slow Kafka down so the burst is still in flight when SIGTERM arrives, then take it
+    // away so some of those records end up in the spool.
+    cluster
+        .broker_round_trip_time(-1, Duration::from_millis(300))
+        .unwrap();
+    let burst = tokio::spawn(burst(hook, "term", 80));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.signal("-TERM");
+    cluster.broker_down(-1).unwrap();
+    let acked = burst.await.unwrap();
+    assert_eq!(
+        first.child.wait().unwrap().code(),
+        Some(0),
+        "SIGTERM must exit 0"
+    );
+
+    cluster.broker_round_trip_time(-1, Duration::ZERO).unwrap();
+    cluster.broker_up(-1).unwrap();
+    let mut restarted = Process::start(&config);
+    wait_for_metric(
+        &restarted.url("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    verify("sigterm during burst", &bootstrap, &acked, false);
+    restarted.signal("-TERM");
+    assert_eq!(restarted.child.wait().unwrap().code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_record_kafka_rejects_for_good_goes_to_the_dead_letter_topic() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let bridge = Bridge::start(config(&bootstrap)).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    assert_eq!(
+        post(&hook, &[], event("warm-up", 0)).await.status,
+        StatusCode::OK
+    );
+
+    // The broker refuses the next produce request as over its maximum message size.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let answer = post(&hook, &[], event("too-large", 1)).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert_eq!(answer.json["status"], "dead_lettered");
+    assert_eq!(answer.json["reason"], "record_too_large");
+    let id = answer.json["id"].as_str().unwrap().to_owned();
+
+    // An authenticated sender's malformed body is kept there too, as received.
+    let bad = b"{\"event\": \"chat_ended\", truncated".to_vec();
+    let rejected = post(&hook, &[], bad.clone()).await;
+    assert_eq!(rejected.status, StatusCode::BAD_REQUEST);
+    // An unauthenticated one is not.
+    let unauthenticated = post(
+        &bridge.url("/webhooks/comm100"),
+        &[],
+        b"not from a sender".to_vec(),
+    )
+    .await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+
+    let dlq = consume_all(&bootstrap, "comm100.dlq", Duration::from_secs(20), |got| {
+        got.len() >= 2
+    });
+    let record = dlq
+        .iter()
+        .find(|r| r.value["id"] == id.as_str())
+        .expect("the rejected record is in the DLQ");
+    assert_eq!(record.header("dlq_reason"), Some("record_too_large"));
+    assert_eq!(record.header("dlq_original_topic"), Some(TOPIC));
+    assert_eq!(record.header("ce_id"), Some(id.as_str()));
+    let body = dlq
+        .iter()
+        .find(|r| r.raw == bad)
+        .expect("the 400 body is in the DLQ");
+    assert_eq!(body.header("dlq_reason"), Some("invalid_json"));
+    assert!(!dlq.iter().any(|r| r.raw == b"not from a sender"));
+
+    let metrics = get(&bridge.url("/metrics")).await.text;
+    assert!(
+        metrics.contains("comm100_bridge_dlq_total{reason=\"record_too_large\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("comm100_bridge_dlq_total{reason=\"invalid_json\"} 1"),
+        "{metrics}"
+    );
+    report(&format!(
+        "dead letters: {} records in comm100.dlq (1 too large, 1 rejected body)",
+        dlq.len()
+    ));
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readiness_stays_up_while_the_spool_can_accept_and_drops_when_draining() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let mut bridge = Bridge::start(outage_config(&bootstrap)).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    assert_eq!(post(&hook, &[], event("r", 0)).await.status, StatusCode::OK);
+    let metrics = bridge.url("/metrics");
+    wait_for_metric(
+        &metrics,
+        "comm100_bridge_kafka_brokers_up",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    cluster.broker_down(-1).unwrap();
+    // Once the producer's statistics say no broker is up, records go straight to the spool.
+    wait_for_metric(
+        &bridge.url("/metrics"),
+        "comm100_bridge_kafka_brokers_up",
+        0.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    let started = Instant::now();
+    let answer = post(&hook, &[], event("r", 1)).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "spooling waited for Kafka: {:?}",
+        started.elapsed()
+    );
+    let ready = get(&bridge.url("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!(ready.json["spooling"], true);
+
+    let readyz = bridge.url("/readyz");
+    bridge.begin_stop();
+    // Draining: the listener is closed, so readiness is no longer served at all.
+    wait_until_async(
+        || {
+            let readyz = readyz.clone();
+            async move {
+                let request = http::Request::get(&readyz)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                match client().request(request).await {
+                    Ok(r) => r.status() == StatusCode::SERVICE_UNAVAILABLE,
+                    Err(_) => true,
+                }
+            }
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    cluster.broker_up(-1).unwrap();
+    bridge.join().await.unwrap();
+}
+
+async fn wait_until(mut condition: impl FnMut() -> bool, bound: Duration) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < bound,
+            "condition not met within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_until_async<F: std::future::Future<Output = bool>>(
+    mut condition: impl FnMut() -> F,
+    bound: Duration,
+) {
+    let started = Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < bound,
+            "condition not met within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_for_metric(url: &str, name: &str, value: f64, bound: Duration) {
+    let started = Instant::now();
+    loop {
+        let text = get(url).await.text;
+        if metric(&text, name) == value {
+            return;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{name} did not reach {value} within {bound:?}: {}",
+            metric(&text, name)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

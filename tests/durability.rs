@@ -270,11 +270,13 @@ level = "info"
     path
 }
 
-/// Posts `count` events concurrently; returns what was acknowledged.
-async fn burst(url: String, prefix: &str, count: usize) -> Acked {
+/// Posts `count` events concurrently, counting answers in `answered`; returns what was
+/// acknowledged.
+async fn burst(url: String, prefix: &str, count: usize, answered: Arc<AtomicUsize>) -> Acked {
     let mut tasks = JoinSet::new();
     for seq in 0..count {
         let url = url.clone();
+        let answered = answered.clone();
         let chat = format!("{prefix}-{}", seq % 5);
         tasks.spawn(async move {
             let request = http::Request::post(&url)
@@ -301,6 +303,7 @@ async fn burst(url: String, prefix: &str, count: usize) -> Acked {
                 }
                 _ => None,
             };
+            answered.fetch_add(1, Ordering::SeqCst);
             (chat, seq, answer)
         });
     }
@@ -324,15 +327,26 @@ async fn sigkill_during_an_outage_then_restart_delivers_every_2xx() {
     let first = Process::start(&config);
     let hook = first.url(&format!("/webhooks/comm100?token={TOKEN}"));
     // Everything is spooled while Kafka is down.
-    let acked = burst(hook.clone(), "crash-a", 60).await;
+    let acked = burst(hook.clone(), "crash-a", 60, Default::default()).await;
     assert_eq!(acked.ids.len(), 60, "{:?}", acked.statuses);
-    // And a second burst is cut short by SIGKILL while it is in flight.
-    let second = tokio::spawn(burst(hook, "crash-b", 60));
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // A second burst is cut short by SIGKILL once a tenth of it has been answered.
+    const SECOND: usize = 600;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let second = tokio::spawn(burst(hook, "crash-b", SECOND, answered.clone()));
+    wait_until(
+        || answered.load(Ordering::SeqCst) >= SECOND / 10,
+        Duration::from_secs(30),
+    )
+    .await;
     let mut first = first;
     first.child.kill().unwrap();
     first.child.wait().unwrap();
     let killed = second.await.unwrap();
+    assert!(
+        killed.ids.len() < SECOND,
+        "the kill interrupted nothing: {:?}",
+        killed.statuses
+    );
 
     let mut all = acked;
     all.sent += killed.sent;
@@ -380,7 +394,7 @@ async fn sigterm_during_a_burst_loses_nothing_answered_2xx() {
     cluster
         .broker_round_trip_time(-1, Duration::from_millis(300))
         .unwrap();
-    let burst = tokio::spawn(burst(hook, "term", 80));
+    let burst = tokio::spawn(burst(hook, "term", 80, Default::default()));
     tokio::time::sleep(Duration::from_millis(100)).await;
     first.signal("-TERM");
     cluster.broker_down(-1).unwrap();

@@ -99,12 +99,14 @@ impl Route {
 /// Serves one request; never fails (errors are JSON answers).
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    app.metrics.inflight_requests.inc();
     let route = Route::of(req.uri().path());
+    let webhook = matches!(route, Route::Webhook(_));
+    if webhook {
+        app.metrics.inflight_requests.inc();
+    }
     let label = route.label();
     let method = req.method().clone();
-    // Only the path is ever logged: the query may carry the token.
-    let path = req.uri().path().to_owned();
+    let target = loggable_target(req.uri());
 
     let response = dispatch(&app, route, req).await;
 
@@ -117,9 +119,33 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
         .http_request_duration
         .with_label_values(&[label])
         .observe(started.elapsed().as_secs_f64());
-    app.metrics.inflight_requests.dec();
-    tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    if webhook {
+        app.metrics.inflight_requests.dec();
+    }
+    tracing::debug!(%method, target, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     Ok(response)
+}
+
+/// The request target for logs, with the value of every `token` query parameter redacted.
+fn loggable_target(uri: &http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            let decoded: String = form_urlencoded::parse(key.as_bytes())
+                .map(|(k, _)| k.into_owned())
+                .collect();
+            if decoded == "token" {
+                format!("{key}=REDACTED")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect();
+    format!("{}?{}", uri.path(), redacted.join("&"))
 }
 
 async fn dispatch(app: &App, route: Route, req: Request<Incoming>) -> Response<Body> {
@@ -428,5 +454,38 @@ pub async fn run(
             ?drain,
             "connections still open after the drain bound; closing them"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_in_the_query_are_redacted_for_logs() {
+        let cases = [
+            (
+                "/webhooks/comm100?token=s3cret",
+                "/webhooks/comm100?token=REDACTED",
+            ),
+            (
+                "/webhooks/comm100?a=1&token=s3cret&b=2",
+                "/webhooks/comm100?a=1&token=REDACTED&b=2",
+            ),
+            (
+                "/webhooks/comm100?t%6Fken=s3cret&token=x&token",
+                "/webhooks/comm100?t%6Fken=REDACTED&token=REDACTED&token=REDACTED",
+            ),
+            (
+                "/webhooks/comm100?tokens=kept",
+                "/webhooks/comm100?tokens=kept",
+            ),
+            ("/healthz", "/healthz"),
+        ];
+        for (uri, expected) in cases {
+            let target = loggable_target(&uri.parse().unwrap());
+            assert_eq!(target, expected);
+            assert!(!target.contains("s3cret"));
+        }
     }
 }

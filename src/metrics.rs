@@ -9,8 +9,15 @@ use crate::event::EventType;
 
 const PREFIX: &str = "comm100_bridge";
 
-/// Route labels of `http_requests_total` and `http_request_duration_seconds`.
-pub const ROUTES: [&str; 5] = ["webhook", "healthz", "readyz", "metrics", "other"];
+/// Route labels of `http_requests_total` and `http_request_duration_seconds`, each with
+/// every status the bridge answers on it.
+pub const ROUTES: [(&str, &[u16]); 5] = [
+    ("webhook", &[200, 202, 400, 401, 405, 413, 422, 503]),
+    ("healthz", &[200, 405]),
+    ("readyz", &[200, 405, 503]),
+    ("metrics", &[200, 405]),
+    ("other", &[404]),
+];
 
 /// Reasons of `events_failed_total`.
 pub const FAILURE_REASONS: [&str; 4] = ["timeout", "kafka_error", "spool_full", "spool_error"];
@@ -32,6 +39,8 @@ pub const AUTH_REASONS: [&str; 2] = ["missing_token", "invalid_token"];
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// The standard, unprefixed `process_*` metrics.
+    process: Registry,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
     pub events_received: IntCounterVec,
@@ -138,7 +147,7 @@ impl Metrics {
                 &["reason"],
             )
             .unwrap(),
-            inflight_requests: IntGauge::new("inflight_requests", "Requests being served.")
+            inflight_requests: IntGauge::new("inflight_requests", "Webhook requests being served.")
                 .unwrap(),
             kafka_producer_queue_messages: IntGauge::new(
                 "kafka_producer_queue_messages",
@@ -151,6 +160,7 @@ impl Metrics {
             )
             .unwrap(),
             registry,
+            process: Registry::new(),
         };
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "The running version; always 1."),
@@ -178,15 +188,23 @@ impl Metrics {
             Box::new(m.kafka_producer_queue_messages.clone()),
             Box::new(m.kafka_brokers_up.clone()),
             Box::new(build_info),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             m.registry
                 .register(c)
                 .expect("each metric is registered once");
         }
 
-        for route in ROUTES {
+        m.process
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("registered once");
+        for (route, statuses) in ROUTES {
             m.http_request_duration.with_label_values(&[route]);
+            for status in statuses {
+                m.http_requests
+                    .with_label_values(&[route, &status.to_string()]);
+            }
         }
         for kind in EventType::ALL {
             let t = kind.as_str();
@@ -211,7 +229,9 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec only fails on invalid metric families, which `new` cannot build.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
 }

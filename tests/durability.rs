@@ -1,6 +1,6 @@
 //! Nothing answered 2xx is lost: Kafka outages under load, SIGKILL of the real binary,
 //! SIGTERM during a burst, permanent rejections. Each test reports its counts (sent, 2xx,
-//! found in Kafka, missing) to `target/tmp/durability-counts.txt`.
+//! found in Kafka, missing) to `target/tmp/test-report.txt`.
 
 mod common;
 

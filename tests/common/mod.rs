@@ -273,11 +273,11 @@ impl Consumed {
     }
 }
 
-/// Appends a line to `target/tmp/durability-counts.txt`, which `.ci/run` prints.
+/// Appends a line to `target/tmp/test-report.txt`, which `.ci/run` prints.
 pub fn report(line: &str) {
     use std::io::Write;
     eprintln!("{line}");
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("durability-counts.txt");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-report.txt");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

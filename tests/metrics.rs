@@ -1,0 +1,292 @@
+//! Metrics and readiness against a running bridge: exact deltas, every series present at
+//! zero on start, `/readyz` following the brokers, and every metric the deployment files
+//! (alerts, dashboard) use present in a real scrape.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use comm100_bridge::event::EventType;
+use comm100_bridge::metrics::{AUTH_REASONS, DLQ_REASONS, FAILURE_REASONS, ROUTES};
+use common::*;
+use http::StatusCode;
+
+/// Every sample of an exposition: `name{labels}` → value.
+fn samples(exposition: &str) -> BTreeMap<String, f64> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn scrape(bridge: &Bridge) -> BTreeMap<String, f64> {
+    samples(&get(&bridge.url("/metrics")).await.text)
+}
+
+/// `after - before` for every series that changed.
+fn deltas(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0.0);
+            (d != 0.0).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
+fn counter_deltas(d: &BTreeMap<String, f64>) -> BTreeMap<&str, f64> {
+    // Counters only: durations, sums, gauges and process metrics move on their own.
+    d.iter()
+        .filter(|(k, _)| k.contains("_total{") && !k.starts_with("comm100_bridge_process"))
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_labelled_series_exists_at_zero_on_start() {
+    let cluster = cluster();
+    let bridge = Bridge::start(config(&cluster.bootstrap_servers())).await;
+    let s = scrape(&bridge).await;
+    let mut missing = Vec::new();
+    let mut expect = |series: String| {
+        if s.get(&series) != Some(&0.0) {
+            missing.push(series);
+        }
+    };
+    for kind in EventType::ALL {
+        let t = kind.as_str();
+        expect(format!(
+            "comm100_bridge_events_received_total{{type=\"{t}\"}}"
+        ));
+        expect(format!(
+            "comm100_bridge_events_published_total{{type=\"{t}\"}}"
+        ));
+        expect(format!(
+            "comm100_bridge_events_spooled_total{{type=\"{t}\"}}"
+        ));
+        expect(format!(
+            "comm100_bridge_kafka_delivery_duration_seconds_count{{type=\"{t}\"}}"
+        ));
+        for reason in FAILURE_REASONS {
+            expect(format!(
+                "comm100_bridge_events_failed_total{{reason=\"{reason}\",type=\"{t}\"}}"
+            ));
+        }
+    }
+    for reason in DLQ_REASONS {
+        expect(format!("comm100_bridge_dlq_total{{reason=\"{reason}\"}}"));
+    }
+    for reason in AUTH_REASONS {
+        expect(format!(
+            "comm100_bridge_auth_failures_total{{reason=\"{reason}\"}}"
+        ));
+    }
+    for (route, statuses) in ROUTES {
+        for status in statuses {
+            // The scrape itself is counted after it is rendered.
+            expect(format!(
+                "comm100_bridge_http_requests_total{{route=\"{route}\",status=\"{status}\"}}"
+            ));
+        }
+    }
+    expect("comm100_bridge_kafka_retries_total".into());
+    assert!(missing.is_empty(), "not present at 0: {missing:#?}");
+    for gauge in [
+        "comm100_bridge_spool_events",
+        "comm100_bridge_spool_bytes",
+        "comm100_bridge_inflight_requests",
+        "comm100_bridge_kafka_producer_queue_messages",
+        "comm100_bridge_kafka_brokers_up",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(s.contains_key(gauge), "{gauge} missing");
+    }
+    assert!(s
+        .keys()
+        .any(|k| k.starts_with("comm100_bridge_build_info{version=\"")));
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_move_exactly_the_counters_they_should() {
+    let cluster = cluster();
+    let bridge = Bridge::start(config(&cluster.bootstrap_servers())).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let body = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();
+
+    let before = scrape(&bridge).await;
+    assert_eq!(post(&hook, &[], body).await.status, StatusCode::OK);
+    let after = scrape(&bridge).await;
+    let d = deltas(&before, &after);
+    let expected: BTreeMap<&str, f64> = [
+        (
+            "comm100_bridge_events_received_total{type=\"chat_ended\"}",
+            1.0,
+        ),
+        (
+            "comm100_bridge_events_published_total{type=\"chat_ended\"}",
+            1.0,
+        ),
+        (
+            "comm100_bridge_http_requests_total{route=\"webhook\",status=\"200\"}",
+            1.0,
+        ),
+        // The scrape that produced `before`.
+        (
+            "comm100_bridge_http_requests_total{route=\"metrics\",status=\"200\"}",
+            1.0,
+        ),
+    ]
+    .into();
+    assert_eq!(counter_deltas(&d), expected);
+    assert_eq!(
+        d.get("comm100_bridge_kafka_delivery_duration_seconds_count{type=\"chat_ended\"}"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        d.get("comm100_bridge_http_request_duration_seconds_count{route=\"webhook\"}"),
+        Some(&1.0)
+    );
+    // Nothing is in flight between requests; a scrape does not count itself.
+    assert_eq!(after.get("comm100_bridge_inflight_requests"), Some(&0.0));
+
+    let before = scrape(&bridge).await;
+    let unauthorized = post(&bridge.url("/webhooks/comm100?token=wrong"), &[], "{}").await;
+    assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+    let d = deltas(&before, &scrape(&bridge).await);
+    let expected: BTreeMap<&str, f64> = [
+        (
+            "comm100_bridge_auth_failures_total{reason=\"invalid_token\"}",
+            1.0,
+        ),
+        (
+            "comm100_bridge_http_requests_total{route=\"webhook\",status=\"401\"}",
+            1.0,
+        ),
+        (
+            "comm100_bridge_http_requests_total{route=\"metrics\",status=\"200\"}",
+            1.0,
+        ),
+    ]
+    .into();
+    assert_eq!(counter_deltas(&d), expected);
+
+    let before = scrape(&bridge).await;
+    assert_eq!(
+        post(&hook, &[], "{\"no\":\"event\"}").await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        get(&bridge.url("/nope")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let after = scrape(&bridge).await;
+    let d = deltas(&before, &after);
+    assert_eq!(
+        d.get("comm100_bridge_http_requests_total{route=\"webhook\",status=\"422\"}"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        d.get("comm100_bridge_http_requests_total{route=\"other\",status=\"404\"}"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        d.get("comm100_bridge_events_received_total{type=\"unknown\"}"),
+        None
+    );
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readiness_follows_the_brokers_when_there_is_no_spool() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.spool.enabled = false;
+    c.kafka.properties.insert("reconnect.backoff.ms", "50");
+    c.kafka.properties.insert("reconnect.backoff.max.ms", "500");
+    let bridge = Bridge::start(c).await;
+    let readyz = bridge.url("/readyz");
+    let healthz = bridge.url("/healthz");
+    wait_for_status(&readyz, StatusCode::OK, Duration::from_secs(10)).await;
+
+    cluster.broker_down(-1).unwrap();
+    let took = wait_for_status(
+        &readyz,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(10),
+    )
+    .await;
+    let answer = get(&readyz).await;
+    assert_eq!(answer.json["reason"], "no Kafka broker is connected");
+    assert_eq!(get(&healthz).await.status, StatusCode::OK);
+    report(&format!(
+        "readiness: 503 {:.1} s after every broker went down",
+        took.as_secs_f64()
+    ));
+
+    cluster.broker_up(-1).unwrap();
+    let took = wait_for_status(&readyz, StatusCode::OK, Duration::from_secs(15)).await;
+    report(&format!(
+        "readiness: 200 {:.1} s after the brokers came back",
+        took.as_secs_f64()
+    ));
+    bridge.stop().await.unwrap();
+}
+
+/// Names of the bridge's own and `process_*` metrics used in a deployment file.
+fn names_in(path: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap();
+    let mut names = BTreeSet::new();
+    for prefix in ["comm100_bridge_", "process_"] {
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find(prefix) {
+            let preceded_by_name = rest[..i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            if !preceded_by_name {
+                names.insert(tail[..end].to_owned());
+            }
+            rest = &tail[end..];
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_the_alerts_and_dashboard_use_exists() {
+    let cluster = cluster();
+    let bridge = Bridge::start(config(&cluster.bootstrap_servers())).await;
+    let exposed: BTreeSet<String> = scrape(&bridge)
+        .await
+        .keys()
+        .map(|k| k.split('{').next().unwrap().to_owned())
+        .collect();
+    for file in [
+        "deploy/prometheus/alerts.yml",
+        "deploy/grafana/dashboards/comm100-bridge.json",
+    ] {
+        let used = names_in(file);
+        assert!(
+            used.len() >= 5,
+            "{file} uses almost no bridge metric: {used:?}"
+        );
+        let unknown: Vec<_> = used.iter().filter(|n| !exposed.contains(*n)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics the bridge does not expose: {unknown:?}"
+        );
+    }
+    bridge.stop().await.unwrap();
+}

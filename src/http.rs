@@ -348,7 +348,7 @@ async fn deliver(app: &App, message: &Message) -> Outcome {
     }
     match &app.spool {
         Some(spool) => {
-            tracing::debug!(id = %message.id, error = %error, "spooling a record Kafka did not acknowledge");
+            tracing::info!(id = %message.id, r#type = message.kind.as_str(), error = %error, "Kafka did not acknowledge the record in time; spooling it");
             spool_it(spool, message, deadline).await
         }
         None => Outcome::Failed {

@@ -1,21 +1,33 @@
-//! Token authentication: `?token=`, `Authorization: Bearer`, `X-Bridge-Token` or the HTTP
-//! Basic password, compared in constant time.
+//! Access control: the client address against `auth.allowed_cidrs` (believing forwarded
+//! headers only from `auth.trusted_proxies`), then a token from `?token=`,
+//! `Authorization: Bearer`, `X-Bridge-Token` or the HTTP Basic password, compared in
+//! constant time against the global tokens and the tokens bound to the request's site.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use base64::Engine;
 use http::header::AUTHORIZATION;
 use http::request::Parts;
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::config::{AuthConfig, Secret};
+use crate::event::Site;
 
-/// Why a request was refused; the label of `auth_failures_total`.
+/// Why a request was refused. The sender is only told 401 or 403; the reason is the label
+/// of `auth_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("no token was presented")]
     MissingToken,
     #[error("the token is not valid")]
     InvalidToken,
+    #[error("the token belongs to another site")]
+    WrongSite,
+    #[error("the client address is not allowed")]
+    AddressNotAllowed,
 }
 
 impl AuthError {
@@ -23,53 +35,164 @@ impl AuthError {
         match self {
             Self::MissingToken => "missing_token",
             Self::InvalidToken => "invalid_token",
+            Self::WrongSite => "wrong_site",
+            Self::AddressNotAllowed => "address_not_allowed",
         }
+    }
+
+    /// 403 for an address, 401 for anything about the token.
+    pub fn is_forbidden(self) -> bool {
+        self == Self::AddressNotAllowed
     }
 }
 
-/// The accepted tokens, kept as SHA-256 digests so every comparison takes the same time
-/// whatever the lengths.
-#[derive(Clone)]
+/// The access rules. Tokens are kept as SHA-256 digests so every comparison takes the
+/// same time whatever the lengths.
+#[derive(Clone, Default)]
 pub struct Auth {
     digests: Vec<[u8; 32]>,
+    sites: BTreeMap<String, Vec<[u8; 32]>>,
+    allowed: Vec<IpNet>,
+    proxies: Vec<IpNet>,
+}
+
+fn digests(tokens: &[Secret]) -> Vec<[u8; 32]> {
+    tokens
+        .iter()
+        .map(|t| digest(t.expose().as_bytes()))
+        .collect()
 }
 
 impl Auth {
-    /// With no tokens every request is accepted; `serve` allows that only when
-    /// `auth.allow_unauthenticated` is set.
+    /// Global tokens only, any address.
     pub fn new(tokens: &[Secret]) -> Self {
         Self {
-            digests: tokens
-                .iter()
-                .map(|t| digest(t.expose().as_bytes()))
-                .collect(),
+            digests: digests(tokens),
+            ..Self::default()
         }
     }
 
-    pub fn is_open(&self) -> bool {
-        self.digests.is_empty()
+    pub fn from_config(config: &AuthConfig) -> Self {
+        Self {
+            digests: digests(&config.tokens),
+            sites: config
+                .site_tokens
+                .iter()
+                .map(|(site, tokens)| (site.clone(), digests(&tokens.0)))
+                .collect(),
+            allowed: config.allowed_cidrs.clone(),
+            proxies: config.trusted_proxies.clone(),
+        }
     }
 
-    /// Accepts the request if any presented token matches any configured token.
-    pub fn check(&self, parts: &Parts) -> Result<(), AuthError> {
+    /// With no token at all every request is accepted; `serve` allows that only when
+    /// `auth.allow_unauthenticated` is set.
+    pub fn is_open(&self) -> bool {
+        self.digests.is_empty() && self.sites.is_empty()
+    }
+
+    /// Checks the client address, then the token for `site`.
+    pub fn check(&self, parts: &Parts, peer: IpAddr, site: Option<&Site>) -> Result<(), AuthError> {
+        if !self.allowed.is_empty() {
+            let allowed = self
+                .client_address(parts, peer)
+                .is_some_and(|ip| self.allowed.iter().any(|net| net.contains(&ip)));
+            if !allowed {
+                return Err(AuthError::AddressNotAllowed);
+            }
+        }
         if self.is_open() {
             return Ok(());
         }
+        let no_site = Vec::new();
+        let site_digests = site
+            .and_then(|s| self.sites.get(s.as_str()))
+            .unwrap_or(&no_site);
         let mut presented = false;
-        let mut matched = subtle::Choice::from(0);
+        let mut valid = subtle::Choice::from(0);
+        let mut other_site = subtle::Choice::from(0);
         for candidate in candidates(parts) {
             presented = true;
             let d = digest(&candidate);
-            for accepted in &self.digests {
-                matched |= d.ct_eq(accepted);
+            for accepted in self.digests.iter().chain(site_digests) {
+                valid |= d.ct_eq(accepted);
+            }
+            for (name, tokens) in &self.sites {
+                if site.is_some_and(|s| s.as_str() == name) {
+                    continue;
+                }
+                for token in tokens {
+                    other_site |= d.ct_eq(token);
+                }
             }
         }
-        match (presented, bool::from(matched)) {
-            (_, true) => Ok(()),
-            (false, false) => Err(AuthError::MissingToken),
-            (true, false) => Err(AuthError::InvalidToken),
+        match (presented, bool::from(valid), bool::from(other_site)) {
+            (_, true, _) => Ok(()),
+            (_, false, true) => Err(AuthError::WrongSite),
+            (true, false, false) => Err(AuthError::InvalidToken),
+            (false, false, false) => Err(AuthError::MissingToken),
         }
     }
+
+    /// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
+    /// address in `Forwarded` (else `X-Forwarded-For`) that is not a trusted proxy. `None`
+    /// when a forwarded address cannot be read.
+    pub fn client_address(&self, parts: &Parts, peer: IpAddr) -> Option<IpAddr> {
+        let trusted = |ip: &IpAddr| self.proxies.iter().any(|net| net.contains(ip));
+        if !trusted(&peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        for hop in forwarded_hops(parts).iter().rev() {
+            client = parse_hop(hop)?;
+            if !trusted(&client) {
+                return Some(client);
+            }
+        }
+        Some(client)
+    }
+}
+
+/// The addresses a request passed through, oldest first: the `for=` values of `Forwarded`,
+/// or else the entries of `X-Forwarded-For`.
+fn forwarded_hops(parts: &Parts) -> Vec<String> {
+    let mut hops = Vec::new();
+    for value in parts.headers.get_all("forwarded") {
+        let Ok(value) = value.to_str() else {
+            hops.push(String::new());
+            continue;
+        };
+        for element in value.split(',') {
+            for pair in element.split(';') {
+                if let Some((k, v)) = pair.trim().split_once('=') {
+                    if k.trim().eq_ignore_ascii_case("for") {
+                        hops.push(v.trim().trim_matches('"').to_owned());
+                    }
+                }
+            }
+        }
+    }
+    if !hops.is_empty() {
+        return hops;
+    }
+    for value in parts.headers.get_all("x-forwarded-for") {
+        match value.to_str() {
+            Ok(value) => hops.extend(value.split(',').map(|h| h.trim().to_owned())),
+            Err(_) => hops.push(String::new()),
+        }
+    }
+    hops
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]:4711`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    hop.rsplit_once(':')?.0.parse().ok()
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -135,7 +258,7 @@ mod tests {
             parts("/", &[("authorization", &format!("Basic {basic}"))]),
             parts("/?token=wrong", &[("x-bridge-token", "old-token")]),
         ] {
-            assert_eq!(a.check(&p), Ok(()), "{:?}", p.uri);
+            assert_eq!(a.check(&p, PEER, None), Ok(()), "{:?}", p.uri);
         }
     }
 
@@ -143,33 +266,131 @@ mod tests {
     fn missing_and_wrong_tokens() {
         let a = auth();
         assert_eq!(
-            a.check(&parts("/webhooks/comm100", &[])),
+            a.check(&parts("/webhooks/comm100", &[]), PEER, None),
             Err(AuthError::MissingToken)
         );
         assert_eq!(
-            a.check(&parts("/?token=old-tokenX", &[])),
+            a.check(&parts("/?token=old-tokenX", &[]), PEER, None),
             Err(AuthError::InvalidToken)
         );
         assert_eq!(
-            a.check(&parts("/?token=", &[])),
+            a.check(&parts("/?token=", &[]), PEER, None),
             Err(AuthError::InvalidToken)
         );
         assert_eq!(
-            a.check(&parts("/", &[("authorization", "Basic !!!notbase64")])),
+            a.check(
+                &parts("/", &[("authorization", "Basic !!!notbase64")]),
+                PEER,
+                None
+            ),
             Err(AuthError::MissingToken)
         );
         let user_only = base64::engine::general_purpose::STANDARD.encode("old-token");
         assert_eq!(
-            a.check(&parts(
-                "/",
-                &[("authorization", &format!("Basic {user_only}"))]
-            )),
+            a.check(
+                &parts("/", &[("authorization", &format!("Basic {user_only}"))]),
+                PEER,
+                None
+            ),
             Err(AuthError::MissingToken)
         );
     }
 
     #[test]
     fn no_tokens_means_open() {
-        assert_eq!(Auth::new(&[]).check(&parts("/", &[])), Ok(()));
+        assert_eq!(Auth::new(&[]).check(&parts("/", &[]), PEER, None), Ok(()));
+    }
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+
+    fn rules(toml: &str) -> Auth {
+        let config: AuthConfig = toml::from_str(&format!(
+            "tokens = []\nallow_unauthenticated = false\n{toml}"
+        ))
+        .unwrap();
+        Auth::from_config(&config)
+    }
+
+    #[test]
+    fn site_tokens_only_open_their_own_site() {
+        let a = rules("allowed_cidrs = []\ntrusted_proxies = []\n[site_tokens]\neu = [\"eu-token\"]\nus = \"us-token\"\n");
+        let eu = Site::parse("eu").unwrap();
+        let us = Site::parse("us").unwrap();
+        let p = parts("/?token=eu-token", &[]);
+        assert_eq!(a.check(&p, PEER, Some(&eu)), Ok(()));
+        assert_eq!(a.check(&p, PEER, Some(&us)), Err(AuthError::WrongSite));
+        assert_eq!(a.check(&p, PEER, None), Err(AuthError::WrongSite));
+        assert_eq!(
+            a.check(&parts("/?token=us-token", &[]), PEER, Some(&us)),
+            Ok(())
+        );
+        assert_eq!(
+            a.check(&parts("/?token=nope", &[]), PEER, Some(&eu)),
+            Err(AuthError::InvalidToken)
+        );
+    }
+
+    #[test]
+    fn allowed_cidrs_for_ipv4_and_ipv6() {
+        let a = rules(
+            "allowed_cidrs = [\"198.51.100.0/24\", \"2001:db8::/32\"]\ntrusted_proxies = []\n",
+        );
+        let ok = parts("/", &[]);
+        assert_eq!(a.check(&ok, PEER, None), Ok(()));
+        assert_eq!(a.check(&ok, "2001:db8::5".parse().unwrap(), None), Ok(()));
+        assert_eq!(
+            a.check(&ok, "203.0.113.9".parse().unwrap(), None),
+            Err(AuthError::AddressNotAllowed)
+        );
+        assert_eq!(
+            a.check(&ok, "2001:db9::5".parse().unwrap(), None),
+            Err(AuthError::AddressNotAllowed)
+        );
+        // Forwarded headers from an untrusted peer are ignored.
+        let spoofed = parts("/", &[("x-forwarded-for", "198.51.100.1")]);
+        assert_eq!(
+            a.check(&spoofed, "203.0.113.9".parse().unwrap(), None),
+            Err(AuthError::AddressNotAllowed)
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_are_believed_only_from_trusted_proxies() {
+        let a = rules("allowed_cidrs = []\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/8\"]\n");
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let client =
+            |headers: &[(&str, &str)], peer: IpAddr| a.client_address(&parts("/", headers), peer);
+        // The client is the nearest untrusted hop, not the leftmost (which anyone can forge).
+        assert_eq!(
+            client(
+                &[("x-forwarded-for", "1.1.1.1, 203.0.113.5, 10.9.9.9")],
+                proxy
+            ),
+            "203.0.113.5".parse().ok()
+        );
+        assert_eq!(
+            client(
+                &[(
+                    "forwarded",
+                    "for=192.0.2.60;proto=https, for=\"[2001:db8::7]:4711\""
+                )],
+                proxy
+            ),
+            "2001:db8::7".parse().ok()
+        );
+        assert_eq!(
+            client(&[("x-forwarded-for", "192.0.2.1:5555")], proxy),
+            "192.0.2.1".parse().ok()
+        );
+        assert_eq!(
+            client(&[("x-forwarded-for", "10.0.0.1")], proxy),
+            "10.0.0.1".parse().ok()
+        );
+        assert_eq!(client(&[], proxy), Some(proxy));
+        assert_eq!(client(&[("x-forwarded-for", "garbage")], proxy), None);
+        assert_eq!(
+            client(&[("x-forwarded-for", "192.0.2.1")], PEER),
+            Some(PEER)
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Environment, File, FileFormat};
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::event::EventType;
@@ -60,6 +61,14 @@ pub struct Config {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    pub header_read_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub keep_alive_timeout_ms: u64,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_inflight_requests: usize,
+    pub max_inflight_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -68,7 +77,18 @@ pub struct AuthConfig {
     #[serde(deserialize_with = "list")]
     pub tokens: Vec<Secret>,
     pub allow_unauthenticated: bool,
+    #[serde(deserialize_with = "list")]
+    pub allowed_cidrs: Vec<IpNet>,
+    #[serde(deserialize_with = "list")]
+    pub trusted_proxies: Vec<IpNet>,
+    #[serde(default)]
+    pub site_tokens: BTreeMap<String, SiteTokens>,
 }
+
+/// The tokens of one site label: a TOML array or a comma-separated string.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct SiteTokens(#[serde(deserialize_with = "list")] pub Vec<Secret>);
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -185,7 +205,12 @@ pub enum LogFormat {
 }
 
 /// A list given as a TOML array or, as environment variables must, one comma-separated string.
-fn list<'de, D: Deserializer<'de>, T: From<String>>(deserializer: D) -> Result<Vec<T>, D::Error> {
+fn list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum List {
@@ -201,7 +226,13 @@ fn list<'de, D: Deserializer<'de>, T: From<String>>(deserializer: D) -> Result<V
             .map(str::to_owned)
             .collect(),
     };
-    Ok(items.into_iter().map(T::from).collect())
+    items
+        .iter()
+        .map(|item| {
+            item.parse()
+                .map_err(|e| serde::de::Error::custom(format!("`{item}`: {e}")))
+        })
+        .collect()
 }
 
 /// A secret string: never printed, serialized as `<redacted>`.
@@ -209,9 +240,11 @@ fn list<'de, D: Deserializer<'de>, T: From<String>>(deserializer: D) -> Result<V
 #[serde(transparent)]
 pub struct Secret(String);
 
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(s)
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
     }
 }
 
@@ -330,8 +363,59 @@ impl Config {
 
     /// Checks what types alone cannot.
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.http.max_body_bytes == 0 {
-            return Err(invalid("http.max_body_bytes", "must be at least 1"));
+        for (key, value) in [
+            ("http.max_body_bytes", self.http.max_body_bytes as u64),
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+            ),
+            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
+            (
+                "http.keep_alive_timeout_ms",
+                self.http.keep_alive_timeout_ms,
+            ),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.max_headers", self.http.max_headers as u64),
+            (
+                "http.max_inflight_requests",
+                self.http.max_inflight_requests as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.http.max_header_bytes < 8192 {
+            return Err(invalid(
+                "http.max_header_bytes",
+                "must be at least 8192 (hyper's smallest read buffer)",
+            ));
+        }
+        if self.http.max_inflight_bytes > u32::MAX as usize {
+            return Err(invalid(
+                "http.max_inflight_bytes",
+                "must be at most 4294967295",
+            ));
+        }
+        if self.http.max_inflight_bytes < self.http.max_body_bytes {
+            return Err(invalid(
+                "http.max_inflight_bytes",
+                "must be at least http.max_body_bytes, or no request without Content-Length fits",
+            ));
+        }
+        for (site, tokens) in &self.auth.site_tokens {
+            if crate::event::Site::parse(site).is_none() {
+                return Err(invalid(
+                    format!("auth.site_tokens.{site}"),
+                    "a site label is 1 to 64 of A-Z a-z 0-9 _ . -",
+                ));
+            }
+            if tokens.0.is_empty() || tokens.0.iter().any(|t| t.expose().is_empty()) {
+                return Err(invalid(
+                    format!("auth.site_tokens.{site}"),
+                    "list at least one non-empty token",
+                ));
+            }
         }
         if self.delivery.deadline_ms == 0 || self.delivery.deadline_ms > i32::MAX as u64 {
             return Err(invalid(

@@ -2,21 +2,25 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Auth;
 use crate::event::{Record, RejectError, Site, Timestamp};
@@ -42,6 +46,19 @@ pub struct App {
     pub retry_after_secs: u64,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
+    pub body_read_timeout: Duration,
+    pub budget: Budget,
+    pub limits: ConnectionLimits,
+}
+
+/// What one connection may do.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
 }
 
 /// What became of a record.
@@ -97,7 +114,11 @@ impl Route {
 }
 
 /// Serves one request; never fails (errors are JSON answers).
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let route = Route::of(req.uri().path());
     let webhook = matches!(route, Route::Webhook(_));
@@ -108,7 +129,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
     let method = req.method().clone();
     let target = loggable_target(req.uri());
 
-    let response = dispatch(&app, route, req).await;
+    let response = dispatch(&app, peer, route, req).await;
 
     let status = response.status();
     app.metrics
@@ -148,10 +169,15 @@ fn loggable_target(uri: &http::Uri) -> String {
     format!("{}?{}", uri.path(), redacted.join("&"))
 }
 
-async fn dispatch(app: &App, route: Route, req: Request<Incoming>) -> Response<Body> {
+async fn dispatch(
+    app: &App,
+    peer: SocketAddr,
+    route: Route,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     match route {
-        Route::Webhook(site) if req.method() == Method::POST => webhook(app, site, req).await,
+        Route::Webhook(site) if req.method() == Method::POST => webhook(app, peer, site, req).await,
         Route::Webhook(_) => method_not_allowed("POST"),
         Route::Healthz if get => json_response(StatusCode::OK, &json!({"status": "ok"})),
         Route::Readyz if get => readyz(app),
@@ -204,13 +230,25 @@ fn readyz(app: &App) -> Response<Body> {
     }
 }
 
-async fn webhook(app: &App, site: Option<Site>, req: Request<Incoming>) -> Response<Body> {
+async fn webhook(
+    app: &App,
+    peer: SocketAddr,
+    site: Option<Site>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    if let Err(e) = app.auth.check(&parts) {
+    if let Err(e) = app.auth.check(&parts, peer.ip(), site.as_ref()) {
         app.metrics
             .auth_failures
             .with_label_values(&[e.reason()])
             .inc();
+        if e.is_forbidden() {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this client may not post here",
+            );
+        }
         let mut r = error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -223,12 +261,28 @@ async fn webhook(app: &App, site: Option<Site>, req: Request<Incoming>) -> Respo
         return r;
     }
 
-    let too_large = || {
+    let gzip = match parts
+        .headers
+        .get(CONTENT_ENCODING)
+        .map(HeaderValue::as_bytes)
+    {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case(b"identity") => false,
+        Some(v) if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") => true,
+        Some(_) => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                "Content-Encoding may be gzip or identity",
+            )
+        }
+    };
+    let too_large = |what: &str| {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             &format!(
-                "the body exceeds http.max_body_bytes ({} bytes)",
+                "the {what} exceeds http.max_body_bytes ({} bytes)",
                 app.max_body_bytes
             ),
         )
@@ -239,18 +293,57 @@ async fn webhook(app: &App, site: Option<Site>, req: Request<Incoming>) -> Respo
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
-        return too_large();
+        return too_large("body");
     }
-    let body = match Limited::new(body, app.max_body_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return too_large(),
-        Err(e) => {
+
+    // Reserve the memory this request may hold before reading any of it.
+    let mut reserve = declared.map_or(app.max_body_bytes, |n| n as usize);
+    if gzip {
+        reserve += app.max_body_bytes;
+    }
+    let Some(_held) = app.budget.try_acquire(reserve) else {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "the bridge is at its in-flight limit (http.max_inflight_requests / http.max_inflight_bytes); retry shortly",
+        );
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1u64));
+        return r;
+    };
+
+    let read = Limited::new(body, app.max_body_bytes).collect();
+    let body = match tokio::time::timeout(app.body_read_timeout, read).await {
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body was not received within http.body_read_timeout_ms",
+            )
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large("body"),
+        Ok(Err(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "body_unreadable",
                 &format!("the request body could not be read: {e}"),
             )
         }
+    };
+    let body = if gzip {
+        match gunzip(&body, app.max_body_bytes) {
+            Ok(body) => body,
+            Err(Gunzip::TooLarge) => return too_large("decompressed body"),
+            Err(Gunzip::Invalid(e)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_gzip",
+                    &format!("the body is not valid gzip: {e}"),
+                )
+            }
+        }
+    } else {
+        body
     };
 
     let site_label = site.as_ref().map(|s| s.as_str().to_owned());
@@ -377,6 +470,54 @@ async fn spool_it(spool: &Spool, message: &Message, deadline: Instant) -> Outcom
     }
 }
 
+enum Gunzip {
+    TooLarge,
+    Invalid(std::io::Error),
+}
+
+/// Decompresses a gzip body, refusing to produce more than `max` bytes.
+fn gunzip(body: &[u8], max: usize) -> Result<Bytes, Gunzip> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max));
+    flate2::read::MultiGzDecoder::new(body)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(Gunzip::Invalid)?;
+    if out.len() > max {
+        return Err(Gunzip::TooLarge);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The global in-flight budget: webhook requests, and the body bytes they may hold.
+pub struct Budget {
+    requests: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Budget {
+    pub fn new(max_requests: usize, max_bytes: usize) -> Self {
+        Self {
+            requests: Arc::new(Semaphore::new(max_requests)),
+            bytes: Arc::new(Semaphore::new(max_bytes)),
+        }
+    }
+
+    /// One request and `bytes` bytes, or `None` at once if either is exhausted.
+    fn try_acquire(
+        &self,
+        bytes: usize,
+    ) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
+        let request = self.requests.clone().try_acquire_owned().ok()?;
+        let bytes = u32::try_from(bytes).ok()?;
+        let held = match bytes {
+            0 => None,
+            n => Some(self.bytes.clone().try_acquire_many_owned(n).ok()?),
+        };
+        Some((request, held))
+    }
+}
+
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut r = error(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -405,17 +546,35 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body
 }
 
 /// Accepts connections until `shutdown` resolves, then waits up to `drain` for the
-/// connections' in-flight requests to finish.
+/// connections' in-flight requests to finish. At most `max_connections` are served at once;
+/// further ones wait in the listen backlog.
 pub async fn run(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
+    let limits = app.limits.clone();
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(Some(256));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -428,13 +587,40 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let service = service_fn(move |req| handle(app.clone(), req));
+                let activity = Arc::new(Activity::new());
+                let service = {
+                    let (app, activity) = (app.clone(), activity.clone());
+                    service_fn(move |req| {
+                        let (app, activity) = (app.clone(), activity.clone());
+                        async move {
+                            activity.begin();
+                            let response = handle(app, peer, req).await;
+                            activity.end();
+                            response
+                        }
+                    })
+                };
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
+                let keep_alive = limits.keep_alive_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    let _slot = slot;
+                    tokio::pin!(conn);
+                    loop {
+                        tokio::select! {
+                            result = &mut conn => {
+                                if let Err(e) = result {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                                break;
+                            }
+                            () = tokio::time::sleep_until(activity.idle_deadline(keep_alive)) => {
+                                if activity.idle_for(keep_alive) {
+                                    tracing::debug!(%peer, "closing an idle keep-alive connection");
+                                    break;
+                                }
+                            }
+                        }
                     }
                 });
             }
@@ -454,6 +640,39 @@ pub async fn run(
             ?drain,
             "connections still open after the drain bound; closing them"
         );
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    inflight: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            inflight: 0.into(),
+            last: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn begin(&self) {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn idle_deadline(&self, keep_alive: Duration) -> tokio::time::Instant {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) + keep_alive
+    }
+
+    fn idle_for(&self, keep_alive: Duration) -> bool {
+        self.inflight.load(Ordering::SeqCst) == 0
+            && tokio::time::Instant::now() >= self.idle_deadline(keep_alive)
     }
 }
 

@@ -56,7 +56,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    if config.auth.tokens.is_empty() && !config.auth.allow_unauthenticated {
+    let auth = Auth::from_config(&config.auth);
+    if auth.is_open() && !config.auth.allow_unauthenticated {
         return Err(ServeError::NoToken);
     }
     let metrics = Metrics::new();
@@ -67,7 +68,7 @@ pub async fn serve(
     let publisher = Publisher::new(&config, metrics.clone())?;
     let deadline = config.delivery.deadline();
     let app = Arc::new(http::App {
-        auth: Auth::new(&config.auth.tokens),
+        auth,
         router: Router::new(&config.topics),
         publisher: publisher.clone(),
         spool: spool.clone(),
@@ -77,6 +78,18 @@ pub async fn serve(
         dead_letter_rejected: config.dlq.rejected_bodies,
         retry_after_secs: deadline.as_secs().max(1),
         draining: AtomicBool::new(false),
+        body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
+        budget: http::Budget::new(
+            config.http.max_inflight_requests,
+            config.http.max_inflight_bytes,
+        ),
+        limits: http::ConnectionLimits {
+            max_connections: config.http.max_connections,
+            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(config.http.keep_alive_timeout_ms),
+            max_header_bytes: config.http.max_header_bytes,
+            max_headers: config.http.max_headers,
+        },
     });
     if app.auth.is_open() {
         tracing::warn!("auth.allow_unauthenticated is set and no token is configured: anyone who can reach the listener can publish");

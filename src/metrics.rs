@@ -12,7 +12,10 @@ const PREFIX: &str = "comm100_bridge";
 /// Route labels of `http_requests_total` and `http_request_duration_seconds`, each with
 /// every status the bridge answers on it.
 pub const ROUTES: [(&str, &[u16]); 5] = [
-    ("webhook", &[200, 202, 400, 401, 405, 413, 422, 503]),
+    (
+        "webhook",
+        &[200, 202, 400, 401, 403, 405, 408, 413, 415, 422, 429, 503],
+    ),
     ("healthz", &[200, 405]),
     ("readyz", &[200, 405, 503]),
     ("metrics", &[200, 405]),
@@ -33,7 +36,12 @@ pub const DLQ_REASONS: [&str; 6] = [
 ];
 
 /// Reasons of `auth_failures_total`.
-pub const AUTH_REASONS: [&str; 2] = ["missing_token", "invalid_token"];
+pub const AUTH_REASONS: [&str; 4] = [
+    "missing_token",
+    "invalid_token",
+    "wrong_site",
+    "address_not_allowed",
+];
 
 /// Every metric the bridge exports, registered in its own registry.
 #[derive(Clone)]

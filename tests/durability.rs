@@ -5,12 +5,9 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use comm100_bridge::config::Config;
@@ -167,79 +164,6 @@ async fn an_outage_under_load_loses_nothing_answered_2xx_and_keeps_per_chat_orde
     .await;
     verify("outage under load", &bootstrap, &acked, true);
     bridge.stop().await.unwrap();
-}
-
-/// The real binary as a child process.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Process {
-    fn start(config_file: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
-            .args(["serve", "--config"])
-            .arg(config_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "the bridge did not report its address:\n{}",
-                        seen.join("\n")
-                    )
-                });
-            seen.push(line.clone());
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if v["fields"]["message"] == "comm100-bridge listening" {
-                break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
-            }
-        };
-        Self {
-            child,
-            addr,
-            lines,
-            seen,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Log lines so far.
-    fn log(&mut self) -> Vec<String> {
-        self.seen.extend(self.lines.try_iter());
-        self.seen.clone()
-    }
 }
 
 fn child_config(dir: &Path, bootstrap: &str, spool: &Path) -> std::path::PathBuf {

@@ -238,3 +238,224 @@ async fn hostile_requests_get_their_documented_answers_and_the_bridge_survives()
     ));
     bridge.stop().await.unwrap();
 }
+
+/// A client that sends its request head one byte every `interval`; returns how long the
+/// server took to close the connection (`None` if it never did within `give_up`).
+async fn slow_client(
+    addr: std::net::SocketAddr,
+    interval: Duration,
+    give_up: Duration,
+) -> Option<Duration> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let started = Instant::now();
+    let closed = tokio::spawn(async move {
+        let mut buf = [0u8; 1024];
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    });
+    let head = format!(
+        "POST /webhooks/comm100?token={TOKEN} HTTP/1.1\r\nhost: x\r\nx-slow: {}\r\n\r\n",
+        "a".repeat(400)
+    );
+    let writer = async {
+        for byte in head.bytes() {
+            if write.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(interval).await;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        took = closed => took.ok(),
+        () = writer => None,
+        () = tokio::time::sleep(give_up) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_clients_are_cut_off_and_do_not_starve_others() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.http.header_read_timeout_ms = 1000;
+    let bridge = Bridge::start(c).await;
+    const SLOW: usize = 50;
+    let slow: Vec<_> = (0..SLOW)
+        .map(|_| {
+            tokio::spawn(slow_client(
+                bridge.addr,
+                Duration::from_millis(200),
+                Duration::from_secs(20),
+            ))
+        })
+        .collect();
+    // While they dribble, a normal client is served at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let body = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();
+    let answer = post(
+        &bridge.url(&format!("/webhooks/comm100?token={TOKEN}")),
+        &[],
+        body,
+    )
+    .await;
+    let normal = started.elapsed();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        normal < Duration::from_secs(1),
+        "a normal client waited {normal:?}"
+    );
+
+    let mut cut = Vec::new();
+    for s in slow {
+        let took = s.await.unwrap().expect("a slow client was never cut off");
+        cut.push(took);
+    }
+    let slowest = cut.iter().max().unwrap();
+    // The head needs ~90 s at this pace; the 1 s header timeout must end it.
+    assert!(
+        *slowest < Duration::from_secs(3),
+        "slowest cut-off after {slowest:?}"
+    );
+    report(&format!(
+        "slowloris: {SLOW} clients sending a byte every 200 ms were cut off after {:.1}-{:.1} s (header timeout 1 s); a normal request meanwhile took {} ms",
+        cut.iter().min().unwrap().as_secs_f64(),
+        slowest.as_secs_f64(),
+        normal.as_millis()
+    ));
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.http.keep_alive_timeout_ms = 300;
+    let bridge = Bridge::start(c).await;
+    let mut stream = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the idle connection was never closed");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    assert!(
+        closed >= Duration::from_millis(250) && closed < Duration::from_secs(2),
+        "{closed:?}"
+    );
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_with_kafka_down_gets_429_and_503_fast_with_bounded_memory() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+[http]
+listen = "127.0.0.1:0"
+max_inflight_requests = 16
+max_inflight_bytes = 4194304
+[auth]
+tokens = ["{TOKEN}"]
+[kafka]
+brokers = ["{}"]
+[delivery]
+deadline_ms = 2000
+[spool]
+enabled = false
+dir = "{}"
+[dlq]
+rejected_bodies = false
+[log]
+format = "json"
+level = "info"
+"#,
+            cluster.bootstrap_servers(),
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let bridge = Process::start(&config_path);
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    assert_eq!(
+        post(&hook, &[], "{\"event\":\"online\",\"operator_id\":1}")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let baseline = bridge.peak_rss();
+    cluster.broker_down(-1).unwrap();
+
+    const FLOOD: usize = 300;
+    const BODY: usize = 256 << 10;
+    let body = Bytes::from(json!({"event": "chat_ended", "pad": "a".repeat(BODY)}).to_string());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..FLOOD {
+        let (hook, body) = (hook.clone(), body.clone());
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let request = Request::post(&hook).body(Full::new(body)).unwrap();
+            let status = client()
+                .request(request)
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            (status, started.elapsed())
+        });
+    }
+    let mut by_status: std::collections::BTreeMap<u16, (usize, Duration)> = Default::default();
+    while let Some(done) = tasks.join_next().await {
+        let (status, took) = done.unwrap();
+        let entry = by_status.entry(status).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(took);
+    }
+    let peak = bridge.peak_rss();
+    cluster.broker_up(-1).unwrap();
+
+    let (too_many, slowest_429) = by_status.get(&429).copied().unwrap_or_default();
+    let (unavailable, slowest_503) = by_status.get(&503).copied().unwrap_or_default();
+    assert_eq!(
+        too_many + unavailable,
+        FLOOD,
+        "only 429 and 503 are expected: {by_status:?}"
+    );
+    assert!(too_many > FLOOD / 2, "{by_status:?}");
+    assert!(slowest_503 < Duration::from_secs(4), "{by_status:?}");
+    const BOUND: u64 = 64 << 20;
+    assert!(peak < BOUND, "peak RSS {} MiB", peak >> 20);
+    report(&format!(
+        "flood: {FLOOD} requests of {} KiB ({} MiB offered) with Kafka down and no spool: {too_many} × 429 (slowest {} ms), {unavailable} × 503 (slowest {} ms); bridge peak RSS {} MiB (baseline {} MiB, bound {} MiB)",
+        BODY >> 10,
+        (FLOOD * BODY) >> 20,
+        slowest_429.as_millis(),
+        slowest_503.as_millis(),
+        peak >> 20,
+        baseline >> 20,
+        BOUND >> 20
+    ));
+    let mut bridge = bridge;
+    bridge.signal("-TERM");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+}

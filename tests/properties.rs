@@ -1,0 +1,177 @@
+//! Property tests of parse + normalize: arbitrary bytes never panic, and arbitrary JSON put
+//! where Comm100's fields go always yields a record whose serialized form parses back.
+
+mod common;
+
+use comm100_bridge::event::{EventType, Record, Site, Timestamp};
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{Map, Value};
+
+const CASES: u32 = 3000;
+
+/// Keys the normalizer looks at, so arbitrary values land in the interesting places.
+const KEYS: &[&str] = &[
+    "event",
+    "visitor",
+    "chat",
+    "offline_message",
+    "wrapup",
+    "wrap_up",
+    "chat_id",
+    "operator_id",
+    "id",
+    "name",
+    "status",
+    "time_zone",
+    "department",
+    "chats",
+    "visits",
+    "page_views",
+    "first_visit_time",
+    "visit_time",
+    "end_time",
+    "start_time",
+    "time",
+    "attachment",
+    "uri",
+    "url",
+    "custom_variables",
+    "custom_variable",
+    "custom_fields",
+    "field_id",
+    "value",
+    "fields",
+    "operators",
+    "chat_transcript",
+    "rating",
+    "extra",
+];
+
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => proptest::sample::select(KEYS).prop_map(str::to_owned),
+        1 => ".{0,12}",
+    ]
+}
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,20}".prop_map(Value::String),
+        Just(Value::String("/Date(1584423203253+0800)/".into())),
+        Just(Value::String("GMT -08:00".into())),
+        Just(Value::String("a⊙b⊙".into())),
+        (-1i64..20).prop_map(Value::from),
+    ]
+}
+
+fn json() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(5, 64, 8, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..6).prop_map(Value::Array),
+            btree_map(key(), inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+fn event() -> impl Strategy<Value = String> {
+    prop_oneof![
+        proptest::sample::select(
+            &[
+                "offline_message_submitted",
+                "chat_started",
+                " Chat_Ended ",
+                "chat_wrapped_up",
+                "chat_wraped_up",
+                "online",
+                "AWAY",
+                "login",
+                "logout",
+                "chat_request",
+                "chat_requested",
+                "chat_transferred",
+            ][..]
+        )
+        .prop_map(str::to_owned),
+        ".{0,16}",
+    ]
+}
+
+fn payload() -> impl Strategy<Value = Value> {
+    (event(), btree_map(key(), json(), 0..8)).prop_map(|(event, fields)| {
+        let mut object: Map<String, Value> = fields.into_iter().collect();
+        object.insert("event".into(), Value::String(event));
+        Value::Object(object)
+    })
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let mut runner = TestRunner::new(Config {
+        cases: CASES,
+        ..Config::default()
+    });
+    runner
+        .run(&vec(any::<u8>(), 0..2048), |bytes| {
+            if let Ok(record) = Record::from_body(&bytes, None, Timestamp::now()) {
+                let text = serde_json::to_vec(&record).unwrap();
+                prop_assert!(serde_json::from_slice::<Value>(&text).is_ok());
+            }
+            Ok(())
+        })
+        .unwrap();
+    common::report(&format!(
+        "proptest: {CASES} arbitrary byte strings, no panic"
+    ));
+}
+
+#[test]
+fn arbitrary_json_payloads_normalize_to_records_that_parse_back() {
+    let mut runner = TestRunner::new(Config {
+        cases: CASES,
+        ..Config::default()
+    });
+    runner
+        .run(&payload(), |payload| {
+            let body = serde_json::to_vec(&payload).unwrap();
+            let record =
+                Record::from_body(&body, Site::parse("p"), Timestamp::now()).map_err(|e| {
+                    TestCaseError::fail(format!("rejected an object with a string event: {e}"))
+                })?;
+            let event = payload["event"].as_str().unwrap();
+            prop_assert_eq!(record.kind, EventType::classify(event).0);
+            let text = serde_json::to_vec(&record).unwrap();
+            let back: Value = serde_json::from_slice(&text).unwrap();
+            prop_assert_eq!(&back["event"], &payload["event"]);
+            prop_assert_eq!(&back["schema_version"], &Value::from(1));
+            // Nothing at the top level is lost: unknown keys are under `extra`.
+            for key in payload.as_object().unwrap().keys() {
+                let known = [
+                    "event",
+                    "visitor",
+                    "chat",
+                    "offline_message",
+                    "wrapup",
+                    "chat_id",
+                    "operator_id",
+                ];
+                if !known.contains(&key.as_str()) {
+                    prop_assert!(back["extra"].get(key).is_some(), "{} was dropped", key);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    common::report(&format!(
+        "proptest: {CASES} arbitrary JSON payloads normalized and re-parsed"
+    ));
+}

@@ -69,6 +69,16 @@ pub struct HttpConfig {
     pub max_headers: usize,
     pub max_inflight_requests: usize,
     pub max_inflight_bytes: usize,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[http.tls]`: serve HTTPS with this certificate chain and key (PEM).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -76,6 +86,8 @@ pub struct HttpConfig {
 pub struct AuthConfig {
     #[serde(deserialize_with = "list")]
     pub tokens: Vec<Secret>,
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
     pub allow_unauthenticated: bool,
     #[serde(deserialize_with = "list")]
     pub allowed_cidrs: Vec<IpNet>,
@@ -297,6 +309,10 @@ impl Properties {
         self.0.get(key).map(String::as_str)
     }
 
+    fn remove(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+
     /// Sets a property, replacing any earlier value.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.0.insert(key.into(), value.into());
@@ -356,9 +372,50 @@ impl Config {
                 .separator("__")
                 .source(env),
         );
-        let config: Config = builder.build()?.try_deserialize()?;
+        let mut config: Config = builder.build()?.try_deserialize()?;
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Replaces `auth.tokens_file` and `kafka.properties.*_file` by the secrets they name.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        let read = |key: &str, path: &Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
+        };
+        if let Some(path) = &self.auth.tokens_file {
+            let text = read("auth.tokens_file", path)?;
+            self.auth.tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(Secret::new),
+            );
+        }
+        let files: Vec<(String, String)> = self
+            .kafka
+            .properties
+            .iter()
+            .filter(|(k, _)| k.ends_with("_file"))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        for (key, path) in files {
+            let target = key.trim_end_matches("_file").to_owned();
+            let name = format!("kafka.properties.{key}");
+            if self.kafka.properties.get(&target).is_some() {
+                return Err(invalid(
+                    name,
+                    format!("`{target}` is set too; keep one of them"),
+                ));
+            }
+            let value = read(&name, Path::new(&path))?;
+            self.kafka.properties.remove(&key);
+            self.kafka
+                .properties
+                .insert(target, value.trim_end_matches(['\r', '\n']));
+        }
+        Ok(())
     }
 
     /// Checks what types alone cannot.
@@ -629,6 +686,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("/nonexistent/bridge.toml"), "{missing}");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "first-token\n\n  second-token  \n").unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "hunter2\n").unwrap();
+        let f = file(&format!(
+            "[auth]\ntokens = [\"inline\"]\ntokens_file = \"{}\"\n[kafka.properties]\n\"sasl.password_file\" = \"{}\"\n",
+            tokens.display(),
+            password.display()
+        ));
+        let c = Config::load_with_env(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(
+            c.auth.tokens,
+            vec![
+                Secret::new("inline"),
+                Secret::new("first-token"),
+                Secret::new("second-token")
+            ]
+        );
+        assert_eq!(c.kafka.properties.get("sasl.password"), Some("hunter2"));
+        assert_eq!(c.kafka.properties.get("sasl.password_file"), None);
+        assert!(!c.to_redacted_toml().contains("hunter2"));
+
+        let missing = file("[kafka.properties]\n\"ssl.key.password_file\" = \"/nonexistent/pw\"\n");
+        let err = Config::load_with_env(Some(missing.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kafka.properties.ssl.key.password_file")
+                && err.contains("/nonexistent/pw"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Auth;
 use crate::event::{Record, RejectError, Site, Timestamp};
@@ -547,10 +548,12 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body
 
 /// Accepts connections until `shutdown` resolves, then waits up to `drain` for the
 /// connections' in-flight requests to finish. At most `max_connections` are served at once;
-/// further ones wait in the listen backlog.
+/// further ones wait in the listen backlog. With `tls`, each connection first completes a
+/// TLS handshake within the header read timeout.
 pub async fn run(
     app: Arc<App>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -568,6 +571,7 @@ pub async fn run(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(Some(256));
+    let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -575,57 +579,41 @@ pub async fn run(
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors or similar: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let activity = Arc::new(Activity::new());
-                let service = {
-                    let (app, activity) = (app.clone(), activity.clone());
-                    service_fn(move |req| {
-                        let (app, activity) = (app.clone(), activity.clone());
-                        async move {
-                            activity.begin();
-                            let response = handle(app, peer, req).await;
-                            activity.end();
-                            response
-                        }
-                    })
-                };
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                let keep_alive = limits.keep_alive_timeout;
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    tokio::pin!(conn);
-                    loop {
-                        tokio::select! {
-                            result = &mut conn => {
-                                if let Err(e) = result {
-                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                                }
-                                break;
-                            }
-                            () = tokio::time::sleep_until(activity.idle_deadline(keep_alive)) => {
-                                if activity.idle_for(keep_alive) {
-                                    tracing::debug!(%peer, "closing an idle keep-alive connection");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                });
-            }
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             () = &mut shutdown => break,
-        }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            app: app.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            peer,
+            keep_alive: limits.keep_alive_timeout,
+        };
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tls {
+                None => connection.serve(stream).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection.serve(stream).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
     }
     drop(listener);
     tracing::info!(
@@ -640,6 +628,66 @@ pub async fn run(
             ?drain,
             "connections still open after the drain bound; closing them"
         );
+    }
+}
+
+/// One accepted connection, ready to be served over plain TCP or TLS.
+struct Connection {
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+    keep_alive: Duration,
+}
+
+impl Connection {
+    /// Serves HTTP on `io` until the client leaves, shutdown drains it, or it has had no
+    /// request in flight for the keep-alive timeout.
+    async fn serve<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            app,
+            builder,
+            watcher,
+            peer,
+            keep_alive,
+        } = self;
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let activity = activity.clone();
+            service_fn(move |req| {
+                let (app, activity) = (app.clone(), activity.clone());
+                async move {
+                    activity.begin();
+                    let response = handle(app, peer, req).await;
+                    activity.end();
+                    response
+                }
+            })
+        };
+        let conn = builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        let conn = watcher.watch(conn);
+        tokio::pin!(conn);
+        loop {
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep_until(activity.idle_deadline(keep_alive)) => {
+                    if activity.idle_for(keep_alive) {
+                        tracing::debug!(%peer, "closing an idle keep-alive connection");
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -295,6 +295,98 @@ pub fn producer_config(kafka: &KafkaConfig, deadline: Duration) -> ClientConfig 
     for (key, value) in kafka.properties.iter() {
         c.set(key, value);
     }
+    // OpenSSL is built from source, so its default CA directory is not the system's: look
+    // for the system's CA bundle unless the user named CAs.
+    let tls = kafka
+        .properties
+        .get("security.protocol")
+        .is_some_and(|p| p.to_ascii_uppercase().contains("SSL"));
+    let ca_set = ["ssl.ca.location", "ssl.ca.pem", "ssl.ca.certificate.stores"]
+        .iter()
+        .any(|k| kafka.properties.get(k).is_some());
+    if tls && !ca_set {
+        c.set("ssl.ca.location", "probe");
+    }
     c.set_log_level(RDKafkaLogLevel::Info);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with(properties: &[(&str, &str)]) -> Config {
+        let mut config = Config::load_with_env(None, Some(Default::default())).unwrap();
+        config.kafka.brokers = vec!["127.0.0.1:1".into()];
+        for (k, v) in properties {
+            config.kafka.properties.insert(*k, *v);
+        }
+        config
+    }
+
+    #[test]
+    fn librdkafka_is_built_with_tls_and_sasl() {
+        let native = ClientConfig::new().create_native_config().unwrap();
+        let features = native.get("builtin.features").unwrap();
+        for feature in ["ssl", "sasl_plain", "sasl_scram", "lz4", "snappy", "gzip"] {
+            assert!(
+                features.split(',').any(|f| f == feature),
+                "{feature} missing from {features}"
+            );
+        }
+    }
+
+    #[test]
+    fn sasl_ssl_and_mutual_tls_configurations_create_a_producer() {
+        let dir = tempfile::tempdir().unwrap();
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["bridge".to_owned()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
+        let (cert_path, key_path) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+        for properties in [
+            vec![
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.username", "bridge"),
+                ("sasl.password", "secret"),
+            ],
+            vec![
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", "SCRAM-SHA-256"),
+                ("sasl.username", "bridge"),
+                ("sasl.password", "secret"),
+            ],
+            vec![
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", "PLAIN"),
+                ("sasl.username", "key"),
+                ("sasl.password", "secret"),
+            ],
+            vec![
+                ("security.protocol", "SSL"),
+                ("ssl.certificate.location", cert_path),
+                ("ssl.key.location", key_path),
+            ],
+        ] {
+            let config = config_with(&properties);
+            if let Err(e) = Publisher::new(&config, Metrics::new()) {
+                panic!("{properties:?}: {e}");
+            }
+        }
+        let probed = producer_config(
+            &config_with(&[("security.protocol", "SASL_SSL")]).kafka,
+            Duration::from_secs(1),
+        );
+        assert_eq!(probed.get("ssl.ca.location"), Some("probe"));
+        let plain = producer_config(&config_with(&[]).kafka, Duration::from_secs(1));
+        assert_eq!(plain.get("ssl.ca.location"), None);
+        // A mechanism librdkafka was not built with is refused at start-up.
+        let bogus = config_with(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "NOT-A-MECHANISM"),
+        ]);
+        assert!(Publisher::new(&bogus, Metrics::new()).is_err());
+    }
 }

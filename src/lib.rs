@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod route;
 pub mod spool;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,8 @@ pub enum ServeError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("cannot open the spool: {0}")]
     Spool(#[from] SpoolError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Upper bound on flushing the producer at shutdown.
@@ -60,6 +63,12 @@ pub async fn serve(
     if auth.is_open() && !config.auth.allow_unauthenticated {
         return Err(ServeError::NoToken);
     }
+    let certificates = match &config.http.tls {
+        Some(files) => Some(tls::Certificates::load(files)?),
+        None => None,
+    };
+    let acceptor = certificates.as_ref().map(|c| c.acceptor()).transpose()?;
+    let reloader = certificates.map(|c| tokio::spawn(c.watch()));
     let metrics = Metrics::new();
     let spool = match config.spool.enabled {
         true => Some(Spool::open(&config.spool, metrics.clone())?),
@@ -95,7 +104,7 @@ pub async fn serve(
         tracing::warn!("auth.allow_unauthenticated is set and no token is configured: anyone who can reach the listener can publish");
     }
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
+        tracing::info!(%addr, tls = acceptor.is_some(), brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
     }
 
     let (stop_replay, stop_rx) = watch::channel(false);
@@ -111,7 +120,17 @@ pub async fn serve(
         }
     };
     // A request can take the deadline to become durable, plus time to read its body.
-    http::run(app, listener, draining, deadline + Duration::from_secs(5)).await;
+    http::run(
+        app,
+        listener,
+        acceptor,
+        draining,
+        deadline + Duration::from_secs(5),
+    )
+    .await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
 
     let _ = stop_replay.send(true);
     if let Some(replay) = replay {

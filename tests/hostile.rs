@@ -459,3 +459,96 @@ level = "info"
     bridge.signal("-TERM");
     assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
 }
+
+#[tokio::test]
+async fn addresses_forwarded_headers_and_site_tokens_over_http() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.auth.allowed_cidrs = vec![
+        "10.0.0.0/8".parse().unwrap(),
+        "2001:db8::/32".parse().unwrap(),
+    ];
+    c.auth.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    c.auth.site_tokens = toml::from_str("eu = [\"eu-token\"]").unwrap();
+    let bridge = Bridge::start(c).await;
+    let body = "{\"event\":\"online\",\"operator_id\":1}";
+    let hook =
+        |path: &str, token: &str| bridge.url(&format!("/webhooks/comm100{path}?token={token}"));
+
+    // The peer (127.0.0.1) is a trusted proxy, so the forwarded client address decides.
+    let cases: [(&str, &str, &[(&str, &str)], StatusCode); 8] = [
+        ("", TOKEN, &[], StatusCode::FORBIDDEN),
+        (
+            "",
+            TOKEN,
+            &[("x-forwarded-for", "10.1.2.3")],
+            StatusCode::OK,
+        ),
+        (
+            "",
+            TOKEN,
+            &[("x-forwarded-for", "10.1.2.3, 203.0.113.9")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "",
+            TOKEN,
+            &[("forwarded", "for=\"[2001:db8::1]:4711\"")],
+            StatusCode::OK,
+        ),
+        (
+            "",
+            "wrong",
+            &[("x-forwarded-for", "203.0.113.9")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "/eu",
+            "eu-token",
+            &[("x-forwarded-for", "10.0.0.1")],
+            StatusCode::OK,
+        ),
+        (
+            "/us",
+            "eu-token",
+            &[("x-forwarded-for", "10.0.0.1")],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "",
+            "eu-token",
+            &[("x-forwarded-for", "10.0.0.1")],
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (path, token, headers, status) in cases {
+        let answer = post(&hook(path, token), headers, body).await;
+        assert_eq!(
+            answer.status, status,
+            "{path} {token} {headers:?}: {}",
+            answer.text
+        );
+        if status == StatusCode::FORBIDDEN {
+            assert_eq!(answer.json["error"]["code"], "forbidden");
+            assert_eq!(
+                answer.json["error"]["message"],
+                "this client may not post here"
+            );
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            // The same answer whichever check failed.
+            assert_eq!(answer.json["error"]["message"], "a valid token is required");
+        }
+    }
+    let metrics = get(&bridge.url("/metrics")).await.text;
+    assert_eq!(metric(&metrics, "comm100_bridge_auth_failures_total"), 5.0);
+    assert!(
+        metrics.contains("comm100_bridge_auth_failures_total{reason=\"address_not_allowed\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("comm100_bridge_auth_failures_total{reason=\"wrong_site\"} 2"),
+        "{metrics}"
+    );
+    bridge.stop().await.unwrap();
+}

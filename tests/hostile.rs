@@ -552,3 +552,67 @@ async fn addresses_forwarded_headers_and_site_tokens_over_http() {
     );
     bridge.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_body_that_never_finishes_gets_408() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.http.body_read_timeout_ms = 500;
+    let bridge = Bridge::start(c).await;
+    let mut stream = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+    let head = format!("POST /webhooks/comm100?token={TOKEN} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{{\"event\"");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !response.ends_with(b"}") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("no answer to a stalled body");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.http.max_connections = 1;
+    c.http.keep_alive_timeout_ms = 60_000;
+    c.http.header_read_timeout_ms = 60_000;
+    let bridge = Bridge::start(c).await;
+    // The only slot, held by an idle connection.
+    let mut first = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(first.read(&mut buf).await.unwrap() > 0);
+
+    let waiting = tokio::spawn({
+        let url = bridge.url("/healthz");
+        async move { get(&url).await.status }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second connection was served past max_connections = 1"
+    );
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    bridge.stop().await.unwrap();
+}

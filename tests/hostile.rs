@@ -476,7 +476,8 @@ async fn addresses_forwarded_headers_and_site_tokens_over_http() {
         |path: &str, token: &str| bridge.url(&format!("/webhooks/comm100{path}?token={token}"));
 
     // The peer (127.0.0.1) is a trusted proxy, so the forwarded client address decides.
-    let cases: [(&str, &str, &[(&str, &str)], StatusCode); 8] = [
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], StatusCode);
+    let cases: [Case; 8] = [
         ("", TOKEN, &[], StatusCode::FORBIDDEN),
         (
             "",

@@ -166,6 +166,19 @@ async fn an_outage_under_load_loses_nothing_answered_2xx_and_keeps_per_chat_orde
     bridge.stop().await.unwrap();
 }
 
+/// Starts the binary again on the same spool and waits until it has replayed everything.
+async fn restart_and_drain(config: &Path) -> Process {
+    let restarted = Process::start(config);
+    wait_for_metric(
+        &restarted.url("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    restarted
+}
+
 fn child_config(dir: &Path, bootstrap: &str, spool: &Path) -> std::path::PathBuf {
     let path = dir.join("bridge.toml");
     let toml = format!(
@@ -280,14 +293,7 @@ async fn sigkill_during_an_outage_then_restart_delivers_every_2xx() {
     }
 
     cluster.broker_up(-1).unwrap();
-    let mut restarted = Process::start(&config);
-    wait_for_metric(
-        &restarted.url("/metrics"),
-        "comm100_bridge_spool_events",
-        0.0,
-        Duration::from_secs(60),
-    )
-    .await;
+    let mut restarted = restart_and_drain(&config).await;
     let log = restarted.log().join("\n");
     assert!(
         log.contains("spool holds records from a previous run"),
@@ -331,14 +337,7 @@ async fn sigterm_during_a_burst_loses_nothing_answered_2xx() {
 
     cluster.broker_round_trip_time(-1, Duration::ZERO).unwrap();
     cluster.broker_up(-1).unwrap();
-    let mut restarted = Process::start(&config);
-    wait_for_metric(
-        &restarted.url("/metrics"),
-        "comm100_bridge_spool_events",
-        0.0,
-        Duration::from_secs(60),
-    )
-    .await;
+    let mut restarted = restart_and_drain(&config).await;
     verify("sigterm during burst", &bootstrap, &acked, false);
     restarted.signal("-TERM");
     assert_eq!(restarted.child.wait().unwrap().code(), Some(0));

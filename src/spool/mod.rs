@@ -224,9 +224,10 @@ impl Spool {
         };
         let mut batch = Batch::default();
         while batch.messages.len() < max_events {
-            let Some(&end) = segments.get(&pos.segment) else {
-                // The cursor's segment is gone; continue with the next one.
-                match segments.range(pos.segment..).next() {
+            let end = match segments.get(&pos.segment) {
+                Some(&end) if pos.offset < end => end,
+                // Past the end of this segment, or the segment is gone: on to the next one.
+                _ => match segments.range(pos.segment + 1..).next() {
                     Some((&next, _)) => {
                         pos = Position {
                             segment: next,
@@ -235,20 +236,8 @@ impl Spool {
                         continue;
                     }
                     None => break,
-                }
+                },
             };
-            if pos.offset >= end {
-                match segments.range(pos.segment + 1..).next() {
-                    Some((&next, _)) => {
-                        pos = Position {
-                            segment: next,
-                            offset: 0,
-                        };
-                        continue;
-                    }
-                    None => break,
-                }
-            }
             let path = segment_path(&self.inner.dir, pos.segment);
             let mut file = File::open(&path).map_err(|e| self.io(e))?;
             file.seek(SeekFrom::Start(pos.offset))

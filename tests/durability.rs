@@ -315,10 +315,10 @@ async fn sigterm_during_a_burst_loses_nothing_answered_2xx() {
 
     let mut first = Process::start(&config);
     let hook = first.url(&format!("/webhooks/comm100?token={TOKEN}"));
-    assert_eq!(
-        post(&hook, &[], event("warm-up", 0)).await.status,
-        StatusCode::OK
-    );
+    assert!(post(&hook, &[], event("warm-up", 0))
+        .await
+        .status
+        .is_success());
     // Slow Kafka down so the burst is still in flight when SIGTERM arrives, then take it
     // away so some of those records end up in the spool.
     cluster
@@ -417,7 +417,8 @@ async fn readiness_stays_up_while_the_spool_can_accept_and_drops_when_draining()
     let bootstrap = cluster.bootstrap_servers();
     let mut bridge = Bridge::start(outage_config(&bootstrap)).await;
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
-    assert_eq!(post(&hook, &[], event("r", 0)).await.status, StatusCode::OK);
+    // Under load the first record may miss the short Kafka wait and be spooled: durable either way.
+    assert!(post(&hook, &[], event("r", 0)).await.status.is_success());
     let metrics = bridge.url("/metrics");
     wait_for_metric(
         &metrics,

@@ -1,20 +1,25 @@
-# Build: librdkafka is compiled from its bundled sources (needs a C toolchain, make, perl).
+# Build: librdkafka and OpenSSL are compiled from their bundled sources (C toolchain,
+# make and perl, all in the Rust image).
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked
+RUN cargo build --release --locked \
+ && strip target/release/comm100-bridge
 
-# Run: a slim image with a non-root user.
+# Run: a slim image, a non-root user, the spool on a volume.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates curl zlib1g \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home bridge \
  && mkdir -p /var/lib/comm100-bridge/spool \
- && chown -R 10001 /var/lib/comm100-bridge
+ && chown -R 10001:10001 /var/lib/comm100-bridge
 COPY --from=build /src/target/release/comm100-bridge /usr/local/bin/comm100-bridge
+COPY config/default.toml /etc/comm100-bridge/default.toml
+ENV COMM100_BRIDGE__SPOOL__DIR=/var/lib/comm100-bridge/spool
 VOLUME /var/lib/comm100-bridge/spool
-USER 10001
+USER 10001:10001
 EXPOSE 8080
-ENTRYPOINT ["comm100-bridge"]
-CMD ["serve"]
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s \
+  CMD curl -fsS http://127.0.0.1:8080/healthz >/dev/null || exit 1
+ENTRYPOINT ["comm100-bridge", "serve"]

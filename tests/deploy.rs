@@ -1,0 +1,238 @@
+//! Static checks of the deployment files (no Docker engine or cluster is needed): the
+//! compose file, the Dockerfile and the Kubernetes base refer to files that exist, to topics
+//! the bridge publishes to, and to configuration the bridge accepts.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use comm100_bridge::config::Config;
+use comm100_bridge::route::Router;
+use serde_yaml_ng::Value;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn yaml(path: &str) -> Value {
+    serde_yaml_ng::from_str(&std::fs::read_to_string(repo(path)).unwrap()).unwrap()
+}
+
+/// `comm100-bridge check-config` with exactly `env` (and no inherited COMM100_BRIDGE__ vars).
+fn check_config(env: &[(String, String)], config: Option<&Path>) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"));
+    command.env_clear().arg("check-config");
+    if let Some(path) = config {
+        command.arg("--config").arg(path);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn every_topic() -> BTreeSet<String> {
+    let defaults = Config::load_with_env(None, Some(Default::default())).unwrap();
+    let mut topics: BTreeSet<String> = Router::new(&defaults.topics)
+        .topics()
+        .iter()
+        .cloned()
+        .collect();
+    topics.insert(defaults.dlq_topic());
+    topics
+}
+
+#[test]
+fn compose_services_files_ports_and_environment_are_real() {
+    let compose = yaml("docker-compose.yml");
+    let services = compose["services"].as_mapping().unwrap();
+    let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
+    assert_eq!(
+        names,
+        ["bridge", "grafana", "kafka", "prometheus", "topics"].into()
+    );
+
+    // Every bind-mounted file or directory exists in the repository.
+    for (name, service) in services {
+        for volume in service["volumes"].as_sequence().into_iter().flatten() {
+            let spec = volume.as_str().unwrap();
+            let source = spec.split(':').next().unwrap();
+            if source.starts_with("./") {
+                assert!(
+                    repo(source).exists(),
+                    "{name:?} mounts {source}, which does not exist"
+                );
+            } else {
+                assert!(
+                    compose["volumes"].get(source).is_some(),
+                    "{name:?} uses an undeclared volume {source}"
+                );
+            }
+        }
+    }
+
+    let bridge = &compose["services"]["bridge"];
+    assert_eq!(bridge["build"].as_str(), Some("."));
+    assert!(repo("Dockerfile").is_file());
+    let env: Vec<(String, String)> = bridge["environment"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_owned(),
+                v.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        env.iter().all(|(k, _)| k.starts_with("COMM100_BRIDGE__")),
+        "{env:?}"
+    );
+    let (ok, text) = check_config(&env, None);
+    assert!(
+        ok,
+        "the compose environment is not a valid configuration:\n{text}"
+    );
+    let effective: toml::Value = toml::from_str(&text).unwrap();
+    let listen = effective["http"]["listen"].as_str().unwrap();
+    let port = listen.rsplit(':').next().unwrap();
+    assert!(
+        bridge["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().ends_with(&format!(":{port}"))),
+        "the bridge listens on {listen} but compose does not publish that port"
+    );
+    assert_eq!(
+        effective["kafka"]["brokers"][0].as_str(),
+        Some("kafka:9092")
+    );
+    assert!(bridge["healthcheck"]["test"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|t| t.as_str().unwrap().ends_with("/readyz")));
+
+    // The one-shot service creates every topic the bridge publishes to.
+    let script = compose["services"]["topics"]["command"][0]
+        .as_str()
+        .unwrap();
+    for topic in every_topic() {
+        assert!(script.contains(&topic), "compose does not create {topic}");
+    }
+
+    // Prometheus and Grafana get the files their configurations name.
+    let prometheus = yaml("deploy/prometheus/prometheus.yml");
+    assert_eq!(prometheus["rule_files"][0].as_str(), Some("alerts.yml"));
+    assert_eq!(
+        prometheus["scrape_configs"][0]["static_configs"][0]["targets"][0].as_str(),
+        Some(format!("bridge:{port}").as_str())
+    );
+    let provider = yaml("deploy/grafana/provisioning/dashboards/comm100-bridge.yml");
+    let dashboards = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    let grafana_mounts: Vec<&str> = compose["services"]["grafana"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        grafana_mounts
+            .iter()
+            .any(|m| m.contains(&format!(":{dashboards}"))),
+        "{grafana_mounts:?}"
+    );
+}
+
+#[test]
+fn the_dockerfile_runs_serve_as_a_non_root_user_with_a_spool_volume() {
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    for line in [
+        "EXPOSE 8080",
+        "VOLUME /var/lib/comm100-bridge/spool",
+        "USER 10001:10001",
+        r#"ENTRYPOINT ["comm100-bridge", "serve"]"#,
+    ] {
+        assert!(
+            dockerfile.lines().any(|l| l.trim() == line),
+            "Dockerfile lacks `{line}`"
+        );
+    }
+    assert!(dockerfile.contains("AS build"), "not a multi-stage build");
+    let ignore = std::fs::read_to_string(repo(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target"));
+}
+
+#[test]
+fn the_kubernetes_base_is_consistent() {
+    let dir = repo("deploy/kubernetes");
+    let kustomization = yaml("deploy/kubernetes/kustomization.yaml");
+    for resource in kustomization["resources"].as_sequence().unwrap() {
+        assert!(
+            dir.join(resource.as_str().unwrap()).is_file(),
+            "{resource:?} missing"
+        );
+    }
+
+    // The ConfigMap's configuration is valid, with the token the Secret provides.
+    let (ok, text) = check_config(
+        &[(
+            "COMM100_BRIDGE__AUTH__TOKENS".into(),
+            "from-the-secret".into(),
+        )],
+        Some(&dir.join("bridge.toml")),
+    );
+    assert!(ok, "deploy/kubernetes/bridge.toml:\n{text}");
+
+    let statefulset = yaml("deploy/kubernetes/statefulset.yaml");
+    let pod = &statefulset["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    // Longer than the drain: deadline + body read + producer flush.
+    let defaults = Config::load_with_env(None, Some(Default::default())).unwrap();
+    let drain = defaults.delivery.deadline_ms / 1000 + 5 + 10;
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > drain);
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    let toml: toml::Value =
+        toml::from_str(&std::fs::read_to_string(dir.join("bridge.toml")).unwrap()).unwrap();
+    assert!(
+        mounts.contains(&toml["spool"]["dir"].as_str().unwrap()),
+        "the spool dir is not on the volume"
+    );
+    assert_eq!(
+        statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as_str(),
+        Some("spool")
+    );
+
+    // The PrometheusRule carries exactly the alerts of deploy/prometheus/alerts.yml.
+    let rule = yaml("deploy/kubernetes/prometheusrule.yaml");
+    assert_eq!(
+        rule["spec"],
+        yaml("deploy/prometheus/alerts.yml"),
+        "prometheusrule.yaml and alerts.yml differ"
+    );
+}

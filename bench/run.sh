@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of comm100-bridge against a Kafka-protocol broker on loopback.
+#   bench/run.sh                      broker: tansu (installed into the cache if missing)
+#   BENCH_BROKER=mock bench/run.sh    broker: a librdkafka mock cluster in its own process
+# Knobs: BENCH_DURATION (s, default 15), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
+# BENCH_PIN=1 (servers on CPU 0, load generator on CPU 1), BENCH_CACHE (tool installs),
+# BENCH_OUT (results file, default docs/benchmarks.md).
+# It measures the bridge and, as the ceiling, a bare hyper server that reads the body and
+# answers 200, under the same wrk load (the seven Comm100 samples in rotation); then the
+# bridge at half its maximum rate; and writes a table with the machine and versions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+broker=${BENCH_BROKER:-tansu}
+duration=${BENCH_DURATION:-15}
+connections=${BENCH_CONNECTIONS:-64}
+threads=${BENCH_THREADS:-2}
+cache=${BENCH_CACHE:-$HOME/.cache/comm100-bridge}
+out=${BENCH_OUT:-docs/benchmarks.md}
+export FIXTURES="$PWD/tests/fixtures"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
+servers=(); loadgen=()
+if [ "${BENCH_PIN:-0}" = 1 ]; then servers=(taskset -c 0); loadgen=(taskset -c 1); fi
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+cargo build --release --locked --bin comm100-bridge --example bench_ceiling --example bench_broker
+bin=target/release
+
+# The broker.
+if [ "$broker" = mock ]; then
+  "${servers[@]}" "$bin/examples/bench_broker" mock >"$work/broker.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q '^bootstrap ' "$work/broker.out" && break; sleep 0.1; done
+  bootstrap=$(sed -n 's/^bootstrap //p' "$work/broker.out")
+  broker_version="librdkafka mock cluster (rdkafka-sys $(cargo metadata --format-version 1 | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="rdkafka-sys"))'))"
+else
+  tansu=$(command -v tansu || true)
+  [ -n "$tansu" ] || tansu="$cache/bin/tansu"
+  if [ ! -x "$tansu" ]; then
+    echo "installing tansu into $cache (about 12 minutes, once)"
+    cargo install tansu --locked --features dynostore --root "$cache"
+  fi
+  kport=$(free_port)
+  bootstrap="127.0.0.1:$kport"
+  "${servers[@]}" "$tansu" broker --listener-url "tcp://$bootstrap" --advertised-listener-url "tcp://$bootstrap" \
+    --storage-engine memory://tansu/ >"$work/broker.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
+  "$bin/examples/bench_broker" create-topics "$bootstrap" >/dev/null
+  broker_version="tansu $("$tansu" --version 2>/dev/null | awk '{print $NF}')"
+fi
+echo "broker: $broker_version at $bootstrap"
+
+# The bridge and the ceiling.
+bport=$(free_port)
+cport=$(free_port)
+cat >"$work/bridge.toml" <<TOML
+[http]
+listen = "127.0.0.1:$bport"
+[auth]
+tokens = ["bench"]
+[kafka]
+brokers = ["$bootstrap"]
+[spool]
+dir = "$work/spool"
+[log]
+level = "warn"
+TOML
+"${servers[@]}" "$bin/comm100-bridge" serve --config "$work/bridge.toml" 2>"$work/bridge.err" &
+bridge_pid=$!
+pids+=("$bridge_pid")
+"${servers[@]}" "$bin/examples/bench_ceiling" "127.0.0.1:$cport" >/dev/null &
+pids+=($!)
+wait_http "http://127.0.0.1:$bport/healthz"
+wait_http "http://127.0.0.1:$cport/"
+
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+# run NAME URL [DELAY_MS]: prints "rps p50_ms p99_ms p999_ms non2xx errors"
+run() {
+  local name=$1 url=$2 delay=${3:-}
+  DELAY_MS=$delay "${loadgen[@]}" wrk -t"$threads" -c"$connections" -d"${duration}s" -s bench/post.lua "$url" >"$work/$name.wrk"
+  python3 - "$work/$name.wrk" <<'PY'
+import re, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("RESULT"))
+f = dict(kv.split("=") for kv in line.split()[1:])
+f = {k: int(v) for k, v in f.items()}
+rps = f["requests"] / (f["duration_us"] / 1e6)
+print(f'{rps:.0f} {f["p50_us"]/1000:.2f} {f["p99_us"]/1000:.2f} {f["p999_us"]/1000:.2f} {f["non2xx"]} {f["errors"]}')
+PY
+}
+
+# Warm up the producer's connections, then measure.
+DELAY_MS='' wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
+cpu_before=$(cpu_seconds "$bridge_pid")
+read -r b_rps b_p50 b_p99 b_p999 b_non2xx b_err < <(run bridge "http://127.0.0.1:$bport/webhooks/comm100?token=bench")
+cpu_after=$(cpu_seconds "$bridge_pid")
+read -r c_rps c_p50 c_p99 c_p999 c_non2xx c_err < <(run ceiling "http://127.0.0.1:$cport/")
+half=$((b_rps / 2))
+delay_ms=$(python3 -c "print(round(1000 * $connections / max($half, 1), 3))")
+read -r h_rps h_p50 h_p99 h_p999 h_non2xx h_err < <(run half "http://127.0.0.1:$bport/webhooks/comm100?token=bench" "$delay_ms")
+rss=$(peak_rss_mib "$bridge_pid")
+cpu=$(python3 -c "print(round($cpu_after - $cpu_before, 1))")
+ratio=$(python3 -c "print(round(100 * $b_rps / $c_rps, 1))")
+
+layout="unpinned (servers, broker and wrk share both cores)"
+[ "${BENCH_PIN:-0}" = 1 ] && layout="bridge, broker and ceiling on CPU 0; wrk on CPU 1"
+cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+{
+  echo "# Benchmarks"
+  echo
+  echo "End-to-end: HTTP POST of real Comm100 bodies (the seven event types in rotation, 44 B to"
+  echo "2.3 KB) → parse, normalize → Kafka with \`acks=all\` and idempotence → 200 after the"
+  echo "delivery report. Produced by \`bench/run.sh\` on $(date -u +%Y-%m-%d)."
+  echo
+  echo "| run | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | socket errors |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  echo "| bridge, max rate | $b_rps | $b_p50 | $b_p99 | $b_p999 | $b_non2xx | $b_err |"
+  echo "| ceiling (bare hyper, read body, 200) | $c_rps | $c_p50 | $c_p99 | $c_p999 | $c_non2xx | $c_err |"
+  echo "| bridge at half its max ($half req/s offered) | $h_rps | $h_p50 | $h_p99 | $h_p999 | $h_non2xx | $h_err |"
+  echo
+  echo "- Bridge ÷ ceiling: **$ratio %** of the ceiling's req/s."
+  echo "- Bridge peak RSS: **$rss MiB**; CPU during the max-rate run: $cpu s over ${duration} s."
+  echo
+  echo "Machine: $(nproc) cores, $cpu_model, $(free -g | awk '/Mem:/ {print $2}') GiB. Layout: $layout."
+  echo "Broker: $broker_version on loopback, topics with 3 partitions."
+  echo "Versions: comm100-bridge $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1), $(rustc --version), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
+  echo "Load: \`wrk -t$threads -c$connections -d${duration}s -s bench/post.lua URL\`; the half-rate run adds"
+  echo "\`DELAY_MS=$delay_ms\` (each connection pauses that long between requests)."
+  echo
+  echo "Reproduce: \`bench/run.sh\` (tansu, installed into \`~/.cache/comm100-bridge\` on first use) or"
+  echo "\`BENCH_BROKER=mock bench/run.sh\`; \`BENCH_PIN=1\` pins as described above."
+} >"$out.tmp"
+mv "$out.tmp" "$out"
+cat "$out"

@@ -1,0 +1,67 @@
+//! Broker helpers for the end-to-end benchmark.
+//!
+//!     bench_broker mock                 host a librdkafka mock cluster with every topic;
+//!                                       prints `bootstrap <address>` and runs until killed
+//!     bench_broker create-topics ADDR   create every topic on the broker at ADDR (tansu
+//!                                       does not auto-create), then exit
+//!
+//! Topics: the bridge's defaults plus the dead-letter topic, 3 partitions each.
+
+use std::time::Duration;
+
+use comm100_bridge::config::Config;
+use comm100_bridge::route::Router;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::mocking::MockCluster;
+use rdkafka::ClientConfig;
+
+const PARTITIONS: i32 = 3;
+
+fn topics() -> Vec<String> {
+    let config = Config::load_with_env(None, Some(Default::default())).expect("built-in defaults");
+    let mut topics = Router::new(&config.topics).topics().to_vec();
+    topics.push(config.dlq_topic());
+    topics
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("mock") => {
+            let cluster = MockCluster::new(1)?;
+            for topic in topics() {
+                cluster.create_topic(&topic, PARTITIONS, 1)?;
+            }
+            println!("bootstrap {}", cluster.bootstrap_servers());
+            tokio::signal::ctrl_c().await?;
+            drop(cluster);
+        }
+        Some("create-topics") => {
+            let bootstrap = args
+                .get(1)
+                .ok_or("create-topics needs the broker address")?;
+            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .create()?;
+            let names = topics();
+            let new: Vec<NewTopic> = names
+                .iter()
+                .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+                .collect();
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            for result in admin.create_topics(&new, &options).await? {
+                match result {
+                    Ok(topic) => println!("created {topic}"),
+                    Err((topic, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                        println!("exists {topic}")
+                    }
+                    Err((topic, e)) => return Err(format!("cannot create {topic}: {e}").into()),
+                }
+            }
+        }
+        _ => return Err("usage: bench_broker mock | create-topics ADDR".into()),
+    }
+    Ok(())
+}

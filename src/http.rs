@@ -134,13 +134,7 @@ pub async fn handle(
 
     let status = response.status();
     app.metrics
-        .http_requests
-        .with_label_values(&[label, status.as_str()])
-        .inc();
-    app.metrics
-        .http_request_duration
-        .with_label_values(&[label])
-        .observe(started.elapsed().as_secs_f64());
+        .observe_request(label, status.as_u16(), started.elapsed().as_secs_f64());
     if webhook {
         app.metrics.inflight_requests.dec();
     }
@@ -363,15 +357,13 @@ async fn webhook(
         }
     };
     let kind = record.kind.as_str();
-    app.metrics.events_received.with_label_values(&[kind]).inc();
+    let type_metrics = app.metrics.of(record.kind);
+    type_metrics.received.inc();
 
     let message = app.router.route(&record);
     let response = match deliver(app, &message).await {
         Outcome::Published(delivered) => {
-            app.metrics
-                .events_published
-                .with_label_values(&[kind])
-                .inc();
+            type_metrics.published.inc();
             json_response(
                 StatusCode::OK,
                 &json!({
@@ -384,7 +376,7 @@ async fn webhook(
             )
         }
         Outcome::Spooled => {
-            app.metrics.events_spooled.with_label_values(&[kind]).inc();
+            type_metrics.spooled.inc();
             json_response(
                 StatusCode::ACCEPTED,
                 &json!({"id": record.id, "type": kind, "status": "spooled"}),
@@ -398,10 +390,7 @@ async fn webhook(
             reason,
             message: text,
         } => {
-            app.metrics
-                .events_failed
-                .with_label_values(&[kind, reason])
-                .inc();
+            type_metrics.failed(reason).inc();
             tracing::warn!(id = %record.id, r#type = kind, topic = message.topic, error = %text, "record not made durable; answering 503");
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -205,8 +205,8 @@ impl Publisher {
         };
         self.shared
             .metrics
-            .kafka_delivery_duration
-            .with_label_values(&[message.kind.as_str()])
+            .of(message.kind)
+            .delivery
             .observe(started.elapsed().as_secs_f64());
         result
     }

@@ -1,8 +1,10 @@
 //! Prometheus metrics, prefix `comm100_bridge_`, low-cardinality labels only.
 
+use std::sync::Arc;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::event::EventType;
@@ -64,6 +66,36 @@ pub struct Metrics {
     pub inflight_requests: IntGauge,
     pub kafka_producer_queue_messages: IntGauge,
     pub kafka_brokers_up: IntGauge,
+    /// Handles resolved once, so the request path does no label lookups.
+    types: Arc<[TypeMetrics]>,
+    routes: Arc<[RouteMetrics]>,
+}
+
+/// The series of one record type.
+pub struct TypeMetrics {
+    pub received: IntCounter,
+    pub published: IntCounter,
+    pub spooled: IntCounter,
+    pub delivery: Histogram,
+    failed: Vec<IntCounter>,
+}
+
+impl TypeMetrics {
+    /// `events_failed_total` for one of [`FAILURE_REASONS`].
+    pub fn failed(&self, reason: &str) -> &IntCounter {
+        let i = FAILURE_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        &self.failed[i]
+    }
+}
+
+/// The series of one route.
+struct RouteMetrics {
+    route: &'static str,
+    duration: Histogram,
+    statuses: Vec<(u16, IntCounter)>,
 }
 
 impl Metrics {
@@ -169,7 +201,10 @@ impl Metrics {
             .unwrap(),
             registry,
             process: Registry::new(),
+            types: Arc::new([]),
+            routes: Arc::new([]),
         };
+        let mut m = m;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "The running version; always 1."),
             &["version"],
@@ -230,7 +265,70 @@ impl Metrics {
         for reason in AUTH_REASONS {
             m.auth_failures.with_label_values(&[reason]);
         }
+        m.types = EventType::ALL
+            .iter()
+            .map(|kind| {
+                let t = kind.as_str();
+                TypeMetrics {
+                    received: m.events_received.with_label_values(&[t]),
+                    published: m.events_published.with_label_values(&[t]),
+                    spooled: m.events_spooled.with_label_values(&[t]),
+                    delivery: m.kafka_delivery_duration.with_label_values(&[t]),
+                    failed: FAILURE_REASONS
+                        .iter()
+                        .map(|r| m.events_failed.with_label_values(&[t, r]))
+                        .collect(),
+                }
+            })
+            .collect();
+        m.routes = ROUTES
+            .iter()
+            .map(|(route, statuses)| RouteMetrics {
+                route,
+                duration: m.http_request_duration.with_label_values(&[route]),
+                statuses: statuses
+                    .iter()
+                    .map(|s| {
+                        let status = s.to_string();
+                        (
+                            *s,
+                            m.http_requests
+                                .with_label_values(&[*route, status.as_str()]),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
         m
+    }
+
+    /// The series of records of type `kind`.
+    pub fn of(&self, kind: EventType) -> &TypeMetrics {
+        &self.types[kind.index()]
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
+        match self.routes.iter().find(|r| r.route == route) {
+            Some(r) => {
+                r.duration.observe(seconds);
+                match r.statuses.iter().find(|(s, _)| *s == status) {
+                    Some((_, counter)) => counter.inc(),
+                    None => self
+                        .http_requests
+                        .with_label_values(&[route, &status.to_string()])
+                        .inc(),
+                }
+            }
+            None => {
+                self.http_request_duration
+                    .with_label_values(&[route])
+                    .observe(seconds);
+                self.http_requests
+                    .with_label_values(&[route, &status.to_string()])
+                    .inc();
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -52,8 +52,7 @@ impl Router {
 
     /// The topic of records of type `kind`.
     pub fn topic(&self, kind: EventType) -> &str {
-        let index = EventType::ALL.iter().position(|&k| k == kind).unwrap_or(0);
-        &self.topics[index]
+        &self.topics[kind.index()]
     }
 
     /// Every topic the bridge publishes to.

@@ -52,6 +52,11 @@ impl EventType {
         Self::Unknown,
     ];
 
+    /// The type's position in [`EventType::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The type's name, as in the record's `type` and the default topic.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -97,7 +97,7 @@ async fn send(publisher: &Publisher, metrics: &Metrics, batch: &Batch) -> usize 
         let kind = message.kind.as_str();
         match p.wait().await {
             Ok(_) => {
-                metrics.events_published.with_label_values(&[kind]).inc();
+                metrics.of(message.kind).published.inc();
                 if !blocked {
                     done += 1;
                 }

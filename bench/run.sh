@@ -4,7 +4,8 @@
 #   BENCH_BROKER=mock bench/run.sh    broker: a librdkafka mock cluster in its own process
 # Knobs: BENCH_DURATION (s, default 15), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
 # BENCH_PIN=1 (servers on CPU 0, load generator on CPU 1), BENCH_CACHE (tool installs),
-# BENCH_OUT (results file, default docs/benchmarks.md).
+# BENCH_OUT (results file, default docs/benchmarks.md), BENCH_LINGER_MS (librdkafka
+# linger.ms for the bridge; default: the bridge's own default).
 # It measures the bridge and, as the ceiling, a bare hyper server that reads the body and
 # answers 200, under the same wrk load (the seven Comm100 samples in rotation); then the
 # bridge at half its maximum rate; and writes a table with the machine and versions.
@@ -76,6 +77,10 @@ dir = "$work/spool"
 [log]
 level = "warn"
 TOML
+if [ -n "${BENCH_LINGER_MS:-}" ]; then
+  printf '[kafka.properties]\n"linger.ms" = "%s"\n' "$BENCH_LINGER_MS" >>"$work/bridge.toml"
+fi
+linger=$(awk -F'"' '/"linger.ms"/ {print $4}' "$work/bridge.toml" config/default.toml | head -1)
 "${servers[@]}" "$bin/comm100-bridge" serve --config "$work/bridge.toml" 2>"$work/bridge.err" &
 bridge_pid=$!
 pids+=("$bridge_pid")
@@ -134,7 +139,7 @@ cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "- Bridge peak RSS: **$rss MiB**; CPU during the max-rate run: $cpu s over ${duration} s."
   echo
   echo "Machine: $(nproc) cores, $cpu_model, $(free -g | awk '/Mem:/ {print $2}') GiB. Layout: $layout."
-  echo "Broker: $broker_version on loopback, topics with 3 partitions."
+  echo "Broker: $broker_version on loopback, topics with 3 partitions. Bridge: defaults, linger.ms = $linger."
   echo "Versions: comm100-bridge $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1), $(rustc --version), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
   echo "Load: \`wrk -t$threads -c$connections -d${duration}s -s bench/post.lua URL\`; the half-rate run adds"
   echo "\`DELAY_MS=$delay_ms\` (each connection pauses that long between requests)."

@@ -413,3 +413,13 @@ impl Process {
         self.seen.clone()
     }
 }
+
+/// A test that fails must not leave its bridge running.
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

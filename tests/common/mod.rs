@@ -163,6 +163,16 @@ pub async fn get(url: &str) -> Answer {
     send(Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
 }
 
+/// A consumer for assigning partitions by hand (no group membership is used).
+fn test_consumer(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "comm100-bridge-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
 /// Every record of `topic` (all partitions, from the beginning) until `done` says so or
 /// `bound` passes.
 pub fn consume_all(
@@ -171,12 +181,7 @@ pub fn consume_all(
     bound: Duration,
     mut done: impl FnMut(&[Consumed]) -> bool,
 ) -> Vec<Consumed> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "comm100-bridge-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = test_consumer(bootstrap);
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
@@ -199,12 +204,7 @@ pub fn consume_all(
 
 /// Reads the single record at `topic`/`partition`/`offset`.
 pub fn consume_at(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> Consumed {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "comm100-bridge-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = test_consumer(bootstrap);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
         .unwrap();

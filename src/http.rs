@@ -128,7 +128,8 @@ pub async fn handle(
     }
     let label = route.label();
     let method = req.method().clone();
-    let target = loggable_target(req.uri());
+    // The per-request line is at debug: build its redacted target only when it is logged.
+    let target = tracing::enabled!(tracing::Level::DEBUG).then(|| loggable_target(req.uri()));
 
     let response = dispatch(&app, peer, route, req).await;
 
@@ -138,7 +139,7 @@ pub async fn handle(
     if webhook {
         app.metrics.inflight_requests.dec();
     }
-    tracing::debug!(%method, target, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    tracing::debug!(%method, target = target.as_deref().unwrap_or(""), status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     Ok(response)
 }
 

@@ -5,25 +5,31 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::shape::{Kind, Object, Raw, Shape};
 use super::time::Timestamp;
 
-/// The known keys of one payload object being normalized; what is left becomes `extra`.
+/// One payload object being normalized: its known keys are taken one by one; what is left,
+/// plus the values of an unexpected type, becomes `extra`.
 pub(crate) struct Fields {
-    rest: Map<String, Value>,
+    object: Object,
     extra: Map<String, Value>,
 }
 
 impl Fields {
-    pub(crate) fn new(object: Map<String, Value>) -> Self {
+    pub(crate) fn new(object: Object) -> Self {
         Self {
-            rest: object,
+            object,
             extra: Map::new(),
         }
     }
 
     /// Removes `key`; JSON `null` counts as absent.
     pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
-        self.rest.remove(key).filter(|v| !v.is_null())
+        self.take_raw(key).map(Raw::into_value)
+    }
+
+    fn take_raw(&mut self, key: &str) -> Option<Raw> {
+        self.object.take(key).filter(|raw| !raw.is_null())
     }
 
     /// Keeps a value of an unexpected type under `extra`.
@@ -115,56 +121,75 @@ impl Fields {
     pub(crate) fn object<T>(
         &mut self,
         key: &str,
-        normalize: impl FnOnce(Map<String, Value>) -> T,
+        normalize: impl FnOnce(Fields) -> T,
     ) -> Option<T> {
-        match self.take(key)? {
-            Value::Object(map) => Some(normalize(map)),
+        match self.take_raw(key)? {
+            Raw::Object(object) => Some(normalize(Fields::new(object))),
             other => {
-                self.mistyped(key, other);
+                self.mistyped(key, other.into_value());
                 None
             }
         }
     }
 
-    /// A list whose items are each converted by `item`; if the value is not an array or any
-    /// item does not convert, the whole raw value goes to `extra` and the list is empty.
-    pub(crate) fn list<T>(&mut self, key: &str, item: impl Fn(&Value) -> Option<T>) -> Vec<T> {
-        self.with(key, |v| v.as_array()?.iter().map(&item).collect())
-            .unwrap_or_default()
+    /// A list of objects, each normalized by `item`; if the value is not an array or an item
+    /// is not an object, the whole raw value goes to `extra` and the list is empty.
+    fn objects<T>(&mut self, key: &str, item: impl Fn(Fields) -> T) -> Vec<T> {
+        match self.take_raw(key) {
+            Some(raw) => self.items(key, raw, item),
+            None => Vec::new(),
+        }
+    }
+
+    /// The items of the value `raw` of `key`, as [`Fields::objects`].
+    fn items<T>(&mut self, key: &str, raw: Raw, item: impl Fn(Fields) -> T) -> Vec<T> {
+        match raw {
+            Raw::List(items) if items.iter().all(|i| matches!(i, Raw::Object(_))) => items
+                .into_iter()
+                .filter_map(Raw::into_object)
+                .map(|object| item(Fields::new(object)))
+                .collect(),
+            other => {
+                self.mistyped(key, other.into_value());
+                Vec::new()
+            }
+        }
     }
 
     /// Rule 5: `custom_variables` or `custom_variable` → `[{"name","value"}]`.
     pub(crate) fn custom_variables(&mut self) -> Vec<CustomVariable> {
-        let key = if self.rest.contains_key("custom_variables") {
+        let key = if self.object.has("custom_variables") {
             "custom_variables"
         } else {
             "custom_variable"
         };
-        self.list(key, CustomVariable::from_value)
+        self.objects(key, CustomVariable::normalize)
     }
 
     /// Rule 5: `custom_fields` (or `fields` of a wrap-up) → `[{"id","name","value"}]`.
     pub(crate) fn custom_fields(&mut self, key: &str) -> Vec<CustomField> {
-        self.list(key, CustomField::from_value)
+        self.objects(key, CustomField::normalize)
     }
 
-    /// Rule 10: `attachment` as an object, array or null → `[{"name","uri"}]`.
+    /// Rule 10: `attachment` as an object, array or null → `[{"name","uri"}]`; items with
+    /// neither name nor uri are dropped.
     pub(crate) fn attachments(&mut self, key: &str) -> Vec<Attachment> {
-        self.with(key, |v| match v {
-            Value::Object(_) => Attachment::from_value(v).map(|a| a.into_iter().collect()),
-            Value::Array(items) => items
-                .iter()
-                .map(Attachment::from_value)
-                .collect::<Option<Vec<_>>>()
-                .map(|v| v.into_iter().flatten().collect()),
-            _ => None,
-        })
-        .unwrap_or_default()
+        match self.take_raw(key) {
+            None => Vec::new(),
+            Some(Raw::Object(object)) => Attachment::normalize(Fields::new(object))
+                .into_iter()
+                .collect(),
+            Some(raw) => self
+                .items(key, raw, Attachment::normalize)
+                .into_iter()
+                .flatten()
+                .collect(),
+        }
     }
 
     /// Whatever keys were not taken, plus the mistyped values.
     pub(crate) fn finish(mut self) -> Map<String, Value> {
-        self.extra.append(&mut self.rest);
+        self.extra.append(&mut self.object.into_map());
         self.extra
     }
 }
@@ -179,13 +204,16 @@ pub struct CustomVariable {
 }
 
 impl CustomVariable {
-    fn from_value(v: &Value) -> Option<Self> {
-        let mut f = Fields::new(v.as_object()?.clone());
-        Some(Self {
+    pub(crate) const SHAPE: Shape = Shape {
+        keys: &[("name", Kind::Json), ("value", Kind::Json)],
+    };
+
+    fn normalize(mut f: Fields) -> Self {
+        Self {
             name: f.text("name"),
             value: f.text("value"),
             extra: f.finish(),
-        })
+        }
     }
 }
 
@@ -200,18 +228,26 @@ pub struct CustomField {
 }
 
 impl CustomField {
-    fn from_value(v: &Value) -> Option<Self> {
-        let mut f = Fields::new(v.as_object()?.clone());
+    pub(crate) const SHAPE: Shape = Shape {
+        keys: &[
+            ("id", Kind::Json),
+            ("field_id", Kind::Json),
+            ("name", Kind::Json),
+            ("value", Kind::Json),
+        ],
+    };
+
+    fn normalize(mut f: Fields) -> Self {
         let id = match f.id("id") {
             Some(id) => Some(id),
             None => f.id("field_id"),
         };
-        Some(Self {
+        Self {
             id,
             name: f.text("name"),
             value: f.text("value"),
             extra: f.finish(),
-        })
+        }
     }
 }
 
@@ -225,16 +261,23 @@ pub struct Attachment {
 }
 
 impl Attachment {
-    /// `None` for a non-object; `Some(None)` for an object with neither name nor uri.
-    fn from_value(v: &Value) -> Option<Option<Self>> {
-        let mut f = Fields::new(v.as_object()?.clone());
+    pub(crate) const SHAPE: Shape = Shape {
+        keys: &[
+            ("name", Kind::Json),
+            ("uri", Kind::Json),
+            ("url", Kind::Json),
+        ],
+    };
+
+    /// `None` for an object with neither name nor uri.
+    fn normalize(mut f: Fields) -> Option<Self> {
         let name = f.text("name");
         let uri = match f.text("uri") {
             Some(uri) => Some(uri),
             None => f.text("url"),
         };
         let extra = f.finish();
-        Some((name.is_some() || uri.is_some()).then_some(Self { name, uri, extra }))
+        (name.is_some() || uri.is_some()).then_some(Self { name, uri, extra })
     }
 }
 
@@ -341,8 +384,34 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    static TEST: Shape = Shape {
+        keys: &[
+            ("a", Kind::Json),
+            ("b", Kind::Json),
+            ("c", Kind::Json),
+            ("d", Kind::Json),
+            ("e", Kind::Json),
+            ("guid", Kind::Json),
+            ("int", Kind::Json),
+            ("minus_one", Kind::Json),
+            ("minus_one_text", Kind::Json),
+            ("empty", Kind::Json),
+            ("name", Kind::Json),
+            ("null", Kind::Json),
+            ("bool", Kind::Json),
+            ("missing", Kind::Json),
+            ("obj", Kind::Objects(&Attachment::SHAPE)),
+            ("empty_obj", Kind::Objects(&Attachment::SHAPE)),
+            ("arr", Kind::Objects(&Attachment::SHAPE)),
+            ("bad", Kind::Json),
+            ("custom_variable", Kind::Objects(&CustomVariable::SHAPE)),
+            ("custom_variables", Kind::Objects(&CustomVariable::SHAPE)),
+            ("custom_fields", Kind::Objects(&CustomField::SHAPE)),
+        ],
+    };
+
     fn fields(v: Value) -> Fields {
-        Fields::new(v.as_object().unwrap().clone())
+        Fields::new(Object::from_map(&TEST, v.as_object().unwrap().clone()))
     }
 
     #[test]

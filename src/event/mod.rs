@@ -7,10 +7,12 @@
 
 mod fields;
 mod objects;
+mod shape;
 mod time;
 
 use std::fmt;
 
+use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -21,6 +23,20 @@ pub use objects::{Agent, AgentStatus, Chat, OfflineMessage, Visitor, Wrapup};
 pub use time::Timestamp;
 
 use fields::Fields;
+use shape::{Kind, Raw, Read, Shape};
+
+/// The top-level keys read from a payload.
+static PAYLOAD: Shape = Shape {
+    keys: &[
+        ("event", Kind::Json),
+        ("chat_id", Kind::Json),
+        ("visitor", Kind::Object(&Visitor::SHAPE)),
+        ("chat", Kind::Object(&Chat::SHAPE)),
+        ("offline_message", Kind::Object(&OfflineMessage::SHAPE)),
+        ("wrapup", Kind::Object(&Wrapup::SHAPE)),
+        ("operator_id", Kind::Json),
+    ],
+};
 
 /// The record format version, the record's `schema_version`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -166,15 +182,31 @@ impl Record {
         site: Option<Site>,
         received_at: Timestamp,
     ) -> Result<Self, RejectError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| RejectError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
-        let Value::Object(object) = value else {
-            return Err(RejectError::InvalidJson(format!(
-                "the body is JSON but not an object (found {})",
-                json_type(&value)
-            )));
+        let invalid = |e| RejectError::InvalidJson(format!("the body is not valid JSON: {e}"));
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let raw = Read(Kind::Object(&PAYLOAD))
+            .deserialize(&mut deserializer)
+            .map_err(invalid)?;
+        deserializer.end().map_err(invalid)?;
+        let object = match raw {
+            Raw::Object(object) => object,
+            other => {
+                return Err(RejectError::InvalidJson(format!(
+                    "the body is JSON but not an object (found {})",
+                    json_type(&other.into_value())
+                )))
+            }
         };
-        let mut f = Fields::new(object);
+        Self::normalize(Fields::new(object), body, site, received_at)
+    }
+
+    /// Normalizes the payload object `f` of `body`.
+    fn normalize(
+        mut f: Fields,
+        body: &[u8],
+        site: Option<Site>,
+        received_at: Timestamp,
+    ) -> Result<Self, RejectError> {
         let Some(Value::String(event)) = f.take("event") else {
             return Err(RejectError::MissingEvent);
         };

@@ -7,6 +7,7 @@ use super::fields::{
     operator_names, transcript_lines, utc_offset_minutes, Attachment, CustomField, CustomVariable,
     Fields, VisitorStatus,
 };
+use super::shape::{Kind, Shape};
 use super::time::Timestamp;
 
 /// The visitor, present in every event except Agent Status Changed.
@@ -50,8 +51,46 @@ pub struct Visitor {
 }
 
 impl Visitor {
-    pub(crate) fn normalize(object: Map<String, Value>) -> Self {
-        let mut f = Fields::new(object);
+    /// The keys read from the payload.
+    pub(crate) const SHAPE: Shape = Shape {
+        keys: &[
+            ("time_zone", Kind::Json),
+            ("id", Kind::Json),
+            ("chat_id", Kind::Json),
+            ("name", Kind::Json),
+            ("email", Kind::Json),
+            ("phone", Kind::Json),
+            ("company", Kind::Json),
+            ("product_service", Kind::Json),
+            ("department", Kind::Json),
+            ("skill", Kind::Json),
+            ("status", Kind::Json),
+            ("ip", Kind::Json),
+            ("city", Kind::Json),
+            ("state", Kind::Json),
+            ("country", Kind::Json),
+            ("language", Kind::Json),
+            ("browser", Kind::Json),
+            ("operating_system", Kind::Json),
+            ("screen_resolution", Kind::Json),
+            ("flash_version", Kind::Json),
+            ("current_browsing", Kind::Json),
+            ("landing_page", Kind::Json),
+            ("referrer_url", Kind::Json),
+            ("search_engine", Kind::Json),
+            ("keywords", Kind::Json),
+            ("chats", Kind::Json),
+            ("visits", Kind::Json),
+            ("page_views", Kind::Json),
+            ("first_visit_time", Kind::Json),
+            ("visit_time", Kind::Json),
+            ("custom_fields", Kind::Objects(&CustomField::SHAPE)),
+            ("custom_variables", Kind::Objects(&CustomVariable::SHAPE)),
+            ("custom_variable", Kind::Objects(&CustomVariable::SHAPE)),
+        ],
+    };
+
+    pub(crate) fn normalize(mut f: Fields) -> Self {
         let time_zone = f.text("time_zone");
         Self {
             id: f.id("id"),
@@ -120,8 +159,34 @@ pub struct Chat {
 }
 
 impl Chat {
-    pub(crate) fn normalize(object: Map<String, Value>) -> Self {
-        let mut f = Fields::new(object);
+    /// The keys read from the payload.
+    pub(crate) const SHAPE: Shape = Shape {
+        keys: &[
+            ("id", Kind::Json),
+            ("name", Kind::Json),
+            ("email", Kind::Json),
+            ("phone", Kind::Json),
+            ("company", Kind::Json),
+            ("product_service", Kind::Json),
+            ("department", Kind::Json),
+            ("skill", Kind::Json),
+            ("operators", Kind::Json),
+            ("start_time", Kind::Json),
+            ("end_time", Kind::Json),
+            ("waiting_time", Kind::Json),
+            ("rating", Kind::Json),
+            ("rating_comment", Kind::Json),
+            ("operator_comment", Kind::Json),
+            ("chat_transcript", Kind::Json),
+            ("attachment", Kind::Objects(&Attachment::SHAPE)),
+            ("custom_fields", Kind::Objects(&CustomField::SHAPE)),
+            ("wrap_up", Kind::Object(&Wrapup::SHAPE)),
+            ("custom_variables", Kind::Objects(&CustomVariable::SHAPE)),
+            ("custom_variable", Kind::Objects(&CustomVariable::SHAPE)),
+        ],
+    };
+
+    pub(crate) fn normalize(mut f: Fields) -> Self {
         Self {
             id: f.id("id"),
             name: f.text("name"),
@@ -171,8 +236,27 @@ pub struct OfflineMessage {
 }
 
 impl OfflineMessage {
-    pub(crate) fn normalize(object: Map<String, Value>) -> Self {
-        let mut f = Fields::new(object);
+    /// The keys read from the payload.
+    pub(crate) const SHAPE: Shape = Shape {
+        keys: &[
+            ("id", Kind::Json),
+            ("name", Kind::Json),
+            ("email", Kind::Json),
+            ("phone", Kind::Json),
+            ("company", Kind::Json),
+            ("department", Kind::Json),
+            ("skill", Kind::Json),
+            ("subject", Kind::Json),
+            ("content", Kind::Json),
+            ("time", Kind::Json),
+            ("attachment", Kind::Objects(&Attachment::SHAPE)),
+            ("custom_fields", Kind::Objects(&CustomField::SHAPE)),
+            ("custom_variables", Kind::Objects(&CustomVariable::SHAPE)),
+            ("custom_variable", Kind::Objects(&CustomVariable::SHAPE)),
+        ],
+    };
+
+    pub(crate) fn normalize(mut f: Fields) -> Self {
         Self {
             id: f.id("id"),
             name: f.text("name"),
@@ -204,8 +288,17 @@ pub struct Wrapup {
 }
 
 impl Wrapup {
-    pub(crate) fn normalize(object: Map<String, Value>) -> Self {
-        let mut f = Fields::new(object);
+    /// The keys read from the payload.
+    pub(crate) const SHAPE: Shape = Shape {
+        keys: &[
+            ("category", Kind::Json),
+            ("comment", Kind::Json),
+            ("time", Kind::Json),
+            ("fields", Kind::Objects(&CustomField::SHAPE)),
+        ],
+    };
+
+    pub(crate) fn normalize(mut f: Fields) -> Self {
         Self {
             category: f.text("category"),
             comment: f.text("comment"),

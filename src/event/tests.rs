@@ -259,3 +259,89 @@ fn site_labels() {
     assert!(Site::parse("a/b").is_none());
     assert!(Site::parse("é").is_none());
 }
+
+/// The streaming reader agrees with reading a parsed `serde_json` map, whose semantics
+/// (duplicate keys: first position, last value) are the reference, for bodies with
+/// duplicate and unknown keys in any order at every level.
+#[test]
+fn streaming_reader_agrees_with_a_parsed_map() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    const KEYS: &[&str] = &[
+        "event",
+        "visitor",
+        "chat",
+        "wrapup",
+        "wrap_up",
+        "offline_message",
+        "chat_id",
+        "operator_id",
+        "id",
+        "name",
+        "status",
+        "end_time",
+        "custom_variable",
+        "custom_variables",
+        "custom_fields",
+        "attachment",
+        "fields",
+        "uri",
+        "zz",
+        "extra",
+    ];
+    fn text(entries: &[(String, Value)]) -> String {
+        let body: Vec<String> = entries
+            .iter()
+            .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), v))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<i64>().prop_map(Value::from),
+        "[a-z]{0,3}".prop_map(Value::String),
+        Just(json!("/Date(1584416219000)/")),
+    ];
+    let key = proptest::sample::select(KEYS).prop_map(str::to_owned);
+    let json = leaf.prop_recursive(3, 48, 6, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+            proptest::collection::vec((key.clone(), inner), 0..6)
+                .prop_map(|entries| serde_json::from_str(&text(&entries)).unwrap()),
+        ]
+    });
+    let events = prop_oneof![Just("chat_ended"), Just("online"), Just("x")];
+    let body = (
+        events,
+        proptest::collection::vec((proptest::sample::select(KEYS), json), 0..8),
+    )
+        .prop_map(|(event, entries)| {
+            let mut all = vec![("event".to_owned(), json!(event))];
+            all.extend(entries.into_iter().map(|(k, v)| (k.to_owned(), v)));
+            text(&all)
+        });
+    let mut runner = TestRunner::new(Config {
+        cases: 2000,
+        ..Config::default()
+    });
+    runner
+        .run(&body, |body| {
+            let now = Timestamp::now();
+            let streamed = Record::from_body(body.as_bytes(), None, now);
+            let map: Map<String, Value> = serde_json::from_str(&body).unwrap();
+            let fields = Fields::new(shape::Object::from_map(&PAYLOAD, map));
+            let reference = Record::normalize(fields, body.as_bytes(), None, now);
+            match (streamed, reference) {
+                (Ok(mut a), Ok(b)) => {
+                    a.id = b.id;
+                    // Text, not `Value`: map equality ignores key order.
+                    let text = |r: &Record| serde_json::to_string(r).unwrap();
+                    prop_assert_eq!(text(&a), text(&b));
+                }
+                (a, b) => prop_assert_eq!(a.err(), b.err()),
+            }
+            Ok(())
+        })
+        .unwrap();
+}

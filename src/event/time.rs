@@ -1,6 +1,6 @@
 //! Timestamps: every date shape Comm100 sends, normalized to RFC 3339 UTC with milliseconds.
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
@@ -99,15 +99,47 @@ fn is_epoch_digits(s: &str) -> bool {
     !digits.is_empty() && digits.len() <= 19 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
+impl Timestamp {
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` without allocating, for years 0 to 9999.
+    fn rfc3339(&self) -> Option<[u8; 24]> {
+        let t = &self.0;
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        let millis = Some(t.timestamp_subsec_millis()).filter(|ms| *ms < 1000)?;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut n: u32| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, t.month());
+        put(8, 2, t.day());
+        put(11, 2, t.hour());
+        put(14, 2, t.minute());
+        put(17, 2, t.second());
+        put(20, 3, millis);
+        Some(out)
+    }
+}
+
 impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+        match self.rfc3339() {
+            // The buffer holds ASCII digits and punctuation only.
+            Some(text) => f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?),
+            None => f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        }
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self.rfc3339() {
+            Some(text) => serializer
+                .serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?),
+            None => serializer.collect_str(self),
+        }
     }
 }
 
@@ -115,6 +147,28 @@ impl Serialize for Timestamp {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn formatting_matches_chrono_for_every_year_range() {
+        for ms in [
+            0,
+            1,
+            999,
+            1_584_416_219_000,
+            1_584_416_219_007,
+            -1,
+            -62_167_219_200_000,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            -62_167_219_200_001,
+            300_000_000_000_000,
+        ] {
+            let t = Timestamp::from_millis(ms).unwrap();
+            let chrono = t.0.to_rfc3339_opts(SecondsFormat::Millis, true);
+            assert_eq!(t.to_string(), chrono, "{ms}");
+            assert_eq!(serde_json::to_value(t).unwrap(), json!(chrono), "{ms}");
+        }
+    }
 
     fn norm(v: Value) -> Option<String> {
         Timestamp::parse_value(&v).map(|t| t.to_string())

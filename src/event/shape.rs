@@ -1,0 +1,374 @@
+//! Typed reading of a payload: each object's known keys land in fixed slots while the body is
+//! parsed, with no intermediate map; nested known objects are read the same way. Every other
+//! key is kept, with its position, so that `extra` keeps the sender's order.
+
+use std::fmt;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Number, Value};
+
+/// The keys the normalizer reads from one kind of object, each with what its value is read as.
+#[derive(Debug)]
+pub(crate) struct Shape {
+    pub(crate) keys: &'static [(&'static str, Kind)],
+}
+
+/// How the value of a known key is read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    /// As plain JSON.
+    Json,
+    /// An object is read against the shape.
+    Object(&'static Shape),
+    /// An object, or each object in an array, is read against the shape.
+    Objects(&'static Shape),
+}
+
+impl Shape {
+    fn index(&self, key: &str) -> Option<usize> {
+        self.index_from(0, key)
+    }
+
+    /// The index of `key`, looked for from `start` on, then from the beginning.
+    fn index_from(&self, start: usize, key: &str) -> Option<usize> {
+        let (first, len) = (key.as_bytes().first(), key.len());
+        let (before, after) = self.keys.split_at(start.min(self.keys.len()));
+        let same =
+            |(k, _): &(&str, _)| k.len() == len && k.as_bytes().first() == first && *k == key;
+        match after.iter().position(same) {
+            Some(i) => Some(start + i),
+            None => before.iter().position(same),
+        }
+    }
+}
+
+/// A value as read: a JSON value, an object of a known shape, or an array of those.
+#[derive(Debug)]
+pub(crate) enum Raw {
+    Json(Value),
+    Object(Object),
+    List(Vec<Raw>),
+}
+
+impl Raw {
+    /// Reads an already parsed JSON value as `kind` (the reference the streaming reader is
+    /// tested against).
+    #[cfg(test)]
+    fn of(kind: Kind, value: Value) -> Self {
+        match (kind, value) {
+            (Kind::Object(shape) | Kind::Objects(shape), Value::Object(map)) => {
+                Self::Object(Object::from_map(shape, map))
+            }
+            (Kind::Objects(shape), Value::Array(items)) => Self::List(
+                items
+                    .into_iter()
+                    .map(|item| Self::of(Kind::Object(shape), item))
+                    .collect(),
+            ),
+            (_, value) => Self::Json(value),
+        }
+    }
+
+    /// The object, if this is one.
+    pub(crate) fn into_object(self) -> Option<Object> {
+        match self {
+            Self::Object(object) => Some(object),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_null(&self) -> bool {
+        matches!(self, Self::Json(Value::Null))
+    }
+
+    /// The value as plain JSON.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Self::Json(value) => value,
+            Self::Object(object) => Value::Object(object.into_map()),
+            Self::List(items) => Value::Array(items.into_iter().map(Self::into_value).collect()),
+        }
+    }
+}
+
+/// A JSON object read against a [`Shape`].
+#[derive(Debug)]
+pub(crate) struct Object {
+    shape: &'static Shape,
+    /// One per key of the shape: the key's position among the object's keys, and its value.
+    slots: Vec<Option<(u32, Raw)>>,
+    /// The keys not in the shape, with their positions, in the order read.
+    unknown: Vec<(u32, String, Value)>,
+    /// Where to look first for the next key taken: callers take keys in the shape's order.
+    next: usize,
+}
+
+impl Object {
+    fn new(shape: &'static Shape) -> Self {
+        let mut slots = Vec::with_capacity(shape.keys.len());
+        slots.resize_with(shape.keys.len(), || None);
+        Self {
+            shape,
+            slots,
+            unknown: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Reads an already parsed JSON object against `shape`.
+    #[cfg(test)]
+    pub(crate) fn from_map(shape: &'static Shape, map: Map<String, Value>) -> Self {
+        let mut object = Self::new(shape);
+        for (position, (key, value)) in (0..).zip(map) {
+            match shape.index(&key) {
+                Some(i) => object.put(i, position, Raw::of(shape.keys[i].1, value)),
+                None => object.unknown.push((position, key, value)),
+            }
+        }
+        object
+    }
+
+    /// A duplicate key keeps the first position and the last value, as a JSON map does.
+    fn put(&mut self, i: usize, position: u32, raw: Raw) {
+        let slot = &mut self.slots[i];
+        let position = slot.as_ref().map_or(position, |(p, _)| *p);
+        *slot = Some((position, raw));
+    }
+
+    /// Whether `key` (a key of the shape) was present, `null` included.
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.shape
+            .index(key)
+            .is_some_and(|i| self.slots[i].is_some())
+    }
+
+    /// Removes the value of `key`, a key of the shape.
+    pub(crate) fn take(&mut self, key: &str) -> Option<Raw> {
+        let i = self.slot(key)?;
+        self.slots[i].take().map(|(_, raw)| raw)
+    }
+
+    fn slot(&mut self, key: &str) -> Option<usize> {
+        let i = self.shape.index_from(self.next, key);
+        debug_assert!(i.is_some(), "{key:?} is not a key of {:?}", self.shape);
+        self.next = i.map_or(self.next, |i| i + 1);
+        i
+    }
+
+    /// What was not taken, as a JSON object in the sender's key order.
+    pub(crate) fn into_map(self) -> Map<String, Value> {
+        let Self {
+            shape,
+            slots,
+            mut unknown,
+            ..
+        } = self;
+        let before = unknown.len();
+        for (i, slot) in slots.into_iter().enumerate() {
+            if let Some((position, raw)) = slot {
+                unknown.push((position, shape.keys[i].0.to_owned(), raw.into_value()));
+            }
+        }
+        if unknown.len() > before {
+            unknown.sort_by_key(|(position, _, _)| *position);
+        }
+        let mut map = Map::new();
+        for (_, key, value) in unknown {
+            map.insert(key, value);
+        }
+        map
+    }
+}
+
+/// Reads any JSON value as the kind says.
+#[derive(Clone, Copy)]
+pub(crate) struct Read(pub(crate) Kind);
+
+impl<'de> DeserializeSeed<'de> for Read {
+    type Value = Raw;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Raw, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Read {
+    type Value = Raw;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Raw, E> {
+        Ok(Raw::Json(Value::Bool(b)))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Raw, E> {
+        Ok(Raw::Json(Value::Number(n.into())))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Raw, E> {
+        Ok(Raw::Json(Value::Number(n.into())))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Raw, E> {
+        Ok(Raw::Json(
+            Number::from_f64(n).map_or(Value::Null, Value::Number),
+        ))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Raw, E> {
+        Ok(Raw::Json(Value::String(s.to_owned())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Raw, E> {
+        Ok(Raw::Json(Value::String(s)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Raw, E> {
+        Ok(Raw::Json(Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
+        if let Kind::Objects(shape) = self.0 {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element_seed(Read(Kind::Object(shape)))? {
+                items.push(item);
+            }
+            return Ok(Raw::List(items));
+        }
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Raw::Json(Value::Array(items)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+        let shape = match self.0 {
+            Kind::Object(shape) | Kind::Objects(shape) => shape,
+            Kind::Json => {
+                return Value::deserialize(MapAccessDeserializer::new(map)).map(Raw::Json)
+            }
+        };
+        let mut object = Object::new(shape);
+        let mut position = 0u32;
+        while let Some(key) = map.next_key_seed(KeyOf(shape))? {
+            match key {
+                Key::Known(i) => {
+                    let raw = match shape.keys[i].1 {
+                        Kind::Json => Raw::Json(map.next_value()?),
+                        kind => map.next_value_seed(Read(kind))?,
+                    };
+                    object.put(i, position, raw);
+                }
+                Key::Unknown(key) => object.unknown.push((position, key, map.next_value()?)),
+            }
+            position = position.saturating_add(1);
+        }
+        Ok(Raw::Object(object))
+    }
+}
+
+enum Key {
+    Known(usize),
+    Unknown(String),
+}
+
+/// Reads a key, matched against the shape without allocating for known keys.
+struct KeyOf(&'static Shape);
+
+impl<'de> DeserializeSeed<'de> for KeyOf {
+    type Value = Key;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyOf {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+        Ok(match self.0.index(key) {
+            Some(i) => Key::Known(i),
+            None => Key::Unknown(key.to_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    static INNER: Shape = Shape {
+        keys: &[("x", Kind::Json)],
+    };
+    static OUTER: Shape = Shape {
+        keys: &[
+            ("a", Kind::Json),
+            ("inner", Kind::Object(&INNER)),
+            ("b", Kind::Objects(&INNER)),
+        ],
+    };
+
+    fn read(text: &str) -> Object {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw = Read(Kind::Object(&OUTER)).deserialize(&mut de).unwrap();
+        raw.into_object().expect("an object")
+    }
+
+    #[test]
+    fn untaken_keys_keep_the_senders_order() {
+        let text = r#"{"z":1,"b":2,"inner":{"y":0,"x":1},"a":null,"z2":[{"a":1}]}"#;
+        let mut object = read(text);
+        assert_eq!(object.take("b").unwrap().into_value(), json!(2));
+        assert_eq!(
+            Value::Object(object.into_map()),
+            json!({"z":1,"inner":{"y":0,"x":1},"a":null,"z2":[{"a":1}]})
+        );
+        let parsed: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(Value::Object(read(text).into_map()), parsed);
+        assert_eq!(
+            Value::Object(Object::from_map(&OUTER, parsed.as_object().unwrap().clone()).into_map()),
+            parsed
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_keep_the_first_position_and_the_last_value() {
+        let text = r#"{"a":1,"u":1,"b":2,"a":3,"u":4}"#;
+        let expected: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(expected, json!({"a":3,"u":4,"b":2}));
+        assert_eq!(Value::Object(read(text).into_map()), expected);
+    }
+
+    #[test]
+    fn lists_of_objects_are_read_item_by_item() {
+        let mut object = read(r#"{"b":[{"x":1,"y":2},3,[{"x":4}]]}"#);
+        let Some(Raw::List(items)) = object.take("b") else {
+            panic!("not a list")
+        };
+        assert!(matches!(
+            &items[..],
+            [Raw::Object(_), Raw::Json(_), Raw::Json(_)]
+        ));
+        let value = Raw::List(items).into_value();
+        assert_eq!(value, json!([{"x":1,"y":2},3,[{"x":4}]]));
+    }
+
+    #[test]
+    fn a_known_object_key_with_another_type_is_plain_json() {
+        let mut object = read(r#"{"inner":"text"}"#);
+        assert!(object.has("inner"));
+        assert!(matches!(object.take("inner"), Some(Raw::Json(Value::String(s))) if s == "text"));
+        assert!(!object.has("inner"));
+    }
+}

@@ -131,6 +131,7 @@ impl Object {
     }
 
     /// A duplicate key keeps the first position and the last value, as a JSON map does.
+    #[inline(always)]
     fn put(&mut self, i: usize, position: u32, raw: Raw) {
         let slot = &mut self.slots[i];
         let position = slot.as_ref().map_or(position, |(p, _)| *p);

@@ -4,8 +4,9 @@
 #   BENCH_BROKER=mock bench/run.sh    broker: a librdkafka mock cluster in its own process
 # Knobs: BENCH_DURATION (s, default 15), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
 # BENCH_PIN=1 (servers on CPU 0, load generator on CPU 1), BENCH_CACHE (tool installs),
-# BENCH_OUT (results file, default docs/benchmarks.md), BENCH_LINGER_MS (librdkafka
-# linger.ms for the bridge; default: the bridge's own default).
+# BENCH_OUT (results file, default docs/benchmarks.md), BENCH_PROPERTIES (librdkafka
+# properties for the bridge, e.g. "linger.ms=5 compression.type=none"; default: the
+# bridge's own defaults), BENCH_PARTITIONS (partitions per topic, default 3).
 # It measures the bridge and, as the ceiling, a bare hyper server that reads the body and
 # answers 200, under the same wrk load (the seven Comm100 samples in rotation); then the
 # bridge at half its maximum rate; and writes a table with the machine and versions.
@@ -17,6 +18,7 @@ connections=${BENCH_CONNECTIONS:-64}
 threads=${BENCH_THREADS:-2}
 cache=${BENCH_CACHE:-$HOME/.cache/comm100-bridge}
 out=${BENCH_OUT:-docs/benchmarks.md}
+partitions=${BENCH_PARTITIONS:-3}
 export FIXTURES="$PWD/tests/fixtures"
 
 work=$(mktemp -d)
@@ -39,7 +41,8 @@ bin=target/release
 
 # The broker.
 if [ "$broker" = mock ]; then
-  "${servers[@]}" "$bin/examples/bench_broker" mock >"$work/broker.out" 2>&1 &
+  "${servers[@]}" "$bin/examples/bench_broker" mock "$partitions" >"$work/broker.out" 2>&1 &
+  broker_pid=$!
   pids+=($!)
   for _ in $(seq 100); do grep -q '^bootstrap ' "$work/broker.out" && break; sleep 0.1; done
   bootstrap=$(sed -n 's/^bootstrap //p' "$work/broker.out")
@@ -55,9 +58,10 @@ else
   bootstrap="127.0.0.1:$kport"
   "${servers[@]}" "$tansu" broker --listener-url "tcp://$bootstrap" --advertised-listener-url "tcp://$bootstrap" \
     --storage-engine memory://tansu/ >"$work/broker.out" 2>&1 &
+  broker_pid=$!
   pids+=($!)
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
-  "$bin/examples/bench_broker" create-topics "$bootstrap" >/dev/null
+  "$bin/examples/bench_broker" create-topics "$bootstrap" "$partitions" >/dev/null
   broker_version="tansu $("$tansu" --version 2>/dev/null | awk '{print $NF}')"
 fi
 echo "broker: $broker_version at $bootstrap"
@@ -77,10 +81,14 @@ dir = "$work/spool"
 [log]
 level = "warn"
 TOML
-if [ -n "${BENCH_LINGER_MS:-}" ]; then
-  printf '[kafka.properties]\n"linger.ms" = "%s"\n' "$BENCH_LINGER_MS" >>"$work/bridge.toml"
+if [ -n "${BENCH_PROPERTIES:-}" ]; then
+  echo '[kafka.properties]' >>"$work/bridge.toml"
+  for kv in $BENCH_PROPERTIES; do printf '"%s" = "%s"\n' "${kv%%=*}" "${kv#*=}" >>"$work/bridge.toml"; done
 fi
-linger=$(awk -F'"' '/"linger.ms"/ {print $4}' "$work/bridge.toml" config/default.toml | head -1)
+# The producer properties in effect: the run's own, else the bridge's defaults.
+property() { awk -F'"' -v k="$1" '$2 == k {print $4; exit}' "$work/bridge.toml" config/default.toml; }
+tuning="linger.ms = $(property linger.ms), compression.type = $(property compression.type)"
+[ -n "${BENCH_PROPERTIES:-}" ] && tuning="$tuning (set for this run: \`$BENCH_PROPERTIES\`)"
 "${servers[@]}" "$bin/comm100-bridge" serve --config "$work/bridge.toml" 2>"$work/bridge.err" &
 bridge_pid=$!
 pids+=("$bridge_pid")
@@ -109,14 +117,18 @@ PY
 # Warm up the producer's connections, then measure.
 DELAY_MS='' wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
 cpu_before=$(cpu_seconds "$bridge_pid")
+broker_cpu_before=$(cpu_seconds "$broker_pid")
 read -r b_rps b_p50 b_p99 b_p999 b_non2xx b_err < <(run bridge "http://127.0.0.1:$bport/webhooks/comm100?token=bench")
 cpu_after=$(cpu_seconds "$bridge_pid")
+broker_cpu_after=$(cpu_seconds "$broker_pid")
 read -r c_rps c_p50 c_p99 c_p999 c_non2xx c_err < <(run ceiling "http://127.0.0.1:$cport/")
 half=$((b_rps / 2))
 delay_ms=$(python3 -c "print(round(1000 * $connections / max($half, 1), 3))")
 read -r h_rps h_p50 h_p99 h_p999 h_non2xx h_err < <(run half "http://127.0.0.1:$bport/webhooks/comm100?token=bench" "$delay_ms")
 rss=$(peak_rss_mib "$bridge_pid")
 cpu=$(python3 -c "print(round($cpu_after - $cpu_before, 1))")
+broker_cpu=$(python3 -c "print(round($broker_cpu_after - $broker_cpu_before, 1))")
+per_request=$(python3 -c "print(round(1e6 * ($cpu_after - $cpu_before) / ($b_rps * $duration)))")
 ratio=$(python3 -c "print(round(100 * $b_rps / $c_rps, 1))")
 
 layout="unpinned (servers, broker and wrk share both cores)"
@@ -136,10 +148,11 @@ cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "| bridge at half its max ($half req/s offered) | $h_rps | $h_p50 | $h_p99 | $h_p999 | $h_non2xx | $h_err |"
   echo
   echo "- Bridge ÷ ceiling: **$ratio %** of the ceiling's req/s."
-  echo "- Bridge peak RSS: **$rss MiB**; CPU during the max-rate run: $cpu s over ${duration} s."
+  echo "- Bridge peak RSS: **$rss MiB**; CPU during the max-rate run: $cpu s over ${duration} s"
+  echo "  (≈ $per_request µs per request); the broker's: $broker_cpu s."
   echo
   echo "Machine: $(nproc) cores, $cpu_model, $(free -g | awk '/Mem:/ {print $2}') GiB. Layout: $layout."
-  echo "Broker: $broker_version on loopback, topics with 3 partitions. Bridge: defaults, linger.ms = $linger."
+  echo "Broker: $broker_version on loopback, topics with $partitions partitions. Bridge: $tuning."
   echo "Versions: comm100-bridge $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1), $(rustc --version), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
   echo "Load: \`wrk -t$threads -c$connections -d${duration}s -s bench/post.lua URL\`; the half-rate run adds"
   echo "\`DELAY_MS=$delay_ms\` (each connection pauses that long between requests)."

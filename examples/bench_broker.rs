@@ -1,11 +1,11 @@
 //! Broker helpers for the end-to-end benchmark.
 //!
-//!     bench_broker mock                 host a librdkafka mock cluster with every topic;
-//!                                       prints `bootstrap <address>` and runs until killed
-//!     bench_broker create-topics ADDR   create every topic on the broker at ADDR (tansu
-//!                                       does not auto-create), then exit
+//!     bench_broker mock [N]                 host a librdkafka mock cluster with every topic;
+//!                                           prints `bootstrap <address>`, runs until killed
+//!     bench_broker create-topics ADDR [N]   create every topic on the broker at ADDR (tansu
+//!                                           does not auto-create), then exit
 //!
-//! Topics: the bridge's defaults plus the dead-letter topic, 3 partitions each.
+//! Topics: the bridge's defaults plus the dead-letter topic, N partitions each (default 3).
 
 use std::time::Duration;
 
@@ -15,8 +15,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::mocking::MockCluster;
 use rdkafka::ClientConfig;
-
-const PARTITIONS: i32 = 3;
 
 fn topics() -> Vec<String> {
     let config = Config::load_with_env(None, Some(Default::default())).expect("built-in defaults");
@@ -28,11 +26,14 @@ fn topics() -> Vec<String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let partitions = |at: usize| -> Result<i32, Box<dyn std::error::Error>> {
+        Ok(args.get(at).map_or(Ok(3), |n| n.parse())?)
+    };
     match args.first().map(String::as_str) {
         Some("mock") => {
             let cluster = MockCluster::new(1)?;
             for topic in topics() {
-                cluster.create_topic(&topic, PARTITIONS, 1)?;
+                cluster.create_topic(&topic, partitions(1)?, 1)?;
             }
             println!("bootstrap {}", cluster.bootstrap_servers());
             tokio::signal::ctrl_c().await?;
@@ -46,9 +47,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .set("bootstrap.servers", bootstrap)
                 .create()?;
             let names = topics();
+            let partitions = partitions(2)?;
             let new: Vec<NewTopic> = names
                 .iter()
-                .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+                .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
                 .collect();
             let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
             for result in admin.create_topics(&new, &options).await? {
@@ -61,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
-        _ => return Err("usage: bench_broker mock | create-topics ADDR".into()),
+        _ => return Err("usage: bench_broker mock [N] | create-topics ADDR [N]".into()),
     }
     Ok(())
 }

@@ -18,10 +18,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::event::{Record, RejectError, Site, Timestamp};
@@ -357,42 +359,52 @@ async fn webhook(
             return error(status, e.code(), &e.to_string());
         }
     };
-    let kind = record.kind.as_str();
+    let (id, kind) = (record.id, record.kind.as_str());
     let type_metrics = app.metrics.of(record.kind);
     type_metrics.received.inc();
 
     let message = app.router.route(&record);
+    // The message holds what is still needed; the record's strings need not wait for Kafka.
+    drop(record);
     let response = match deliver(app, &message).await {
         Outcome::Published(delivered) => {
             type_metrics.published.inc();
+            #[derive(Serialize)]
+            struct Published<'a> {
+                id: Uuid,
+                r#type: &'a str,
+                topic: &'a str,
+                partition: i32,
+                offset: i64,
+            }
             json_response(
                 StatusCode::OK,
-                &json!({
-                    "id": record.id,
-                    "type": kind,
-                    "topic": message.topic,
-                    "partition": delivered.partition,
-                    "offset": delivered.offset,
-                }),
+                &Published {
+                    id,
+                    r#type: kind,
+                    topic: &message.topic,
+                    partition: delivered.partition,
+                    offset: delivered.offset,
+                },
             )
         }
         Outcome::Spooled => {
             type_metrics.spooled.inc();
             json_response(
                 StatusCode::ACCEPTED,
-                &json!({"id": record.id, "type": kind, "status": "spooled"}),
+                &json!({"id": id, "type": kind, "status": "spooled"}),
             )
         }
         Outcome::DeadLettered(reason) => json_response(
             StatusCode::ACCEPTED,
-            &json!({"id": record.id, "type": kind, "status": "dead_lettered", "reason": reason}),
+            &json!({"id": id, "type": kind, "status": "dead_lettered", "reason": reason}),
         ),
         Outcome::Failed {
             reason,
             message: text,
         } => {
             type_metrics.failed(reason).inc();
-            tracing::warn!(id = %record.id, r#type = kind, topic = message.topic, error = %text, "record not made durable; answering 503");
+            tracing::warn!(id = %id, r#type = kind, topic = message.topic, error = %text, "record not made durable; answering 503");
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "kafka_unavailable",
@@ -528,8 +540,10 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     )
 }
 
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Body::from(value.to_string()));
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    // Bodies are strings, numbers and string-keyed maps, which always serialize.
+    let body = serde_json::to_vec(value).expect("a response body always serializes");
+    let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

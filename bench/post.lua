@@ -1,6 +1,6 @@
 -- wrk script: POSTs the bundled Comm100 samples in rotation through the seven event types.
--- FIXTURES names the directory of the samples; DELAY_MS (optional) paces each connection
--- for a fixed request rate. done() prints one RESULT line that bench/run.sh parses.
+-- FIXTURES names the directory of the samples. done() prints one RESULT line that
+-- bench/run.sh parses.
 local names = {
   "chat_requested", "chat_started", "chat_transferred", "chat_ended",
   "chat_wrapped_up", "offline_message_submitted", "agent_status_changed_online",
@@ -18,13 +18,6 @@ local i = 0
 function request()
   i = i % #bodies + 1
   return wrk.format("POST", nil, headers, bodies[i])
-end
-
-local pause = tonumber(os.getenv("DELAY_MS") or "")
-if pause then
-  function delay()
-    return pause
-  end
 end
 
 function done(summary, latency, _)

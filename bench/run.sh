@@ -9,7 +9,8 @@
 # bridge's own defaults), BENCH_PARTITIONS (partitions per topic, default 3).
 # It measures the bridge and, as the ceiling, a bare hyper server that reads the body and
 # answers 200, under the same wrk load (the seven Comm100 samples in rotation); then the
-# bridge at half its maximum rate; and writes a table with the machine and versions.
+# bridge at a fixed rate of half its maximum (oha, installed into the cache if missing);
+# and writes a table with the machine and versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 broker=${BENCH_BROKER:-tansu}
@@ -36,6 +37,12 @@ servers=(); loadgen=()
 if [ "${BENCH_PIN:-0}" = 1 ]; then servers=(taskset -c 0); loadgen=(taskset -c 1); fi
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+oha=$(command -v oha || true)
+[ -n "$oha" ] || oha="$cache/bin/oha"
+if [ ! -x "$oha" ]; then
+  echo "installing oha into $cache (about 5 minutes, once)"
+  cargo install oha --locked --root "$cache"
+fi
 cargo build --release --locked --bin comm100-bridge --example bench_ceiling --example bench_broker
 bin=target/release
 
@@ -100,10 +107,10 @@ wait_http "http://127.0.0.1:$cport/"
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
-# run NAME URL [DELAY_MS]: prints "rps p50_ms p99_ms p999_ms non2xx errors"
+# run NAME URL: prints "rps p50_ms p99_ms p999_ms non2xx errors"
 run() {
-  local name=$1 url=$2 delay=${3:-}
-  DELAY_MS=$delay "${loadgen[@]}" wrk -t"$threads" -c"$connections" -d"${duration}s" -s bench/post.lua "$url" >"$work/$name.wrk"
+  local name=$1 url=$2
+  "${loadgen[@]}" wrk -t"$threads" -c"$connections" -d"${duration}s" -s bench/post.lua "$url" >"$work/$name.wrk"
   python3 - "$work/$name.wrk" <<'PY'
 import re, sys
 line = next(l for l in open(sys.argv[1]) if l.startswith("RESULT"))
@@ -115,7 +122,7 @@ PY
 }
 
 # Warm up the producer's connections, then measure.
-DELAY_MS='' wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
+wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
 cpu_before=$(cpu_seconds "$bridge_pid")
 broker_cpu_before=$(cpu_seconds "$broker_pid")
 read -r b_rps b_p50 b_p99 b_p999 b_non2xx b_err < <(run bridge "http://127.0.0.1:$bport/webhooks/comm100?token=bench")
@@ -123,8 +130,28 @@ cpu_after=$(cpu_seconds "$bridge_pid")
 broker_cpu_after=$(cpu_seconds "$broker_pid")
 read -r c_rps c_p50 c_p99 c_p999 c_non2xx c_err < <(run ceiling "http://127.0.0.1:$cport/")
 half=$((b_rps / 2))
-delay_ms=$(python3 -c "print(round(1000 * $connections / max($half, 1), 3))")
-read -r h_rps h_p50 h_p99 h_p999 h_non2xx h_err < <(run half "http://127.0.0.1:$bport/webhooks/comm100?token=bench" "$delay_ms")
+# The fixed-rate run: oha sends at exactly `half` requests/s whatever the latency, and
+# --latency-correction measures from each request's scheduled time (no coordinated
+# omission). Its bodies are the same seven samples, one compact JSON per line.
+python3 - "$FIXTURES" >"$work/bodies.ndjson" <<'PY'
+import json, sys
+for name in ["chat_requested", "chat_started", "chat_transferred", "chat_ended",
+             "chat_wrapped_up", "offline_message_submitted", "agent_status_changed_online"]:
+    print(json.dumps(json.load(open(f"{sys.argv[1]}/{name}.json")), ensure_ascii=False, separators=(",", ":")))
+PY
+"${loadgen[@]}" "$oha" -z "${duration}s" -w -c "$connections" -q "$half" --latency-correction --no-tui \
+  --output-format json -m POST -T application/json -Z "$work/bodies.ndjson" \
+  "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >"$work/half.json"
+read -r h_rps h_p50 h_p99 h_p999 h_non2xx h_err < <(python3 - "$work/half.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+p = r["latencyPercentiles"]
+codes = {int(k): v for k, v in r["statusCodeDistribution"].items()}
+non2xx = sum(v for k, v in codes.items() if not 200 <= k < 300)
+errors = sum(r.get("errorDistribution", {}).values())
+print(f'{r["summary"]["requestsPerSec"]:.0f} {p["p50"]*1000:.2f} {p["p99"]*1000:.2f} {p["p99.9"]*1000:.2f} {non2xx} {errors}')
+PY
+)
 rss=$(peak_rss_mib "$bridge_pid")
 cpu=$(python3 -c "print(round($cpu_after - $cpu_before, 1))")
 broker_cpu=$(python3 -c "print(round($broker_cpu_after - $broker_cpu_before, 1))")
@@ -145,7 +172,7 @@ cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "|---|---:|---:|---:|---:|---:|---:|"
   echo "| bridge, max rate | $b_rps | $b_p50 | $b_p99 | $b_p999 | $b_non2xx | $b_err |"
   echo "| ceiling (bare hyper, read body, 200) | $c_rps | $c_p50 | $c_p99 | $c_p999 | $c_non2xx | $c_err |"
-  echo "| bridge at half its max ($half req/s offered) | $h_rps | $h_p50 | $h_p99 | $h_p999 | $h_non2xx | $h_err |"
+  echo "| bridge at a fixed half of its max ($half req/s, oha) | $h_rps | $h_p50 | $h_p99 | $h_p999 | $h_non2xx | $h_err |"
   echo
   echo "- Bridge ÷ ceiling: **$ratio %** of the ceiling's req/s."
   echo "- Bridge peak RSS: **$rss MiB**; CPU during the max-rate run: $cpu s over ${duration} s"
@@ -154,8 +181,9 @@ cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "Machine: $(nproc) cores, $cpu_model, $(free -g | awk '/Mem:/ {print $2}') GiB. Layout: $layout."
   echo "Broker: $broker_version on loopback, topics with $partitions partitions. Bridge: $tuning."
   echo "Versions: comm100-bridge $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1), $(rustc --version), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
-  echo "Load: \`wrk -t$threads -c$connections -d${duration}s -s bench/post.lua URL\`; the half-rate run adds"
-  echo "\`DELAY_MS=$delay_ms\` (each connection pauses that long between requests)."
+  echo "Load: \`wrk -t$threads -c$connections -d${duration}s -s bench/post.lua URL\`; the half-rate run:"
+  echo "\`oha -z ${duration}s -w -c $connections -q $half --latency-correction -m POST -Z bodies.ndjson URL\`"
+  echo "($("$oha" --version | head -1); the same samples as compact one-line JSON)."
   echo
   echo "Reproduce: \`bench/run.sh\` (tansu, installed into \`~/.cache/comm100-bridge\` on first use) or"
   echo "\`BENCH_BROKER=mock bench/run.sh\`; \`BENCH_PIN=1\` pins as described above."

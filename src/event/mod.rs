@@ -276,7 +276,7 @@ fn fingerprint(site: Option<&Site>, body: &[u8]) -> String {
         hasher.update(site.as_str().as_bytes());
     }
     hasher.update(body);
-    format!("{:x}", hasher.finalize())
+    hex::encode(hasher.finalize())
 }
 
 fn json_type(v: &Value) -> &'static str {

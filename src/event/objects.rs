@@ -51,83 +51,85 @@ pub struct Visitor {
 }
 
 impl Visitor {
-    /// The keys read from the payload.
+    /// The keys read from the payload, alphabetical as Comm100 sends them; `normalize` takes
+    /// them in the same order.
     pub(crate) const SHAPE: Shape = Shape {
         keys: &[
-            ("time_zone", Kind::Json),
-            ("id", Kind::Json),
-            ("chat_id", Kind::Json),
-            ("name", Kind::Json),
-            ("email", Kind::Json),
-            ("phone", Kind::Json),
-            ("company", Kind::Json),
-            ("product_service", Kind::Json),
-            ("department", Kind::Json),
-            ("skill", Kind::Json),
-            ("status", Kind::Json),
-            ("ip", Kind::Json),
-            ("city", Kind::Json),
-            ("state", Kind::Json),
-            ("country", Kind::Json),
-            ("language", Kind::Json),
             ("browser", Kind::Json),
-            ("operating_system", Kind::Json),
-            ("screen_resolution", Kind::Json),
-            ("flash_version", Kind::Json),
-            ("current_browsing", Kind::Json),
-            ("landing_page", Kind::Json),
-            ("referrer_url", Kind::Json),
-            ("search_engine", Kind::Json),
-            ("keywords", Kind::Json),
+            ("chat_id", Kind::Json),
             ("chats", Kind::Json),
-            ("visits", Kind::Json),
-            ("page_views", Kind::Json),
-            ("first_visit_time", Kind::Json),
-            ("visit_time", Kind::Json),
+            ("city", Kind::Json),
+            ("company", Kind::Json),
+            ("country", Kind::Json),
+            ("current_browsing", Kind::Json),
             ("custom_fields", Kind::Objects(&CustomField::SHAPE)),
-            ("custom_variables", Kind::Objects(&CustomVariable::SHAPE)),
             ("custom_variable", Kind::Objects(&CustomVariable::SHAPE)),
+            ("custom_variables", Kind::Objects(&CustomVariable::SHAPE)),
+            ("department", Kind::Json),
+            ("email", Kind::Json),
+            ("first_visit_time", Kind::Json),
+            ("flash_version", Kind::Json),
+            ("id", Kind::Json),
+            ("ip", Kind::Json),
+            ("keywords", Kind::Json),
+            ("landing_page", Kind::Json),
+            ("language", Kind::Json),
+            ("name", Kind::Json),
+            ("operating_system", Kind::Json),
+            ("page_views", Kind::Json),
+            ("phone", Kind::Json),
+            ("product_service", Kind::Json),
+            ("referrer_url", Kind::Json),
+            ("screen_resolution", Kind::Json),
+            ("search_engine", Kind::Json),
+            ("skill", Kind::Json),
+            ("state", Kind::Json),
+            ("status", Kind::Json),
+            ("time_zone", Kind::Json),
+            ("visit_time", Kind::Json),
+            ("visits", Kind::Json),
         ],
     };
 
     pub(crate) fn normalize(mut f: Fields) -> Self {
-        let time_zone = f.text("time_zone");
-        Self {
-            id: f.id("id"),
-            chat_id: f.id("chat_id"),
-            name: f.text("name"),
-            email: f.text("email"),
-            phone: f.text("phone"),
-            company: f.text("company"),
-            product_service: f.text("product_service"),
-            department: f.department("department"),
-            skill: f.text("skill"),
-            status: f.with("status", VisitorStatus::from_value),
-            utc_offset_minutes: time_zone.as_deref().and_then(utc_offset_minutes),
-            time_zone,
-            ip: f.text("ip"),
-            city: f.text("city"),
-            state: f.text("state"),
-            country: f.text("country"),
-            language: f.text("language"),
+        let mut visitor = Self {
             browser: f.text("browser"),
-            operating_system: f.text("operating_system"),
-            screen_resolution: f.text("screen_resolution"),
-            flash_version: f.text("flash_version"),
-            current_browsing: f.text("current_browsing"),
-            landing_page: f.text("landing_page"),
-            referrer_url: f.text("referrer_url"),
-            search_engine: f.text("search_engine"),
-            keywords: f.text("keywords"),
+            chat_id: f.id("chat_id"),
             chats: f.count("chats"),
-            visits: f.count("visits"),
-            page_views: f.count("page_views"),
-            first_visit_time: f.time("first_visit_time"),
-            visit_time: f.time("visit_time"),
+            city: f.text("city"),
+            company: f.text("company"),
+            country: f.text("country"),
+            current_browsing: f.text("current_browsing"),
             custom_fields: f.custom_fields("custom_fields"),
             custom_variables: f.custom_variables(),
+            department: f.department("department"),
+            email: f.text("email"),
+            first_visit_time: f.time("first_visit_time"),
+            flash_version: f.text("flash_version"),
+            id: f.id("id"),
+            ip: f.text("ip"),
+            keywords: f.text("keywords"),
+            landing_page: f.text("landing_page"),
+            language: f.text("language"),
+            name: f.text("name"),
+            operating_system: f.text("operating_system"),
+            page_views: f.count("page_views"),
+            phone: f.text("phone"),
+            product_service: f.text("product_service"),
+            referrer_url: f.text("referrer_url"),
+            screen_resolution: f.text("screen_resolution"),
+            search_engine: f.text("search_engine"),
+            skill: f.text("skill"),
+            state: f.text("state"),
+            status: f.with("status", VisitorStatus::from_value),
+            time_zone: f.text("time_zone"),
+            utc_offset_minutes: None,
+            visit_time: f.time("visit_time"),
+            visits: f.count("visits"),
             extra: f.finish(),
-        }
+        };
+        visitor.utc_offset_minutes = visitor.time_zone.as_deref().and_then(utc_offset_minutes);
+        visitor
     }
 }
 
@@ -159,56 +161,57 @@ pub struct Chat {
 }
 
 impl Chat {
-    /// The keys read from the payload.
+    /// The keys read from the payload, alphabetical as Comm100 sends them; `normalize` takes
+    /// them in the same order.
     pub(crate) const SHAPE: Shape = Shape {
         keys: &[
+            ("attachment", Kind::Objects(&Attachment::SHAPE)),
+            ("chat_transcript", Kind::Json),
+            ("company", Kind::Json),
+            ("custom_fields", Kind::Objects(&CustomField::SHAPE)),
+            ("custom_variable", Kind::Objects(&CustomVariable::SHAPE)),
+            ("custom_variables", Kind::Objects(&CustomVariable::SHAPE)),
+            ("department", Kind::Json),
+            ("email", Kind::Json),
+            ("end_time", Kind::Json),
             ("id", Kind::Json),
             ("name", Kind::Json),
-            ("email", Kind::Json),
-            ("phone", Kind::Json),
-            ("company", Kind::Json),
-            ("product_service", Kind::Json),
-            ("department", Kind::Json),
-            ("skill", Kind::Json),
+            ("operator_comment", Kind::Json),
             ("operators", Kind::Json),
-            ("start_time", Kind::Json),
-            ("end_time", Kind::Json),
-            ("waiting_time", Kind::Json),
+            ("phone", Kind::Json),
+            ("product_service", Kind::Json),
             ("rating", Kind::Json),
             ("rating_comment", Kind::Json),
-            ("operator_comment", Kind::Json),
-            ("chat_transcript", Kind::Json),
-            ("attachment", Kind::Objects(&Attachment::SHAPE)),
-            ("custom_fields", Kind::Objects(&CustomField::SHAPE)),
+            ("skill", Kind::Json),
+            ("start_time", Kind::Json),
+            ("waiting_time", Kind::Json),
             ("wrap_up", Kind::Object(&Wrapup::SHAPE)),
-            ("custom_variables", Kind::Objects(&CustomVariable::SHAPE)),
-            ("custom_variable", Kind::Objects(&CustomVariable::SHAPE)),
         ],
     };
 
     pub(crate) fn normalize(mut f: Fields) -> Self {
         Self {
-            id: f.id("id"),
-            name: f.text("name"),
-            email: f.text("email"),
-            phone: f.text("phone"),
-            company: f.text("company"),
-            product_service: f.text("product_service"),
-            department: f.department("department"),
-            skill: f.text("skill"),
-            operators: f.with("operators", operator_names).unwrap_or_default(),
-            start_time: f.time("start_time"),
-            end_time: f.time("end_time"),
-            waiting_time: f.text("waiting_time"),
-            rating: f.text("rating"),
-            rating_comment: f.text("rating_comment"),
-            operator_comment: f.text("operator_comment"),
+            attachment: f.attachments("attachment"),
             transcript: f
                 .with("chat_transcript", |v| v.as_str().map(transcript_lines))
                 .unwrap_or_default(),
-            attachment: f.attachments("attachment"),
+            company: f.text("company"),
             custom_fields: f.custom_fields("custom_fields"),
             custom_variables: f.custom_variables(),
+            department: f.department("department"),
+            email: f.text("email"),
+            end_time: f.time("end_time"),
+            id: f.id("id"),
+            name: f.text("name"),
+            operator_comment: f.text("operator_comment"),
+            operators: f.with("operators", operator_names).unwrap_or_default(),
+            phone: f.text("phone"),
+            product_service: f.text("product_service"),
+            rating: f.text("rating"),
+            rating_comment: f.text("rating_comment"),
+            skill: f.text("skill"),
+            start_time: f.time("start_time"),
+            waiting_time: f.text("waiting_time"),
             wrap_up: f.object("wrap_up", Wrapup::normalize),
             extra: f.finish(),
         }
@@ -236,41 +239,42 @@ pub struct OfflineMessage {
 }
 
 impl OfflineMessage {
-    /// The keys read from the payload.
+    /// The keys read from the payload, alphabetical as Comm100 sends them; `normalize` takes
+    /// them in the same order.
     pub(crate) const SHAPE: Shape = Shape {
         keys: &[
+            ("attachment", Kind::Objects(&Attachment::SHAPE)),
+            ("company", Kind::Json),
+            ("content", Kind::Json),
+            ("custom_fields", Kind::Objects(&CustomField::SHAPE)),
+            ("custom_variable", Kind::Objects(&CustomVariable::SHAPE)),
+            ("custom_variables", Kind::Objects(&CustomVariable::SHAPE)),
+            ("department", Kind::Json),
+            ("email", Kind::Json),
             ("id", Kind::Json),
             ("name", Kind::Json),
-            ("email", Kind::Json),
             ("phone", Kind::Json),
-            ("company", Kind::Json),
-            ("department", Kind::Json),
             ("skill", Kind::Json),
             ("subject", Kind::Json),
-            ("content", Kind::Json),
             ("time", Kind::Json),
-            ("attachment", Kind::Objects(&Attachment::SHAPE)),
-            ("custom_fields", Kind::Objects(&CustomField::SHAPE)),
-            ("custom_variables", Kind::Objects(&CustomVariable::SHAPE)),
-            ("custom_variable", Kind::Objects(&CustomVariable::SHAPE)),
         ],
     };
 
     pub(crate) fn normalize(mut f: Fields) -> Self {
         Self {
-            id: f.id("id"),
-            name: f.text("name"),
-            email: f.text("email"),
-            phone: f.text("phone"),
-            company: f.text("company"),
-            department: f.department("department"),
-            skill: f.text("skill"),
-            subject: f.text("subject"),
-            content: f.text("content"),
-            time: f.time("time"),
             attachment: f.attachments("attachment"),
+            company: f.text("company"),
+            content: f.text("content"),
             custom_fields: f.custom_fields("custom_fields"),
             custom_variables: f.custom_variables(),
+            department: f.department("department"),
+            email: f.text("email"),
+            id: f.id("id"),
+            name: f.text("name"),
+            phone: f.text("phone"),
+            skill: f.text("skill"),
+            subject: f.text("subject"),
+            time: f.time("time"),
             extra: f.finish(),
         }
     }
@@ -288,13 +292,14 @@ pub struct Wrapup {
 }
 
 impl Wrapup {
-    /// The keys read from the payload.
+    /// The keys read from the payload, alphabetical as Comm100 sends them; `normalize` takes
+    /// them in the same order.
     pub(crate) const SHAPE: Shape = Shape {
         keys: &[
             ("category", Kind::Json),
             ("comment", Kind::Json),
-            ("time", Kind::Json),
             ("fields", Kind::Objects(&CustomField::SHAPE)),
+            ("time", Kind::Json),
         ],
     };
 
@@ -302,8 +307,8 @@ impl Wrapup {
         Self {
             category: f.text("category"),
             comment: f.text("comment"),
-            time: f.time("time"),
             fields: f.custom_fields("fields"),
+            time: f.time("time"),
             extra: f.finish(),
         }
     }

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
 /// The keys the normalizer reads from one kind of object, each with what its value is read as.
+/// Keys are looked for from just after the previous one, so listing them in the order
+/// payloads carry them, and taking them in that order, makes each lookup one comparison.
 #[derive(Debug)]
 pub(crate) struct Shape {
     pub(crate) keys: &'static [(&'static str, Kind)],
@@ -256,9 +258,11 @@ impl<'de> Visitor<'de> for Read {
         };
         let mut object = Object::new(shape);
         let mut position = 0u32;
-        while let Some(key) = map.next_key_seed(KeyOf(shape))? {
+        let mut next = 0;
+        while let Some(key) = map.next_key_seed(KeyOf(shape, next))? {
             match key {
                 Key::Known(i) => {
+                    next = i + 1;
                     let raw = match shape.keys[i].1 {
                         Kind::Json => Raw::Json(map.next_value()?),
                         kind => map.next_value_seed(Read(kind))?,
@@ -278,8 +282,9 @@ enum Key {
     Unknown(String),
 }
 
-/// Reads a key, matched against the shape without allocating for known keys.
-struct KeyOf(&'static Shape);
+/// Reads a key, matched against the shape (from the given index on) without allocating for
+/// known keys.
+struct KeyOf(&'static Shape, usize);
 
 impl<'de> DeserializeSeed<'de> for KeyOf {
     type Value = Key;
@@ -297,7 +302,7 @@ impl<'de> Visitor<'de> for KeyOf {
     }
 
     fn visit_str<E>(self, key: &str) -> Result<Key, E> {
-        Ok(match self.0.index(key) {
+        Ok(match self.0.index_from(self.1, key) {
             Some(i) => Key::Known(i),
             None => Key::Unknown(key.to_owned()),
         })

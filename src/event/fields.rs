@@ -2,21 +2,26 @@
 //! returns its normalized value. A value of an unexpected JSON type is never dropped: the
 //! typed field becomes null (or empty) and the raw value is kept under the object's `extra`.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::shape::{Kind, Object, Raw, Shape};
 use super::time::Timestamp;
 
+/// A string of a record: borrowed from the body unless it had escapes or was converted.
+pub type Text<'a> = Cow<'a, str>;
+
 /// One payload object being normalized: its known keys are taken one by one; what is left,
 /// plus the values of an unexpected type, becomes `extra`.
-pub(crate) struct Fields {
-    object: Object,
+pub(crate) struct Fields<'a> {
+    object: Object<'a>,
     extra: Map<String, Value>,
 }
 
-impl Fields {
-    pub(crate) fn new(object: Object) -> Self {
+impl<'a> Fields<'a> {
+    pub(crate) fn new(object: Object<'a>) -> Self {
         Self {
             object,
             extra: Map::new(),
@@ -24,40 +29,31 @@ impl Fields {
     }
 
     /// Removes `key`; JSON `null` counts as absent.
-    pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
-        self.take_raw(key).map(Raw::into_value)
-    }
-
-    fn take_raw(&mut self, key: &str) -> Option<Raw> {
+    pub(crate) fn take(&mut self, key: &str) -> Option<Raw<'a>> {
         self.object.take(key).filter(|raw| !raw.is_null())
     }
 
     /// Keeps a value of an unexpected type under `extra`.
-    pub(crate) fn mistyped(&mut self, key: &str, value: Value) {
-        self.extra.insert(key.to_owned(), value);
+    fn mistyped(&mut self, key: &str, raw: Raw<'a>) {
+        self.extra.insert(key.to_owned(), raw.into_value());
     }
 
     /// Applies `convert` to the value of `key`; on `None` the raw value goes to `extra`.
-    pub(crate) fn with<T>(
-        &mut self,
-        key: &str,
-        convert: impl FnOnce(&Value) -> Option<T>,
-    ) -> Option<T> {
-        let value = self.take(key)?;
-        let converted = convert(&value);
+    fn with<T>(&mut self, key: &str, convert: impl FnOnce(&Raw<'a>) -> Option<T>) -> Option<T> {
+        let raw = self.take(key)?;
+        let converted = convert(&raw);
         if converted.is_none() {
-            self.mistyped(key, value);
+            self.mistyped(key, raw);
         }
         converted
     }
 
     /// Free text (rule 4: empty → null). Numbers are kept as their JSON text.
-    pub(crate) fn text(&mut self, key: &str) -> Option<String> {
-        let value = self.take(key)?;
-        match value {
-            Value::String(s) if s.is_empty() => None,
-            Value::String(s) => Some(s),
-            Value::Number(n) => Some(n.to_string()),
+    pub(crate) fn text(&mut self, key: &str) -> Option<Text<'a>> {
+        match self.take(key)? {
+            Raw::Str(s) if s.is_empty() => None,
+            Raw::Str(s) => Some(s),
+            Raw::Json(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
             other => {
                 self.mistyped(key, other);
                 None
@@ -66,12 +62,13 @@ impl Fields {
     }
 
     /// An id (rule 2): a string, or an integer written in decimal.
-    pub(crate) fn id(&mut self, key: &str) -> Option<String> {
-        let value = self.take(key)?;
-        match value {
-            Value::String(s) if s.is_empty() => None,
-            Value::String(s) => Some(s),
-            Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+    pub(crate) fn id(&mut self, key: &str) -> Option<Text<'a>> {
+        match self.take(key)? {
+            Raw::Str(s) if s.is_empty() => None,
+            Raw::Str(s) => Some(s),
+            Raw::Json(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                Some(Cow::Owned(n.to_string()))
+            }
             other => {
                 self.mistyped(key, other);
                 None
@@ -81,9 +78,9 @@ impl Fields {
 
     /// A non-negative count; digit strings are accepted.
     pub(crate) fn count(&mut self, key: &str) -> Option<u64> {
-        self.with(key, |v| match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse().ok(),
+        self.with(key, |raw| match raw {
+            Raw::Json(Value::Number(n)) => n.as_u64(),
+            Raw::Str(s) => s.trim().parse().ok(),
             _ => None,
         })
     }
@@ -91,11 +88,15 @@ impl Fields {
     /// A date (rule 1).
     pub(crate) fn time(&mut self, key: &str) -> Option<Timestamp> {
         match self.take(key)? {
-            Value::String(s) if s.is_empty() => None,
-            value => {
-                let parsed = Timestamp::parse_value(&value);
+            Raw::Str(s) if s.is_empty() => None,
+            raw => {
+                let parsed = match &raw {
+                    Raw::Str(s) => Timestamp::parse_str(s),
+                    Raw::Json(value) => Timestamp::parse_value(value),
+                    _ => None,
+                };
                 if parsed.is_none() {
-                    self.mistyped(key, value);
+                    self.mistyped(key, raw);
                 }
                 parsed
             }
@@ -103,16 +104,60 @@ impl Fields {
     }
 
     /// A department (rule 3): integer → decimal string, `-1` and `""` → null, names kept.
-    pub(crate) fn department(&mut self, key: &str) -> Option<String> {
-        let value = self.take(key)?;
-        match value {
-            Value::String(s) if s.is_empty() || s.trim() == "-1" => None,
-            Value::String(s) => Some(s),
-            Value::Number(n) if n.as_i64() == Some(-1) => None,
-            Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+    pub(crate) fn department(&mut self, key: &str) -> Option<Text<'a>> {
+        match self.take(key)? {
+            Raw::Str(s) if s.is_empty() || s.trim() == "-1" => None,
+            Raw::Str(s) => Some(s),
+            Raw::Json(Value::Number(n)) if n.as_i64() == Some(-1) => None,
+            Raw::Json(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                Some(Cow::Owned(n.to_string()))
+            }
             other => {
                 self.mistyped(key, other);
                 None
+            }
+        }
+    }
+
+    /// Rule 6: `visitor.status`, a code (number or digit string) with its name.
+    pub(crate) fn visitor_status(&mut self, key: &str) -> Option<VisitorStatus> {
+        self.with(key, |raw| {
+            let code = match raw {
+                Raw::Json(Value::Number(n)) => n.as_i64()?,
+                Raw::Str(s) => s.trim().parse().ok()?,
+                _ => return None,
+            };
+            Some(VisitorStatus::new(code))
+        })
+    }
+
+    /// Rule 8: transcript lines, split on `⊙` or newline, empty trailing lines dropped.
+    pub(crate) fn transcript(&mut self, key: &str) -> Vec<Text<'a>> {
+        match self.take(key) {
+            None => Vec::new(),
+            Some(Raw::Str(s)) => split(s, transcript_lines),
+            Some(other) => {
+                self.mistyped(key, other);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Rule 9: comma-separated agent names, or an array of names.
+    pub(crate) fn operators(&mut self, key: &str) -> Vec<Text<'a>> {
+        match self.take(key) {
+            None => Vec::new(),
+            Some(Raw::Str(s)) => split(s, operator_names),
+            Some(Raw::Json(Value::Array(items))) if items.iter().all(Value::is_string) => items
+                .into_iter()
+                .filter_map(|item| match item {
+                    Value::String(name) => Some(Cow::Owned(name)),
+                    _ => None,
+                })
+                .collect(),
+            Some(other) => {
+                self.mistyped(key, other);
+                Vec::new()
             }
         }
     }
@@ -121,12 +166,12 @@ impl Fields {
     pub(crate) fn object<T>(
         &mut self,
         key: &str,
-        normalize: impl FnOnce(Fields) -> T,
+        normalize: impl FnOnce(Fields<'a>) -> T,
     ) -> Option<T> {
-        match self.take_raw(key)? {
+        match self.take(key)? {
             Raw::Object(object) => Some(normalize(Fields::new(object))),
             other => {
-                self.mistyped(key, other.into_value());
+                self.mistyped(key, other);
                 None
             }
         }
@@ -134,15 +179,15 @@ impl Fields {
 
     /// A list of objects, each normalized by `item`; if the value is not an array or an item
     /// is not an object, the whole raw value goes to `extra` and the list is empty.
-    fn objects<T>(&mut self, key: &str, item: impl Fn(Fields) -> T) -> Vec<T> {
-        match self.take_raw(key) {
+    fn objects<T>(&mut self, key: &str, item: impl Fn(Fields<'a>) -> T) -> Vec<T> {
+        match self.take(key) {
             Some(raw) => self.items(key, raw, item),
             None => Vec::new(),
         }
     }
 
     /// The items of the value `raw` of `key`, as [`Fields::objects`].
-    fn items<T>(&mut self, key: &str, raw: Raw, item: impl Fn(Fields) -> T) -> Vec<T> {
+    fn items<T>(&mut self, key: &str, raw: Raw<'a>, item: impl Fn(Fields<'a>) -> T) -> Vec<T> {
         match raw {
             Raw::List(items) if items.iter().all(|i| matches!(i, Raw::Object(_))) => items
                 .into_iter()
@@ -150,14 +195,14 @@ impl Fields {
                 .map(|object| item(Fields::new(object)))
                 .collect(),
             other => {
-                self.mistyped(key, other.into_value());
+                self.mistyped(key, other);
                 Vec::new()
             }
         }
     }
 
     /// Rule 5: `custom_variables` or `custom_variable` → `[{"name","value"}]`.
-    pub(crate) fn custom_variables(&mut self) -> Vec<CustomVariable> {
+    pub(crate) fn custom_variables(&mut self) -> Vec<CustomVariable<'a>> {
         let key = if self.object.has("custom_variables") {
             "custom_variables"
         } else {
@@ -167,14 +212,14 @@ impl Fields {
     }
 
     /// Rule 5: `custom_fields` (or `fields` of a wrap-up) → `[{"id","name","value"}]`.
-    pub(crate) fn custom_fields(&mut self, key: &str) -> Vec<CustomField> {
+    pub(crate) fn custom_fields(&mut self, key: &str) -> Vec<CustomField<'a>> {
         self.objects(key, CustomField::normalize)
     }
 
     /// Rule 10: `attachment` as an object, array or null → `[{"name","uri"}]`; items with
     /// neither name nor uri are dropped.
-    pub(crate) fn attachments(&mut self, key: &str) -> Vec<Attachment> {
-        match self.take_raw(key) {
+    pub(crate) fn attachments(&mut self, key: &str) -> Vec<Attachment<'a>> {
+        match self.take(key) {
             None => Vec::new(),
             Some(Raw::Object(object)) => Attachment::normalize(Fields::new(object))
                 .into_iter()
@@ -196,19 +241,19 @@ impl Fields {
 
 /// Rule 5: one custom variable.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CustomVariable {
-    pub name: Option<String>,
-    pub value: Option<String>,
+pub struct CustomVariable<'a> {
+    pub name: Option<Text<'a>>,
+    pub value: Option<Text<'a>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
 }
 
-impl CustomVariable {
+impl<'a> CustomVariable<'a> {
     pub(crate) const SHAPE: Shape = Shape {
         keys: &[("name", Kind::Json), ("value", Kind::Json)],
     };
 
-    fn normalize(mut f: Fields) -> Self {
+    fn normalize(mut f: Fields<'a>) -> Self {
         Self {
             name: f.text("name"),
             value: f.text("value"),
@@ -219,15 +264,15 @@ impl CustomVariable {
 
 /// Rule 5: one custom (pre-chat or wrap-up) field.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CustomField {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub value: Option<String>,
+pub struct CustomField<'a> {
+    pub id: Option<Text<'a>>,
+    pub name: Option<Text<'a>>,
+    pub value: Option<Text<'a>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
 }
 
-impl CustomField {
+impl<'a> CustomField<'a> {
     pub(crate) const SHAPE: Shape = Shape {
         keys: &[
             ("id", Kind::Json),
@@ -237,7 +282,7 @@ impl CustomField {
         ],
     };
 
-    fn normalize(mut f: Fields) -> Self {
+    fn normalize(mut f: Fields<'a>) -> Self {
         let id = match f.id("id") {
             Some(id) => Some(id),
             None => f.id("field_id"),
@@ -253,14 +298,14 @@ impl CustomField {
 
 /// Rule 10: one attachment. `url` is accepted for `uri`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Attachment {
-    pub name: Option<String>,
-    pub uri: Option<String>,
+pub struct Attachment<'a> {
+    pub name: Option<Text<'a>>,
+    pub uri: Option<Text<'a>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
 }
 
-impl Attachment {
+impl<'a> Attachment<'a> {
     pub(crate) const SHAPE: Shape = Shape {
         keys: &[
             ("name", Kind::Json),
@@ -270,7 +315,7 @@ impl Attachment {
     };
 
     /// `None` for an object with neither name nor uri.
-    fn normalize(mut f: Fields) -> Option<Self> {
+    fn normalize(mut f: Fields<'a>) -> Option<Self> {
         let name = f.text("name");
         let uri = match f.text("uri") {
             Some(uri) => Some(uri),
@@ -304,18 +349,13 @@ impl VisitorStatus {
         "out_of_site",
     ];
 
-    pub(crate) fn from_value(v: &Value) -> Option<Self> {
-        let code = match v {
-            Value::Number(n) => n.as_i64()?,
-            Value::String(s) => s.trim().parse().ok()?,
-            _ => return None,
-        };
+    fn new(code: i64) -> Self {
         let name = usize::try_from(code)
             .ok()
             .and_then(|i| Self::NAMES.get(i))
             .copied()
             .unwrap_or("unknown");
-        Some(Self { code, name })
+        Self { code, name }
     }
 }
 
@@ -350,32 +390,34 @@ pub fn utc_offset_minutes(zone: &str) -> Option<i32> {
 }
 
 /// Rule 8: transcript lines, split on `⊙` or newline, empty trailing lines dropped.
-pub fn transcript_lines(transcript: &str) -> Vec<String> {
-    let mut lines: Vec<String> = transcript
+pub fn transcript_lines(transcript: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = transcript
         .split(['\u{2299}', '\n'])
-        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_owned())
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .collect();
-    while lines.last().is_some_and(String::is_empty) {
+    while lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop();
     }
     lines
 }
 
-/// Rule 9: comma-separated agent names (or an array of names) → names.
-pub fn operator_names(v: &Value) -> Option<Vec<String>> {
-    match v {
-        Value::String(s) => Some(
-            s.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map(str::to_owned))
+/// Rule 9: comma-separated agent names → names.
+pub fn operator_names(names: &str) -> Vec<&str> {
+    names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// The parts of `text` that `parts` picks, borrowed from the body when `text` is.
+fn split<'a>(text: Text<'a>, parts: fn(&str) -> Vec<&str>) -> Vec<Text<'a>> {
+    match text {
+        Cow::Borrowed(text) => parts(text).into_iter().map(Cow::Borrowed).collect(),
+        Cow::Owned(text) => parts(&text)
+            .into_iter()
+            .map(|part| Cow::Owned(part.to_owned()))
             .collect(),
-        _ => None,
     }
 }
 
@@ -410,7 +452,7 @@ mod tests {
         ],
     };
 
-    fn fields(v: Value) -> Fields {
+    fn fields(v: Value) -> Fields<'static> {
         Fields::new(Object::from_map(&TEST, v.as_object().unwrap().clone()))
     }
 
@@ -485,14 +527,14 @@ mod tests {
 
     #[test]
     fn operators_split_on_commas() {
-        assert_eq!(
-            operator_names(&json!("Walid, Ann ,")).unwrap(),
-            ["Walid", "Ann"]
-        );
-        assert_eq!(operator_names(&json!("Walid")).unwrap(), ["Walid"]);
-        assert_eq!(operator_names(&json!(["A", "B"])).unwrap(), ["A", "B"]);
-        assert!(operator_names(&json!("")).unwrap().is_empty());
-        assert_eq!(operator_names(&json!([1])), None);
+        assert_eq!(operator_names("Walid, Ann ,"), ["Walid", "Ann"]);
+        assert_eq!(operator_names("Walid"), ["Walid"]);
+        assert!(operator_names("").is_empty());
+        let mut f = fields(json!({"a": ["A", "B"], "b": [1], "c": "x,y"}));
+        assert_eq!(f.operators("a"), ["A", "B"]);
+        assert!(f.operators("b").is_empty());
+        assert_eq!(f.operators("c"), ["x", "y"]);
+        assert_eq!(f.finish(), *json!({"b": [1]}).as_object().unwrap());
     }
 
     #[test]
@@ -544,18 +586,14 @@ mod tests {
 
     #[test]
     fn visitor_status_names() {
-        let s = VisitorStatus::from_value(&json!(2)).unwrap();
+        let mut f = fields(json!({"a": 2, "b": " 11", "c": 42, "d": -3, "e": "x"}));
+        let s = f.visitor_status("a").unwrap();
         assert_eq!((s.code, s.name), (2, "chatting"));
-        assert_eq!(
-            VisitorStatus::from_value(&json!(11)).unwrap().name,
-            "out_of_site"
-        );
-        let unknown = VisitorStatus::from_value(&json!(42)).unwrap();
+        assert_eq!(f.visitor_status("b").unwrap().name, "out_of_site");
+        let unknown = f.visitor_status("c").unwrap();
         assert_eq!((unknown.code, unknown.name), (42, "unknown"));
-        assert_eq!(
-            VisitorStatus::from_value(&json!(-3)).unwrap().name,
-            "unknown"
-        );
-        assert_eq!(VisitorStatus::from_value(&json!("x")), None);
+        assert_eq!(f.visitor_status("d").unwrap().name, "unknown");
+        assert_eq!(f.visitor_status("e"), None);
+        assert_eq!(f.finish(), *json!({"e": "x"}).as_object().unwrap());
     }
 }

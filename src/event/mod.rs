@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-pub use fields::{Attachment, CustomField, CustomVariable, VisitorStatus};
+pub use fields::{Attachment, CustomField, CustomVariable, Text, VisitorStatus};
 pub use objects::{Agent, AgentStatus, Chat, OfflineMessage, Visitor, Wrapup};
 pub use time::Timestamp;
 
@@ -155,30 +155,31 @@ impl RejectError {
 
 /// One normalized event: the Kafka message value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Record {
+pub struct Record<'a> {
     pub schema_version: u32,
     pub id: Uuid,
     pub fingerprint: String,
     #[serde(rename = "type")]
     pub kind: EventType,
-    pub event: String,
+    pub event: Text<'a>,
     pub site: Option<Site>,
     pub received_at: Timestamp,
     pub occurred_at: Option<Timestamp>,
-    pub chat_id: Option<String>,
-    pub visitor: Option<Visitor>,
-    pub chat: Option<Chat>,
-    pub offline_message: Option<OfflineMessage>,
-    pub wrapup: Option<Wrapup>,
-    pub agent: Option<Agent>,
+    pub chat_id: Option<Text<'a>>,
+    pub visitor: Option<Visitor<'a>>,
+    pub chat: Option<Chat<'a>>,
+    pub offline_message: Option<OfflineMessage<'a>>,
+    pub wrapup: Option<Wrapup<'a>>,
+    pub agent: Option<Agent<'a>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
 }
 
-impl Record {
+impl<'a> Record<'a> {
     /// Parses and normalizes one webhook body received at `received_at`.
+    /// Strings of the record are borrowed from `body` where they need no unescaping.
     pub fn from_body(
-        body: &[u8],
+        body: &'a [u8],
         site: Option<Site>,
         received_at: Timestamp,
     ) -> Result<Self, RejectError> {
@@ -207,12 +208,12 @@ impl Record {
 
     /// Normalizes the payload object `f` of `body`.
     fn normalize(
-        mut f: Fields,
-        body: &[u8],
+        mut f: Fields<'a>,
+        body: &'a [u8],
         site: Option<Site>,
         received_at: Timestamp,
     ) -> Result<Self, RejectError> {
-        let Some(Value::String(event)) = f.take("event") else {
+        let Some(Raw::Str(event)) = f.take("event") else {
             return Err(RejectError::MissingEvent);
         };
         let (kind, status) = EventType::classify(&event);

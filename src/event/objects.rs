@@ -4,53 +4,52 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::fields::{
-    operator_names, transcript_lines, utc_offset_minutes, Attachment, CustomField, CustomVariable,
-    Fields, VisitorStatus,
+    utc_offset_minutes, Attachment, CustomField, CustomVariable, Fields, Text, VisitorStatus,
 };
 use super::shape::{Kind, Shape};
 use super::time::Timestamp;
 
 /// The visitor, present in every event except Agent Status Changed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Visitor {
-    pub id: Option<String>,
-    pub chat_id: Option<String>,
-    pub name: Option<String>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub company: Option<String>,
-    pub product_service: Option<String>,
-    pub department: Option<String>,
-    pub skill: Option<String>,
+pub struct Visitor<'a> {
+    pub id: Option<Text<'a>>,
+    pub chat_id: Option<Text<'a>>,
+    pub name: Option<Text<'a>>,
+    pub email: Option<Text<'a>>,
+    pub phone: Option<Text<'a>>,
+    pub company: Option<Text<'a>>,
+    pub product_service: Option<Text<'a>>,
+    pub department: Option<Text<'a>>,
+    pub skill: Option<Text<'a>>,
     pub status: Option<VisitorStatus>,
-    pub time_zone: Option<String>,
+    pub time_zone: Option<Text<'a>>,
     pub utc_offset_minutes: Option<i32>,
-    pub ip: Option<String>,
-    pub city: Option<String>,
-    pub state: Option<String>,
-    pub country: Option<String>,
-    pub language: Option<String>,
-    pub browser: Option<String>,
-    pub operating_system: Option<String>,
-    pub screen_resolution: Option<String>,
-    pub flash_version: Option<String>,
-    pub current_browsing: Option<String>,
-    pub landing_page: Option<String>,
-    pub referrer_url: Option<String>,
-    pub search_engine: Option<String>,
-    pub keywords: Option<String>,
+    pub ip: Option<Text<'a>>,
+    pub city: Option<Text<'a>>,
+    pub state: Option<Text<'a>>,
+    pub country: Option<Text<'a>>,
+    pub language: Option<Text<'a>>,
+    pub browser: Option<Text<'a>>,
+    pub operating_system: Option<Text<'a>>,
+    pub screen_resolution: Option<Text<'a>>,
+    pub flash_version: Option<Text<'a>>,
+    pub current_browsing: Option<Text<'a>>,
+    pub landing_page: Option<Text<'a>>,
+    pub referrer_url: Option<Text<'a>>,
+    pub search_engine: Option<Text<'a>>,
+    pub keywords: Option<Text<'a>>,
     pub chats: Option<u64>,
     pub visits: Option<u64>,
     pub page_views: Option<u64>,
     pub first_visit_time: Option<Timestamp>,
     pub visit_time: Option<Timestamp>,
-    pub custom_fields: Vec<CustomField>,
-    pub custom_variables: Vec<CustomVariable>,
+    pub custom_fields: Vec<CustomField<'a>>,
+    pub custom_variables: Vec<CustomVariable<'a>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
 }
 
-impl Visitor {
+impl<'a> Visitor<'a> {
     /// The keys read from the payload, alphabetical as Comm100 sends them; `normalize` takes
     /// them in the same order.
     pub(crate) const SHAPE: Shape = Shape {
@@ -91,7 +90,7 @@ impl Visitor {
         ],
     };
 
-    pub(crate) fn normalize(mut f: Fields) -> Self {
+    pub(crate) fn normalize(mut f: Fields<'a>) -> Self {
         let mut visitor = Self {
             browser: f.text("browser"),
             chat_id: f.id("chat_id"),
@@ -121,7 +120,7 @@ impl Visitor {
             search_engine: f.text("search_engine"),
             skill: f.text("skill"),
             state: f.text("state"),
-            status: f.with("status", VisitorStatus::from_value),
+            status: f.visitor_status("status"),
             time_zone: f.text("time_zone"),
             utc_offset_minutes: None,
             visit_time: f.time("visit_time"),
@@ -135,32 +134,32 @@ impl Visitor {
 
 /// The chat of Chat Ended and Chat Transferred.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Chat {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub company: Option<String>,
-    pub product_service: Option<String>,
-    pub department: Option<String>,
-    pub skill: Option<String>,
-    pub operators: Vec<String>,
+pub struct Chat<'a> {
+    pub id: Option<Text<'a>>,
+    pub name: Option<Text<'a>>,
+    pub email: Option<Text<'a>>,
+    pub phone: Option<Text<'a>>,
+    pub company: Option<Text<'a>>,
+    pub product_service: Option<Text<'a>>,
+    pub department: Option<Text<'a>>,
+    pub skill: Option<Text<'a>>,
+    pub operators: Vec<Text<'a>>,
     pub start_time: Option<Timestamp>,
     pub end_time: Option<Timestamp>,
-    pub waiting_time: Option<String>,
-    pub rating: Option<String>,
-    pub rating_comment: Option<String>,
-    pub operator_comment: Option<String>,
-    pub transcript: Vec<String>,
-    pub attachment: Vec<Attachment>,
-    pub custom_fields: Vec<CustomField>,
-    pub custom_variables: Vec<CustomVariable>,
-    pub wrap_up: Option<Wrapup>,
+    pub waiting_time: Option<Text<'a>>,
+    pub rating: Option<Text<'a>>,
+    pub rating_comment: Option<Text<'a>>,
+    pub operator_comment: Option<Text<'a>>,
+    pub transcript: Vec<Text<'a>>,
+    pub attachment: Vec<Attachment<'a>>,
+    pub custom_fields: Vec<CustomField<'a>>,
+    pub custom_variables: Vec<CustomVariable<'a>>,
+    pub wrap_up: Option<Wrapup<'a>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
 }
 
-impl Chat {
+impl<'a> Chat<'a> {
     /// The keys read from the payload, alphabetical as Comm100 sends them; `normalize` takes
     /// them in the same order.
     pub(crate) const SHAPE: Shape = Shape {
@@ -189,12 +188,10 @@ impl Chat {
         ],
     };
 
-    pub(crate) fn normalize(mut f: Fields) -> Self {
+    pub(crate) fn normalize(mut f: Fields<'a>) -> Self {
         Self {
             attachment: f.attachments("attachment"),
-            transcript: f
-                .with("chat_transcript", |v| v.as_str().map(transcript_lines))
-                .unwrap_or_default(),
+            transcript: f.transcript("chat_transcript"),
             company: f.text("company"),
             custom_fields: f.custom_fields("custom_fields"),
             custom_variables: f.custom_variables(),
@@ -204,7 +201,7 @@ impl Chat {
             id: f.id("id"),
             name: f.text("name"),
             operator_comment: f.text("operator_comment"),
-            operators: f.with("operators", operator_names).unwrap_or_default(),
+            operators: f.operators("operators"),
             phone: f.text("phone"),
             product_service: f.text("product_service"),
             rating: f.text("rating"),
@@ -220,25 +217,25 @@ impl Chat {
 
 /// The message of Offline Message Submitted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OfflineMessage {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub company: Option<String>,
-    pub department: Option<String>,
-    pub skill: Option<String>,
-    pub subject: Option<String>,
-    pub content: Option<String>,
+pub struct OfflineMessage<'a> {
+    pub id: Option<Text<'a>>,
+    pub name: Option<Text<'a>>,
+    pub email: Option<Text<'a>>,
+    pub phone: Option<Text<'a>>,
+    pub company: Option<Text<'a>>,
+    pub department: Option<Text<'a>>,
+    pub skill: Option<Text<'a>>,
+    pub subject: Option<Text<'a>>,
+    pub content: Option<Text<'a>>,
     pub time: Option<Timestamp>,
-    pub attachment: Vec<Attachment>,
-    pub custom_fields: Vec<CustomField>,
-    pub custom_variables: Vec<CustomVariable>,
+    pub attachment: Vec<Attachment<'a>>,
+    pub custom_fields: Vec<CustomField<'a>>,
+    pub custom_variables: Vec<CustomVariable<'a>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
 }
 
-impl OfflineMessage {
+impl<'a> OfflineMessage<'a> {
     /// The keys read from the payload, alphabetical as Comm100 sends them; `normalize` takes
     /// them in the same order.
     pub(crate) const SHAPE: Shape = Shape {
@@ -260,7 +257,7 @@ impl OfflineMessage {
         ],
     };
 
-    pub(crate) fn normalize(mut f: Fields) -> Self {
+    pub(crate) fn normalize(mut f: Fields<'a>) -> Self {
         Self {
             attachment: f.attachments("attachment"),
             company: f.text("company"),
@@ -282,16 +279,16 @@ impl OfflineMessage {
 
 /// A wrap-up form: top-level `wrapup` of Chat Wrapped-Up, or `chat.wrap_up`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Wrapup {
-    pub category: Option<String>,
-    pub comment: Option<String>,
+pub struct Wrapup<'a> {
+    pub category: Option<Text<'a>>,
+    pub comment: Option<Text<'a>>,
     pub time: Option<Timestamp>,
-    pub fields: Vec<CustomField>,
+    pub fields: Vec<CustomField<'a>>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
 }
 
-impl Wrapup {
+impl<'a> Wrapup<'a> {
     /// The keys read from the payload, alphabetical as Comm100 sends them; `normalize` takes
     /// them in the same order.
     pub(crate) const SHAPE: Shape = Shape {
@@ -303,7 +300,7 @@ impl Wrapup {
         ],
     };
 
-    pub(crate) fn normalize(mut f: Fields) -> Self {
+    pub(crate) fn normalize(mut f: Fields<'a>) -> Self {
         Self {
             category: f.text("category"),
             comment: f.text("comment"),
@@ -316,8 +313,8 @@ impl Wrapup {
 
 /// The agent of Agent Status Changed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Agent {
-    pub operator_id: Option<String>,
+pub struct Agent<'a> {
+    pub operator_id: Option<Text<'a>>,
     pub status: AgentStatus,
 }
 

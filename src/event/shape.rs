@@ -2,6 +2,7 @@
 //! parsed, with no intermediate map; nested known objects are read the same way. Every other
 //! key is kept, with its position, so that `extra` keeps the sender's order.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::value::MapAccessDeserializer;
@@ -46,15 +47,17 @@ impl Shape {
     }
 }
 
-/// A value as read: a JSON value, an object of a known shape, or an array of those.
+/// A value as read: a string (borrowed from the body unless it had escapes), another JSON
+/// value, an object of a known shape, or an array of those.
 #[derive(Debug)]
-pub(crate) enum Raw {
+pub(crate) enum Raw<'a> {
+    Str(Cow<'a, str>),
     Json(Value),
-    Object(Object),
-    List(Vec<Raw>),
+    Object(Object<'a>),
+    List(Vec<Raw<'a>>),
 }
 
-impl Raw {
+impl<'a> Raw<'a> {
     /// Reads an already parsed JSON value as `kind` (the reference the streaming reader is
     /// tested against).
     #[cfg(test)]
@@ -69,12 +72,13 @@ impl Raw {
                     .map(|item| Self::of(Kind::Object(shape), item))
                     .collect(),
             ),
+            (_, Value::String(s)) => Self::Str(Cow::Owned(s)),
             (_, value) => Self::Json(value),
         }
     }
 
     /// The object, if this is one.
-    pub(crate) fn into_object(self) -> Option<Object> {
+    pub(crate) fn into_object(self) -> Option<Object<'a>> {
         match self {
             Self::Object(object) => Some(object),
             _ => None,
@@ -88,6 +92,7 @@ impl Raw {
     /// The value as plain JSON.
     pub(crate) fn into_value(self) -> Value {
         match self {
+            Self::Str(s) => Value::String(s.into_owned()),
             Self::Json(value) => value,
             Self::Object(object) => Value::Object(object.into_map()),
             Self::List(items) => Value::Array(items.into_iter().map(Self::into_value).collect()),
@@ -97,17 +102,17 @@ impl Raw {
 
 /// A JSON object read against a [`Shape`].
 #[derive(Debug)]
-pub(crate) struct Object {
+pub(crate) struct Object<'a> {
     shape: &'static Shape,
     /// One per key of the shape: the key's position among the object's keys, and its value.
-    slots: Vec<Option<(u32, Raw)>>,
+    slots: Vec<Option<(u32, Raw<'a>)>>,
     /// The keys not in the shape, with their positions, in the order read.
     unknown: Vec<(u32, String, Value)>,
     /// Where to look first for the next key taken: callers take keys in the shape's order.
     next: usize,
 }
 
-impl Object {
+impl<'a> Object<'a> {
     fn new(shape: &'static Shape) -> Self {
         let mut slots = Vec::with_capacity(shape.keys.len());
         slots.resize_with(shape.keys.len(), || None);
@@ -134,7 +139,7 @@ impl Object {
 
     /// A duplicate key keeps the first position and the last value, as a JSON map does.
     #[inline(always)]
-    fn put(&mut self, i: usize, position: u32, raw: Raw) {
+    fn put(&mut self, i: usize, position: u32, raw: Raw<'a>) {
         let slot = &mut self.slots[i];
         let position = slot.as_ref().map_or(position, |(p, _)| *p);
         *slot = Some((position, raw));
@@ -148,7 +153,7 @@ impl Object {
     }
 
     /// Removes the value of `key`, a key of the shape.
-    pub(crate) fn take(&mut self, key: &str) -> Option<Raw> {
+    pub(crate) fn take(&mut self, key: &str) -> Option<Raw<'a>> {
         let i = self.slot(key)?;
         self.slots[i].take().map(|(_, raw)| raw)
     }
@@ -190,51 +195,55 @@ impl Object {
 pub(crate) struct Read(pub(crate) Kind);
 
 impl<'de> DeserializeSeed<'de> for Read {
-    type Value = Raw;
+    type Value = Raw<'de>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Raw, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Raw<'de>, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Read {
-    type Value = Raw;
+    type Value = Raw<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, b: bool) -> Result<Raw, E> {
+    fn visit_bool<E>(self, b: bool) -> Result<Raw<'de>, E> {
         Ok(Raw::Json(Value::Bool(b)))
     }
 
-    fn visit_i64<E>(self, n: i64) -> Result<Raw, E> {
+    fn visit_i64<E>(self, n: i64) -> Result<Raw<'de>, E> {
         Ok(Raw::Json(Value::Number(n.into())))
     }
 
-    fn visit_u64<E>(self, n: u64) -> Result<Raw, E> {
+    fn visit_u64<E>(self, n: u64) -> Result<Raw<'de>, E> {
         Ok(Raw::Json(Value::Number(n.into())))
     }
 
-    fn visit_f64<E>(self, n: f64) -> Result<Raw, E> {
+    fn visit_f64<E>(self, n: f64) -> Result<Raw<'de>, E> {
         Ok(Raw::Json(
             Number::from_f64(n).map_or(Value::Null, Value::Number),
         ))
     }
 
-    fn visit_str<E>(self, s: &str) -> Result<Raw, E> {
-        Ok(Raw::Json(Value::String(s.to_owned())))
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Borrowed(s)))
     }
 
-    fn visit_string<E>(self, s: String) -> Result<Raw, E> {
-        Ok(Raw::Json(Value::String(s)))
+    fn visit_str<E>(self, s: &str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(s.to_owned())))
     }
 
-    fn visit_unit<E>(self) -> Result<Raw, E> {
+    fn visit_string<E>(self, s: String) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(s)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Raw<'de>, E> {
         Ok(Raw::Json(Value::Null))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw<'de>, A::Error> {
         if let Kind::Objects(shape) = self.0 {
             let mut items = Vec::new();
             while let Some(item) = seq.next_element_seed(Read(Kind::Object(shape)))? {
@@ -249,7 +258,7 @@ impl<'de> Visitor<'de> for Read {
         Ok(Raw::Json(Value::Array(items)))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
         let shape = match self.0 {
             Kind::Object(shape) | Kind::Objects(shape) => shape,
             Kind::Json => {
@@ -263,10 +272,7 @@ impl<'de> Visitor<'de> for Read {
             match key {
                 Key::Known(i) => {
                     next = i + 1;
-                    let raw = match shape.keys[i].1 {
-                        Kind::Json => Raw::Json(map.next_value()?),
-                        kind => map.next_value_seed(Read(kind))?,
-                    };
+                    let raw = map.next_value_seed(Read(shape.keys[i].1))?;
                     object.put(i, position, raw);
                 }
                 Key::Unknown(key) => object.unknown.push((position, key, map.next_value()?)),
@@ -325,7 +331,7 @@ mod tests {
         ],
     };
 
-    fn read(text: &str) -> Object {
+    fn read(text: &str) -> Object<'_> {
         let mut de = serde_json::Deserializer::from_str(text);
         let raw = Read(Kind::Object(&OUTER)).deserialize(&mut de).unwrap();
         raw.into_object().expect("an object")
@@ -374,7 +380,7 @@ mod tests {
     fn a_known_object_key_with_another_type_is_plain_json() {
         let mut object = read(r#"{"inner":"text"}"#);
         assert!(object.has("inner"));
-        assert!(matches!(object.take("inner"), Some(Raw::Json(Value::String(s))) if s == "text"));
+        assert!(matches!(object.take("inner"), Some(Raw::Str(s)) if s == "text"));
         assert!(!object.has("inner"));
     }
 }

@@ -2,8 +2,10 @@ use serde_json::{json, Value};
 
 use super::*;
 
-fn record(body: Value) -> Record {
-    Record::from_body(body.to_string().as_bytes(), None, Timestamp::now()).unwrap()
+/// The record of `body`; the body's text is leaked so the record may borrow it.
+fn record(body: Value) -> Record<'static> {
+    let text: &'static str = Box::leak(body.to_string().into_boxed_str());
+    Record::from_body(text.as_bytes(), None, Timestamp::now()).unwrap()
 }
 
 fn value(r: &Record) -> Value {

@@ -2,7 +2,8 @@
 # End-to-end benchmark of comm100-bridge against a Kafka-protocol broker on loopback.
 #   bench/run.sh                      broker: tansu (installed into the cache if missing)
 #   BENCH_BROKER=mock bench/run.sh    broker: a librdkafka mock cluster in its own process
-# Knobs: BENCH_DURATION (s, default 15), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
+# Knobs: BENCH_DURATION (s, default 15), BENCH_CONNECTIONS (connection counts, each
+# measured in turn; default "64 256"), BENCH_THREADS (2),
 # BENCH_PIN=1 (servers on CPU 0, load generator on CPU 1), BENCH_CACHE (tool installs),
 # BENCH_OUT (results file, default docs/benchmarks.md), BENCH_PROPERTIES (librdkafka
 # properties for the bridge, e.g. "linger.ms=5 compression.type=none"; default: the
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 broker=${BENCH_BROKER:-tansu}
 duration=${BENCH_DURATION:-15}
-connections=${BENCH_CONNECTIONS:-64}
+connections=${BENCH_CONNECTIONS:-64 256}
 threads=${BENCH_THREADS:-2}
 cache=${BENCH_CACHE:-$HOME/.cache/comm100-bridge}
 out=${BENCH_OUT:-docs/benchmarks.md}
@@ -107,10 +108,10 @@ wait_http "http://127.0.0.1:$cport/"
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
-# run NAME URL: prints "rps p50_ms p99_ms p999_ms non2xx errors"
+# run NAME URL CONNECTIONS: prints "rps p50_ms p99_ms p999_ms non2xx errors"
 run() {
-  local name=$1 url=$2
-  "${loadgen[@]}" wrk -t"$threads" -c"$connections" -d"${duration}s" -s bench/post.lua "$url" >"$work/$name.wrk"
+  local name=$1 url=$2 conns=$3
+  "${loadgen[@]}" wrk -t"$threads" -c"$conns" -d"${duration}s" -s bench/post.lua "$url" >"$work/$name.wrk"
   python3 - "$work/$name.wrk" <<'PY'
 import re, sys
 line = next(l for l in open(sys.argv[1]) if l.startswith("RESULT"))
@@ -121,16 +122,7 @@ print(f'{rps:.0f} {f["p50_us"]/1000:.2f} {f["p99_us"]/1000:.2f} {f["p999_us"]/10
 PY
 }
 
-# Warm up the producer's connections, then measure.
-wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
-cpu_before=$(cpu_seconds "$bridge_pid")
-broker_cpu_before=$(cpu_seconds "$broker_pid")
-read -r b_rps b_p50 b_p99 b_p999 b_non2xx b_err < <(run bridge "http://127.0.0.1:$bport/webhooks/comm100?token=bench")
-cpu_after=$(cpu_seconds "$bridge_pid")
-broker_cpu_after=$(cpu_seconds "$broker_pid")
-read -r c_rps c_p50 c_p99 c_p999 c_non2xx c_err < <(run ceiling "http://127.0.0.1:$cport/")
-half=$((b_rps / 2))
-# The fixed-rate run: oha sends at exactly `half` requests/s whatever the latency, and
+# The fixed-rate run: oha sends at exactly the given rate whatever the latency, and
 # --latency-correction measures from each request's scheduled time (no coordinated
 # omission). Its bodies are the same seven samples, one compact JSON per line.
 python3 - "$FIXTURES" >"$work/bodies.ndjson" <<'PY'
@@ -139,10 +131,12 @@ for name in ["chat_requested", "chat_started", "chat_transferred", "chat_ended",
              "chat_wrapped_up", "offline_message_submitted", "agent_status_changed_online"]:
     print(json.dumps(json.load(open(f"{sys.argv[1]}/{name}.json")), ensure_ascii=False, separators=(",", ":")))
 PY
-"${loadgen[@]}" "$oha" -z "${duration}s" -w -c "$connections" -q "$half" --latency-correction --no-tui \
-  --output-format json -m POST -T application/json -Z "$work/bodies.ndjson" \
-  "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >"$work/half.json"
-read -r h_rps h_p50 h_p99 h_p999 h_non2xx h_err < <(python3 - "$work/half.json" <<'PY'
+# fixed_rate CONNECTIONS RATE: prints "rps p50_ms p99_ms p999_ms non2xx errors"
+fixed_rate() {
+  "${loadgen[@]}" "$oha" -z "${duration}s" -w -c "$1" -q "$2" --latency-correction --no-tui \
+    --output-format json -m POST -T application/json -Z "$work/bodies.ndjson" \
+    "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >"$work/half.json"
+  python3 - "$work/half.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 p = r["latencyPercentiles"]
@@ -151,12 +145,46 @@ non2xx = sum(v for k, v in codes.items() if not 200 <= k < 300)
 errors = sum(r.get("errorDistribution", {}).values())
 print(f'{r["summary"]["requestsPerSec"]:.0f} {p["p50"]*1000:.2f} {p["p99"]*1000:.2f} {p["p99.9"]*1000:.2f} {non2xx} {errors}')
 PY
-)
+}
+
+# Warm up the producer's connections, then measure at each connection count.
+wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
+rows=""
+notes=""
+for conns in $connections; do
+  cpu_before=$(cpu_seconds "$bridge_pid")
+  broker_cpu_before=$(cpu_seconds "$broker_pid")
+  read -r b_rps b_p50 b_p99 b_p999 b_non2xx b_err < <(run bridge "http://127.0.0.1:$bport/webhooks/comm100?token=bench" "$conns")
+  cpu_after=$(cpu_seconds "$bridge_pid")
+  broker_cpu_after=$(cpu_seconds "$broker_pid")
+  read -r c_rps c_p50 c_p99 c_p999 c_non2xx c_err < <(run ceiling "http://127.0.0.1:$cport/" "$conns")
+  half=$((b_rps / 2))
+  read -r h_rps h_p50 h_p99 h_p999 h_non2xx h_err < <(fixed_rate "$conns" "$half")
+  cpu=$(python3 -c "print(round($cpu_after - $cpu_before, 1))")
+  broker_cpu=$(python3 -c "print(round($broker_cpu_after - $broker_cpu_before, 1))")
+  per_request=$(python3 -c "print(round(1e6 * ($cpu_after - $cpu_before) / ($b_rps * $duration)))")
+  ratio=$(python3 -c "print(round(100 * $b_rps / $c_rps, 1))")
+  rows+="| $conns | bridge, max rate | $b_rps | $b_p50 | $b_p99 | $b_p999 | $b_non2xx | $b_err |
+| $conns | ceiling (bare hyper, read body, 200) | $c_rps | $c_p50 | $c_p99 | $c_p999 | $c_non2xx | $c_err |
+| $conns | bridge at a fixed $half req/s (half its max, oha) | $h_rps | $h_p50 | $h_p99 | $h_p999 | $h_non2xx | $h_err |
+"
+  notes+="- $conns connections: bridge ÷ ceiling **$ratio %**; bridge CPU $cpu s over ${duration} s (≈ $per_request µs per request), broker CPU $broker_cpu s.
+"
+done
 rss=$(peak_rss_mib "$bridge_pid")
-cpu=$(python3 -c "print(round($cpu_after - $cpu_before, 1))")
-broker_cpu=$(python3 -c "print(round($broker_cpu_after - $broker_cpu_before, 1))")
-per_request=$(python3 -c "print(round(1e6 * ($cpu_after - $cpu_before) / ($b_rps * $duration)))")
-ratio=$(python3 -c "print(round(100 * $b_rps / $c_rps, 1))")
+
+# Parse + normalize + serialize cost per event in instructions (callgrind), which unlike
+# wall-clock time repeats exactly on a shared machine.
+instructions=""
+if command -v valgrind >/dev/null; then
+  cargo build --release --locked --example bench_instructions
+  count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin/examples/bench_instructions" "$FIXTURES/$1.json" "$2" 2>&1 | awk '/refs:/ {gsub(",", "", $4); print $4}'; }
+  for sample in chat_ended chat_transferred offline_message_submitted chat_started agent_status_changed_online; do
+    per_event=$(( ($(count "$sample" 210) - $(count "$sample" 10)) / 200 ))
+    instructions+="| $sample | $(stat -c %s "$FIXTURES/$sample.json") | $per_event |
+"
+  done
+fi
 
 layout="unpinned (servers, broker and wrk share both cores)"
 [ "${BENCH_PIN:-0}" = 1 ] && layout="bridge, broker and ceiling on CPU 0; wrk on CPU 1"
@@ -168,21 +196,28 @@ cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "2.3 KB) → parse, normalize → Kafka with \`acks=all\` and idempotence → 200 after the"
   echo "delivery report. Produced by \`bench/run.sh\` on $(date -u +%Y-%m-%d)."
   echo
-  echo "| run | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | socket errors |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
-  echo "| bridge, max rate | $b_rps | $b_p50 | $b_p99 | $b_p999 | $b_non2xx | $b_err |"
-  echo "| ceiling (bare hyper, read body, 200) | $c_rps | $c_p50 | $c_p99 | $c_p999 | $c_non2xx | $c_err |"
-  echo "| bridge at a fixed half of its max ($half req/s, oha) | $h_rps | $h_p50 | $h_p99 | $h_p999 | $h_non2xx | $h_err |"
+  echo "| connections | run | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | socket errors |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|"
+  printf '%s' "$rows"
   echo
-  echo "- Bridge ÷ ceiling: **$ratio %** of the ceiling's req/s."
-  echo "- Bridge peak RSS: **$rss MiB**; CPU during the max-rate run: $cpu s over ${duration} s"
-  echo "  (≈ $per_request µs per request); the broker's: $broker_cpu s."
+  printf '%s' "$notes"
+  echo "- Bridge peak RSS over all runs: **$rss MiB**."
+  if [ -n "$instructions" ]; then
+    echo
+    echo "Parse + normalize + serialize, instructions per event under callgrind"
+    echo "(\`examples/bench_instructions.rs\`; valgrind hides SHA-NI, so the fingerprint's SHA-256"
+    echo "runs in software there, about 55 instructions per body byte that native runs do not spend):"
+    echo
+    echo "| sample | bytes | instructions |"
+    echo "|---|---:|---:|"
+    printf '%s' "$instructions"
+  fi
   echo
   echo "Machine: $(nproc) cores, $cpu_model, $(free -g | awk '/Mem:/ {print $2}') GiB. Layout: $layout."
   echo "Broker: $broker_version on loopback, topics with $partitions partitions. Bridge: $tuning."
   echo "Versions: comm100-bridge $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1), $(rustc --version), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
-  echo "Load: \`wrk -t$threads -c$connections -d${duration}s -s bench/post.lua URL\`; the half-rate run:"
-  echo "\`oha -z ${duration}s -w -c $connections -q $half --latency-correction -m POST -Z bodies.ndjson URL\`"
+  echo "Load: \`wrk -t$threads -c<connections> -d${duration}s -s bench/post.lua URL\`; the fixed-rate run:"
+  echo "\`oha -z ${duration}s -w -c <connections> -q <rate> --latency-correction -m POST -Z bodies.ndjson URL\`"
   echo "($("$oha" --version | head -1); the same samples as compact one-line JSON)."
   echo
   echo "Reproduce: \`bench/run.sh\` (tansu, installed into \`~/.cache/comm100-bridge\` on first use) or"

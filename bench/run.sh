@@ -47,13 +47,10 @@ fi
 cargo build --release --locked --bin comm100-bridge --example bench_ceiling --example bench_broker
 bin=target/release
 
-# The broker.
+# The broker. Each measured run gets a fresh broker and bridge: tansu keeps every record
+# in memory and slows down as it grows.
+tansu=""
 if [ "$broker" = mock ]; then
-  "${servers[@]}" "$bin/examples/bench_broker" mock "$partitions" >"$work/broker.out" 2>&1 &
-  broker_pid=$!
-  pids+=($!)
-  for _ in $(seq 100); do grep -q '^bootstrap ' "$work/broker.out" && break; sleep 0.1; done
-  bootstrap=$(sed -n 's/^bootstrap //p' "$work/broker.out")
   broker_version="librdkafka mock cluster (rdkafka-sys $(cargo metadata --format-version 1 | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="rdkafka-sys"))'))"
 else
   tansu=$(command -v tansu || true)
@@ -62,19 +59,30 @@ else
     echo "installing tansu into $cache (about 12 minutes, once)"
     cargo install tansu --locked --features dynostore --root "$cache"
   fi
-  kport=$(free_port)
-  bootstrap="127.0.0.1:$kport"
-  "${servers[@]}" "$tansu" broker --listener-url "tcp://$bootstrap" --advertised-listener-url "tcp://$bootstrap" \
-    --storage-engine memory://tansu/ >"$work/broker.out" 2>&1 &
-  broker_pid=$!
-  pids+=($!)
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
-  "$bin/examples/bench_broker" create-topics "$bootstrap" "$partitions" >/dev/null
   broker_version="tansu $("$tansu" --version 2>/dev/null | awk '{print $NF}')"
 fi
-echo "broker: $broker_version at $bootstrap"
 
-# The bridge and the ceiling.
+# start_broker: a fresh broker with every topic; sets bootstrap and broker_pid.
+start_broker() {
+  if [ "$broker" = mock ]; then
+    "${servers[@]}" "$bin/examples/bench_broker" mock "$partitions" >"$work/broker.out" 2>&1 &
+    broker_pid=$!
+    for _ in $(seq 100); do grep -q '^bootstrap ' "$work/broker.out" && break; sleep 0.1; done
+    bootstrap=$(sed -n 's/^bootstrap //p' "$work/broker.out")
+  else
+    local kport
+    kport=$(free_port)
+    bootstrap="127.0.0.1:$kport"
+    "${servers[@]}" "$tansu" broker --listener-url "tcp://$bootstrap" --advertised-listener-url "tcp://$bootstrap" \
+      --storage-engine memory://tansu/ >"$work/broker.out" 2>&1 &
+    broker_pid=$!
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
+    "$bin/examples/bench_broker" create-topics "$bootstrap" "$partitions" >/dev/null
+  fi
+  pids+=("$broker_pid")
+}
+
+# The bridge's configuration, less the broker address.
 bport=$(free_port)
 cport=$(free_port)
 cat >"$work/bridge.toml" <<TOML
@@ -82,8 +90,6 @@ cat >"$work/bridge.toml" <<TOML
 listen = "127.0.0.1:$bport"
 [auth]
 tokens = ["bench"]
-[kafka]
-brokers = ["$bootstrap"]
 [spool]
 dir = "$work/spool"
 [log]
@@ -97,12 +103,30 @@ fi
 property() { awk -F'"' -v k="$1" '$2 == k {print $4; exit}' "$work/bridge.toml" config/default.toml; }
 tuning="linger.ms = $(property linger.ms), compression.type = $(property compression.type)"
 [ -n "${BENCH_PROPERTIES:-}" ] && tuning="$tuning (set for this run: \`$BENCH_PROPERTIES\`)"
-"${servers[@]}" "$bin/comm100-bridge" serve --config "$work/bridge.toml" 2>"$work/bridge.err" &
-bridge_pid=$!
-pids+=("$bridge_pid")
+
+# start_bridge: a fresh broker and bridge, the producer's connections warmed up; sets
+# bridge_pid.
+start_bridge() {
+  start_broker
+  rm -rf "$work/spool"
+  COMM100_BRIDGE__KAFKA__BROKERS="$bootstrap" "${servers[@]}" "$bin/comm100-bridge" serve \
+    --config "$work/bridge.toml" 2>>"$work/bridge.err" &
+  bridge_pid=$!
+  pids+=("$bridge_pid")
+  wait_http "http://127.0.0.1:$bport/healthz"
+  wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
+}
+
+# stop_bridge: stops the bridge and its broker, keeping the bridge's peak RSS in peak_rss.
+peak_rss=0
+stop_bridge() {
+  peak_rss=$(awk -v a="$peak_rss" -v b="$(peak_rss_mib "$bridge_pid")" 'BEGIN {print (b > a ? b : a)}')
+  kill "$bridge_pid" "$broker_pid"
+  wait "$bridge_pid" "$broker_pid" 2>/dev/null || true
+}
+
 "${servers[@]}" "$bin/examples/bench_ceiling" "127.0.0.1:$cport" >/dev/null &
 pids+=($!)
-wait_http "http://127.0.0.1:$bport/healthz"
 wait_http "http://127.0.0.1:$cport/"
 
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
@@ -147,19 +171,22 @@ print(f'{r["summary"]["requestsPerSec"]:.0f} {p["p50"]*1000:.2f} {p["p99"]*1000:
 PY
 }
 
-# Warm up the producer's connections, then measure at each connection count.
-wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
+# Measure at each connection count.
 rows=""
 notes=""
 for conns in $connections; do
+  start_bridge
   cpu_before=$(cpu_seconds "$bridge_pid")
   broker_cpu_before=$(cpu_seconds "$broker_pid")
   read -r b_rps b_p50 b_p99 b_p999 b_non2xx b_err < <(run bridge "http://127.0.0.1:$bport/webhooks/comm100?token=bench" "$conns")
   cpu_after=$(cpu_seconds "$bridge_pid")
   broker_cpu_after=$(cpu_seconds "$broker_pid")
+  stop_bridge
   read -r c_rps c_p50 c_p99 c_p999 c_non2xx c_err < <(run ceiling "http://127.0.0.1:$cport/" "$conns")
   half=$((b_rps / 2))
+  start_bridge
   read -r h_rps h_p50 h_p99 h_p999 h_non2xx h_err < <(fixed_rate "$conns" "$half")
+  stop_bridge
   cpu=$(python3 -c "print(round($cpu_after - $cpu_before, 1))")
   broker_cpu=$(python3 -c "print(round($broker_cpu_after - $broker_cpu_before, 1))")
   per_request=$(python3 -c "print(round(1e6 * ($cpu_after - $cpu_before) / ($b_rps * $duration)))")
@@ -171,7 +198,7 @@ for conns in $connections; do
   notes+="- $conns connections: bridge ÷ ceiling **$ratio %**; bridge CPU $cpu s over ${duration} s (≈ $per_request µs per request), broker CPU $broker_cpu s.
 "
 done
-rss=$(peak_rss_mib "$bridge_pid")
+rss=$peak_rss
 
 # Parse + normalize + serialize cost per event in instructions (callgrind), which unlike
 # wall-clock time repeats exactly on a shared machine.
@@ -222,6 +249,11 @@ cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo
   echo "Reproduce: \`bench/run.sh\` (tansu, installed into \`~/.cache/comm100-bridge\` on first use) or"
   echo "\`BENCH_BROKER=mock bench/run.sh\`; \`BENCH_PIN=1\` pins as described above."
+  # Hand-written analysis below the marker survives re-runs.
+  if [ -f "$out" ] && grep -q '^<!-- analysis -->$' "$out"; then
+    echo
+    sed -n '/^<!-- analysis -->$/,$p' "$out"
+  fi
 } >"$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use crate::route::Message;
+use crate::route::{self, Message};
 
 /// Where a record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +173,7 @@ impl Publisher {
         &self,
         topic: &str,
         key: Option<&str>,
-        headers: &[(Cow<'static, str>, String)],
+        headers: &[route::Header],
         value: &[u8],
     ) -> Result<Pending, KafkaError> {
         let mut owned = OwnedHeaders::new_with_capacity(headers.len());
@@ -229,8 +229,11 @@ impl Publisher {
         reason: &'static str,
     ) -> Result<Delivered, PublishError> {
         let mut headers = message.headers.clone();
-        headers.push((Cow::Borrowed("dlq_reason"), reason.to_owned()));
-        headers.push((Cow::Borrowed("dlq_original_topic"), message.topic.clone()));
+        headers.push((Cow::Borrowed("dlq_reason"), Cow::Borrowed(reason)));
+        headers.push((
+            Cow::Borrowed("dlq_original_topic"),
+            Cow::Owned(message.topic.clone()),
+        ));
         let pending = self.enqueue_raw(
             &self.dlq_topic,
             message.key.as_deref(),
@@ -253,9 +256,9 @@ impl Publisher {
     /// Publishes a rejected request body, as received, to the dead-letter topic in the
     /// background; the sender's answer does not wait for it.
     pub fn dead_letter_body(&self, body: Bytes, reason: &'static str, site: Option<&str>) {
-        let mut headers = vec![(Cow::Borrowed("dlq_reason"), reason.to_owned())];
+        let mut headers = vec![(Cow::Borrowed("dlq_reason"), Cow::Borrowed(reason))];
         if let Some(site) = site {
-            headers.push((Cow::Borrowed("dlq_site"), site.to_owned()));
+            headers.push((Cow::Borrowed("dlq_site"), Cow::Owned(site.to_owned())));
         }
         let pending = match self.enqueue_raw(&self.dlq_topic, None, &headers, &body) {
             Ok(pending) => pending,

@@ -20,6 +20,9 @@ pub struct Router {
     topics: Vec<String>,
 }
 
+/// A Kafka header: name and value, static where the value is a constant.
+pub type Header = (Cow<'static, str>, Cow<'static, str>);
+
 /// A record ready to publish; also what the spool stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
@@ -28,7 +31,7 @@ pub struct Message {
     pub kind: EventType,
     pub topic: String,
     pub key: Option<String>,
-    pub headers: Vec<(Cow<'static, str>, String)>,
+    pub headers: Vec<Header>,
     /// The record, JSON text.
     #[serde(serialize_with = "value_as_text", deserialize_with = "value_from_text")]
     pub value: Vec<u8>,
@@ -63,18 +66,17 @@ impl Router {
     /// Serializes `record` and attaches its topic, key and headers.
     pub fn route(&self, record: &Record) -> Message {
         let source = match &record.site {
-            Some(site) => format!("{CE_SOURCE}/{}", site.as_str()),
-            None => CE_SOURCE.to_owned(),
+            Some(site) => Cow::Owned(format!("{CE_SOURCE}/{}", site.as_str())),
+            None => Cow::Borrowed(CE_SOURCE),
         };
         let time = record.occurred_at.unwrap_or(record.received_at);
-        let type_ = format!("{CE_TYPE_PREFIX}{}", record.kind.as_str());
         let headers = [
-            ("ce_specversion", "1.0".to_owned()),
-            ("ce_id", record.id.to_string()),
-            ("ce_type", type_),
+            ("ce_specversion", Cow::Borrowed("1.0")),
+            ("ce_id", Cow::Owned(record.id.to_string())),
+            ("ce_type", Cow::Borrowed(ce_type(record.kind))),
             ("ce_source", source),
-            ("ce_time", time.to_string()),
-            ("content-type", "application/json".to_owned()),
+            ("ce_time", Cow::Owned(time.to_string())),
+            ("content-type", Cow::Borrowed("application/json")),
         ]
         .map(|(k, v)| (Cow::Borrowed(k), v))
         .into();
@@ -86,6 +88,20 @@ impl Router {
             headers,
             value: serialize(record),
         }
+    }
+}
+
+/// `ce_type` of records of type `kind`: [`CE_TYPE_PREFIX`] and the type.
+fn ce_type(kind: EventType) -> &'static str {
+    match kind {
+        EventType::OfflineMessageSubmitted => "com.comm100.livechat.offline_message_submitted",
+        EventType::ChatStarted => "com.comm100.livechat.chat_started",
+        EventType::ChatEnded => "com.comm100.livechat.chat_ended",
+        EventType::ChatWrappedUp => "com.comm100.livechat.chat_wrapped_up",
+        EventType::AgentStatusChanged => "com.comm100.livechat.agent_status_changed",
+        EventType::ChatRequested => "com.comm100.livechat.chat_requested",
+        EventType::ChatTransferred => "com.comm100.livechat.chat_transferred",
+        EventType::Unknown => "com.comm100.livechat.unknown",
     }
 }
 
@@ -104,9 +120,21 @@ impl Message {
         let headers: Map<String, Value> = self
             .headers
             .iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
             .collect();
         let value: Value = serde_json::from_slice(&self.value).unwrap_or(Value::Null);
         json!({ "topic": self.topic, "key": self.key, "headers": headers, "value": value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ce_type_is_the_prefix_and_the_type() {
+        for kind in EventType::ALL {
+            assert_eq!(ce_type(kind), format!("{CE_TYPE_PREFIX}{kind}"));
+        }
     }
 }

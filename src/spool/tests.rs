@@ -24,7 +24,7 @@ fn message(n: usize) -> Message {
         kind: EventType::ChatEnded,
         topic: "comm100.chat_ended".into(),
         key: Some(format!("chat-{}", n % 3)),
-        headers: vec![(Cow::Borrowed("ce_id"), n.to_string())],
+        headers: vec![(Cow::Borrowed("ce_id"), Cow::Owned(n.to_string()))],
         value: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200)).into_bytes(),
     }
 }

@@ -103,20 +103,9 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A department (rule 3): integer → decimal string, `-1` and `""` → null, names kept.
+    /// A department (rule 3): an id, with `-1` (number or text) meaning none.
     pub(crate) fn department(&mut self, key: &str) -> Option<Text<'a>> {
-        match self.take(key)? {
-            Raw::Str(s) if s.is_empty() || s.trim() == "-1" => None,
-            Raw::Str(s) => Some(s),
-            Raw::Json(Value::Number(n)) if n.as_i64() == Some(-1) => None,
-            Raw::Json(Value::Number(n)) if n.is_i64() || n.is_u64() => {
-                Some(Cow::Owned(n.to_string()))
-            }
-            other => {
-                self.mistyped(key, other);
-                None
-            }
-        }
+        self.id(key).filter(|d| d.trim() != "-1")
     }
 
     /// Rule 6: `visitor.status`, a code (number or digit string) with its name.

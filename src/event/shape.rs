@@ -138,7 +138,6 @@ impl<'a> Object<'a> {
     }
 
     /// A duplicate key keeps the first position and the last value, as a JSON map does.
-    #[inline(always)]
     fn put(&mut self, i: usize, position: u32, raw: Raw<'a>) {
         let slot = &mut self.slots[i];
         let position = slot.as_ref().map_or(position, |(p, _)| *p);

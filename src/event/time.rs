@@ -135,11 +135,7 @@ impl std::fmt::Display for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.rfc3339() {
-            Some(text) => serializer
-                .serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?),
-            None => serializer.collect_str(self),
-        }
+        serializer.collect_str(self)
     }
 }
 

@@ -366,7 +366,7 @@ pub fn utc_offset_minutes(zone: &str) -> Option<i32> {
     };
     let (hours, minutes) = match s.split_once(':') {
         Some((h, m)) => (h, m),
-        None if s.len() == 4 => s.split_at(2),
+        None if s.len() == 4 => s.split_at_checked(2)?,
         None => (s, "0"),
     };
     let all_digits =
@@ -501,6 +501,31 @@ mod tests {
         assert_eq!(utc_offset_minutes("GMT +25:00"), None);
         assert_eq!(utc_offset_minutes("GMT +08:75"), None);
         assert_eq!(utc_offset_minutes("GMT +"), None);
+        // Four bytes without a colon, split where a character is not whole.
+        assert_eq!(utc_offset_minutes("G\u{202e}"), None);
+        assert_eq!(utc_offset_minutes("+1\u{e9}1"), None);
+    }
+
+    proptest::proptest! {
+        /// Zone, transcript, operator and time rules on short strings of the characters
+        /// their syntax uses mixed with multi-byte ones: no panic, and results in range.
+        #[test]
+        fn text_rules_hold_for_any_short_string(
+            s in "(GMT|UTC)?[ +\\-:0-9GMTé\u{202e}⊙,\n\r/()Date]{0,8}"
+        ) {
+            if let Some(m) = utc_offset_minutes(&s) {
+                proptest::prop_assert!(m.abs() <= 14 * 60 + 59);
+            }
+            for line in transcript_lines(&s) {
+                proptest::prop_assert!(!line.contains(['⊙', '\n']), "{:?}", line);
+            }
+            for name in operator_names(&s) {
+                proptest::prop_assert!(!name.is_empty() && name.trim() == name && !name.contains(','));
+            }
+            if let Some(t) = Timestamp::parse_str(&s) {
+                proptest::prop_assert!(chrono::DateTime::parse_from_rfc3339(&t.to_string()).is_ok());
+            }
+        }
     }
 
     #[test]

@@ -277,7 +277,9 @@ fn fingerprint(site: Option<&Site>, body: &[u8]) -> String {
         hasher.update(site.as_str().as_bytes());
     }
     hasher.update(body);
-    hex::encode(hasher.finalize())
+    let mut text = [0u8; 64];
+    hex::encode_to_slice(hasher.finalize(), &mut text).expect("64 hex digits for 32 bytes");
+    String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
 }
 
 fn json_type(v: &Value) -> &'static str {

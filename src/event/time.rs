@@ -102,9 +102,9 @@ fn is_epoch_digits(s: &str) -> bool {
 impl Timestamp {
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ` without allocating, for years 0 to 9999.
     fn rfc3339(&self) -> Option<[u8; 24]> {
-        let t = &self.0;
+        let t = self.0.naive_utc();
         let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
-        let millis = Some(t.timestamp_subsec_millis()).filter(|ms| *ms < 1000)?;
+        let millis = Some(t.nanosecond() / 1_000_000).filter(|ms| *ms < 1000)?;
         let mut out = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut n: u32| {
             for i in (at..at + width).rev() {

@@ -53,7 +53,10 @@ async fn connect(
     Ok(sender)
 }
 
+/// Sends `request` once the connection can take it: after a response is read, hyper's
+/// connection task may not yet have marked the connection idle again.
 async fn request(sender: &mut Sender, request: Request<Full<Bytes>>) -> (StatusCode, String) {
+    sender.ready().await.unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();

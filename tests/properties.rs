@@ -162,7 +162,7 @@ fn arbitrary_json_payloads_normalize_to_records_that_parse_back() {
             prop_assert_eq!(record.kind, EventType::classify(event).0);
             let text = router.route(&record).value;
             prop_assert_eq!(
-                String::from_utf8(text.clone()).unwrap(),
+                std::str::from_utf8(&text).unwrap(),
                 serde_json::to_string(&record).unwrap()
             );
             let back: Value = serde_json::from_slice(&text).unwrap();

@@ -212,19 +212,28 @@ fn readyz(app: &App) -> Response<Body> {
     if app.draining.load(Ordering::SeqCst) {
         return not_ready("shutting down");
     }
-    if up > 0 {
-        return json_response(
-            StatusCode::OK,
-            &json!({"status": "ready", "brokers_up": up}),
-        );
+    // A configuration error: traffic should stay with replicas that can publish.
+    if let Some(problem) = app.publisher.authentication_error() {
+        return not_ready(&problem);
     }
     match &app.spool {
-        Some(spool) if spool.has_room() => json_response(
+        Some(spool) if up > 0 || spool.has_room() => json_response(
             StatusCode::OK,
-            &json!({"status": "ready", "brokers_up": 0, "spooling": true}),
+            &json!({
+                "status": "ready",
+                "brokers_up": up,
+                "spooling": up == 0 || spool.pending_events() > 0,
+            }),
         ),
         Some(_) => not_ready("no Kafka broker is connected and the spool is full"),
-        None => not_ready("no Kafka broker is connected"),
+        None if up == 0 => not_ready("no Kafka broker is connected"),
+        None if app.publisher.not_acknowledging() => {
+            not_ready("Kafka is not acknowledging records and there is no spool")
+        }
+        None => json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "brokers_up": up}),
+        ),
     }
 }
 

@@ -1,8 +1,8 @@
 //! Publishing: an idempotent `acks=all` producer whose every send awaits its delivery report
 //! within the delivery deadline.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -88,10 +88,26 @@ impl Pending {
     }
 }
 
-/// What the producer's callbacks report, shared with the [`Publisher`].
+/// How long after its latest failed delivery, with none acknowledged since, Kafka counts as
+/// not acknowledging (for readiness without a spool). Past it, readiness lets a request try.
+pub const NOT_ACKNOWLEDGING_FOR: Duration = Duration::from_secs(10);
+
+/// What the producer's callbacks and deliveries report, shared with the [`Publisher`].
 struct Shared {
     brokers_up: AtomicI64,
     metrics: Metrics,
+    /// librdkafka's latest authentication (SASL or TLS) error; cleared once a broker is up.
+    authentication: Mutex<Option<String>>,
+    /// Milliseconds since `epoch` of the latest acknowledged and the latest failed delivery.
+    last_ack: AtomicU64,
+    last_failure: AtomicU64,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
 }
 
 /// The producer's context: librdkafka's statistics, log and error callbacks.
@@ -106,6 +122,12 @@ impl ClientContext for Context {
             .count() as i64;
         self.0.brokers_up.store(up, Ordering::Relaxed);
         self.0.metrics.kafka_brokers_up.set(up);
+        if up > 0 {
+            let cleared = self.0.authentication.lock().unwrap().take();
+            if cleared.is_some() {
+                tracing::info!("connected to Kafka; the authentication error is resolved");
+            }
+        }
         self.0
             .metrics
             .kafka_producer_queue_messages
@@ -128,6 +150,27 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(target: "librdkafka", %error, "{reason}");
+        let code = error.rdkafka_error_code();
+        let what = match code {
+            Some(RDKafkaErrorCode::Authentication) => "Kafka authentication failed",
+            Some(RDKafkaErrorCode::SSL) => "Kafka TLS handshake failed",
+            _ => return,
+        };
+        let problem = format!("{what}: {reason}");
+        let first = self
+            .0
+            .authentication
+            .lock()
+            .unwrap()
+            .replace(problem.clone())
+            .is_none();
+        if first {
+            tracing::error!(
+                "{problem}; records are spooled (or answered 503 without a spool) until it \
+                 connects: check kafka.properties security.protocol, sasl.mechanisms, \
+                 sasl.username, sasl.password and ssl.ca.location"
+            );
+        }
     }
 }
 
@@ -148,6 +191,10 @@ impl Publisher {
         let shared = Arc::new(Shared {
             brokers_up: AtomicI64::new(-1),
             metrics,
+            authentication: Mutex::new(None),
+            last_ack: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         let producer = client_config.create_with_context(Context(shared.clone()))?;
         Ok(Self {
@@ -208,7 +255,28 @@ impl Publisher {
             .of(message.kind)
             .delivery
             .observe(started.elapsed().as_secs_f64());
+        let now = self.shared.now_ms();
+        match &result {
+            Ok(_) => self.shared.last_ack.store(now, Ordering::Relaxed),
+            Err(e) if e.permanent_reason().is_none() => {
+                self.shared.last_failure.store(now, Ordering::Relaxed)
+            }
+            Err(_) => {}
+        }
         result
+    }
+
+    /// Whether the latest delivery failed for a reason that may pass, none was acknowledged
+    /// since, and it is less than [`NOT_ACKNOWLEDGING_FOR`] old.
+    pub fn not_acknowledging(&self) -> bool {
+        let failure = self.shared.last_failure.load(Ordering::Relaxed);
+        failure > self.shared.last_ack.load(Ordering::Relaxed)
+            && self.shared.now_ms() - failure < NOT_ACKNOWLEDGING_FOR.as_millis() as u64
+    }
+
+    /// librdkafka's latest authentication or TLS error, while no broker is connected.
+    pub fn authentication_error(&self) -> Option<String> {
+        self.shared.authentication.lock().unwrap().clone()
     }
 
     /// Brokers the producer is connected to, per the latest statistics; -1 before the first.
@@ -287,6 +355,9 @@ impl Publisher {
     }
 }
 
+/// The longest the producer waits for a topic it does not find in the metadata to appear.
+const PROPAGATION_MAX: Duration = Duration::from_secs(2);
+
 /// The librdkafka configuration: the bridge's fixed guarantees, then the user's properties.
 pub fn producer_config(kafka: &KafkaConfig, deadline: Duration) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -294,7 +365,15 @@ pub fn producer_config(kafka: &KafkaConfig, deadline: Duration) -> ClientConfig 
         .set("client.id", &kafka.client_id)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("message.timeout.ms", deadline.as_millis().to_string());
+        .set("message.timeout.ms", deadline.as_millis().to_string())
+        // A topic that does not exist fails its records with UNKNOWN_TOPIC (dead-lettered)
+        // within the Kafka wait, instead of timing them out into the spool, where they would
+        // be retried for ever and hold every later record behind them. librdkafka's default
+        // is 30 s.
+        .set(
+            "topic.metadata.propagation.max.ms",
+            (deadline / 2).min(PROPAGATION_MAX).as_millis().to_string(),
+        );
     for (key, value) in kafka.properties.iter() {
         c.set(key, value);
     }

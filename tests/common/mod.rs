@@ -2,6 +2,7 @@
 //! client and a consumer that reads back exactly what a 200 answer points at.
 #![allow(dead_code)]
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -437,5 +438,104 @@ impl Drop for Process {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The event a sender posts: `seq` orders the events of one chat.
+pub fn event(chat: &str, seq: usize) -> String {
+    json!({"event": "chat_transferred", "visitor": {"chat_id": chat}, "seq": seq}).to_string()
+}
+
+/// What the senders were told: id → (chat, seq) for every 2xx.
+#[derive(Default)]
+pub struct Acked {
+    pub ids: HashMap<String, (String, u64)>,
+    pub statuses: HashMap<u16, usize>,
+    pub sent: usize,
+}
+
+impl Acked {
+    pub fn record(&mut self, chat: &str, seq: usize, answer: Option<Answer>) {
+        self.sent += 1;
+        let Some(answer) = answer else {
+            *self.statuses.entry(0).or_default() += 1;
+            return;
+        };
+        *self.statuses.entry(answer.status.as_u16()).or_default() += 1;
+        if answer.status.is_success() {
+            let id = answer.json["id"].as_str().unwrap().to_owned();
+            self.ids.insert(id, (chat.to_owned(), seq as u64));
+        }
+    }
+}
+
+/// Consumes `topic` until every acknowledged id is found, reports the counts, and with
+/// `ordered` (each chat's events were posted one after another) checks per-chat order.
+pub fn verify(test: &str, bootstrap: &str, topic: &str, acked: &Acked, ordered: bool) {
+    let wanted: HashSet<&str> = acked.ids.keys().map(String::as_str).collect();
+    let records = consume_all(bootstrap, topic, Duration::from_secs(60), |got| {
+        let found: HashSet<&str> = got.iter().filter_map(|r| r.value["id"].as_str()).collect();
+        wanted.iter().all(|id| found.contains(id))
+    });
+    let mut seen = HashSet::new();
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    let mut duplicates = 0;
+    for r in &records {
+        let id = r.value["id"].as_str().unwrap();
+        if !seen.insert(id.to_owned()) {
+            duplicates += 1;
+            continue;
+        }
+        let chat = r.key.clone().unwrap();
+        assert_eq!(r.value["chat_id"].as_str(), Some(chat.as_str()));
+        let seq = r.value["extra"]["seq"].as_u64().unwrap();
+        if let Some(prev) = last_seq.insert(chat.clone(), seq).filter(|_| ordered) {
+            assert!(
+                prev < seq,
+                "{test}: chat {chat}: seq {seq} arrived after {prev}"
+            );
+        }
+    }
+    let missing: Vec<&&str> = wanted.iter().filter(|id| !seen.contains(**id)).collect();
+    let mut statuses: Vec<_> = acked.statuses.iter().collect();
+    statuses.sort();
+    report(&format!(
+        "{test}: sent {}, 2xx {}, found in Kafka {}, missing {}, duplicates {duplicates}, statuses {statuses:?}",
+        acked.sent,
+        acked.ids.len(),
+        wanted.len() - missing.len(),
+        missing.len(),
+    ));
+    assert!(
+        missing.is_empty(),
+        "{test}: {} acknowledged ids never reached Kafka",
+        missing.len()
+    );
+}
+
+pub async fn wait_until(mut condition: impl FnMut() -> bool, bound: Duration) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < bound,
+            "condition not met within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn wait_for_metric(url: &str, name: &str, value: f64, bound: Duration) {
+    let started = Instant::now();
+    loop {
+        let text = get(url).await.text;
+        if metric(&text, name) == value {
+            return;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{name} did not reach {value} within {bound:?}: {}",
+            metric(&text, name)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,807 @@
+//! The release binary against Apache Kafka itself: a KRaft cluster of `tests/kafka/cluster`
+//! on loopback. Every sample round-trips and is read by Kafka's own Java consumer and by the
+//! Python CloudEvents SDK; a leader is SIGKILLed under load; the quorum is lost; the ISR
+//! falls below `min.insync.replicas`; SASL_SSL with SCRAM, a wrong password, a topic denied by
+//! ACL and a missing topic. The chaos tests report sent / 2xx / found / missing to
+//! `target/tmp/test-report.txt`.
+//!
+//! Needs Java 17+ and Maven (the broker comes from Maven Central) and, for the CloudEvents
+//! reader, a Python with `tests/kafka/requirements.txt` in `KAFKA_TEST_PYTHON`; so it is
+//! ignored by a plain `cargo test`. `.ci/run` runs it:
+//!     cargo test --release --test kafka -- --ignored --test-threads=1
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+/// The topic of the chaos tests' events.
+const TOPIC: &str = "comm100.chat_transferred";
+
+/// A cluster of `tests/kafka/cluster`, stopped when dropped.
+struct Kafka {
+    dir: PathBuf,
+    /// What `start` printed: BOOTSTRAP, DIR, and with `--sasl` SASL_BOOTSTRAP, CA, ….
+    vars: HashMap<String, String>,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/cluster")
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("cannot run tests/kafka/cluster");
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+impl Kafka {
+    fn start(args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("comm100-kafka-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let output = run(Command::new(script())
+            .arg("start")
+            .arg("--dir")
+            .arg(&dir)
+            .args(args));
+        let vars = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Self { dir, vars }
+    }
+
+    fn var(&self, name: &str) -> &str {
+        &self.vars[name]
+    }
+
+    fn bootstrap(&self) -> &str {
+        self.var("BOOTSTRAP")
+    }
+
+    fn topics(&self, args: &[&str]) {
+        run(Command::new(script())
+            .arg("topics")
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(args));
+    }
+
+    fn kill(&self, id: i32) {
+        run(Command::new(script())
+            .args(["kill", &id.to_string(), "--dir"])
+            .arg(&self.dir));
+    }
+
+    fn restart(&self, id: i32) {
+        run(Command::new(script())
+            .args(["restart", &id.to_string(), "--dir"])
+            .arg(&self.dir));
+    }
+
+    /// Runs a Kafka tool class on the broker's classpath.
+    fn tool(&self, args: &[&str]) -> String {
+        let output = run(Command::new(script()).arg("tool").args(args));
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// The broker that leads most partitions of `topic`.
+    fn busiest_leader(&self, topic: &str) -> i32 {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let mut led: BTreeMap<i32, usize> = BTreeMap::new();
+        for p in metadata.topics()[0].partitions() {
+            *led.entry(p.leader()).or_default() += 1;
+        }
+        led.into_iter().max_by_key(|&(_, n)| n).unwrap().0
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .arg("stop")
+            .arg("--dir")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A bridge configuration file: the given brokers, [`TOKEN`], JSON logs, a spool under
+/// `dir` unless `spool` is false, and `properties` as librdkafka properties.
+fn bridge_config(dir: &Path, name: &str, brokers: &str, spool: bool, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let toml = format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+[auth]
+tokens = ["{TOKEN}"]
+[kafka]
+brokers = ["{brokers}"]
+[spool]
+enabled = {spool}
+dir = "{}"
+[log]
+format = "json"
+level = "info"
+{extra}
+"#,
+        dir.join(format!("{name}-spool")).display()
+    );
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// Senders posting continuously, each chat's events one after another, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    /// While set, a 200 answer to a request sent while it was set is counted in `violations`.
+    window: Arc<AtomicBool>,
+    violations: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+    spooled: Arc<AtomicUsize>,
+    tasks: JoinSet<Acked>,
+}
+
+impl Load {
+    fn start(hook: &str, senders: usize, prefix: &str) -> Self {
+        let load = Self {
+            stop: Default::default(),
+            window: Default::default(),
+            violations: Default::default(),
+            answered: Default::default(),
+            spooled: Default::default(),
+            tasks: JoinSet::new(),
+        };
+        let mut tasks = JoinSet::new();
+        for s in 0..senders {
+            let hook = hook.to_owned();
+            let prefix = prefix.to_owned();
+            let (stop, window, violations, answered, spooled) = (
+                load.stop.clone(),
+                load.window.clone(),
+                load.violations.clone(),
+                load.answered.clone(),
+                load.spooled.clone(),
+            );
+            tasks.spawn(async move {
+                let mut acked = Acked::default();
+                // Bounded: at most 5,000 events per sender whatever happens.
+                for seq in 0..5_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let chat = format!("{prefix}-{s}-{}", seq % 3);
+                    let in_window = window.load(Ordering::SeqCst);
+                    let answer = post(&hook, &[], event(&chat, seq)).await;
+                    if answer.status == StatusCode::OK && in_window && window.load(Ordering::SeqCst)
+                    {
+                        violations.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if answer.json["status"] == "spooled" {
+                        spooled.fetch_add(1, Ordering::SeqCst);
+                    }
+                    acked.record(&chat, seq, Some(answer));
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+                acked
+            });
+        }
+        Self { tasks, ..load }
+    }
+
+    fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more answers than now have come back.
+    async fn wait_for_answers(&self, n: usize, bound: Duration) {
+        let target = self.answered() + n;
+        wait_until(|| self.answered() >= target, bound).await;
+    }
+
+    async fn finish(mut self) -> Acked {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = Acked::default();
+        while let Some(part) = self.tasks.join_next().await {
+            let part = part.unwrap();
+            all.ids.extend(part.ids);
+            all.sent += part.sent;
+            for (k, v) in part.statuses {
+                *all.statuses.entry(k).or_default() += v;
+            }
+        }
+        all
+    }
+}
+
+/// The share of answers with `status`, in percent.
+fn share(acked: &Acked, status: u16) -> f64 {
+    100.0 * acked.statuses.get(&status).copied().unwrap_or(0) as f64 / acked.sent.max(1) as f64
+}
+
+/// What `comm100-bridge normalize` says the sample publishes as: topic, key, headers.
+fn normalized(sample: &Path) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
+        .arg("normalize")
+        .arg(sample)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{sample:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
+async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
+    let kafka = Kafka::start(&["--brokers", "3"]);
+    kafka.topics(&["--replication", "3", "--min-insync", "2"]);
+    let work = tempfile::tempdir().unwrap();
+    let bridge = Process::start(&bridge_config(
+        work.path(),
+        "bridge",
+        kafka.bootstrap(),
+        true,
+        "",
+    ));
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+
+    // id → (the answer, the golden record, what normalize says)
+    let mut posted: BTreeMap<String, (Value, Value, Value)> = BTreeMap::new();
+    for sample in samples() {
+        let answer = post(&hook, &[], std::fs::read(&sample).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{sample:?}: {}", answer.text);
+        let golden: Value =
+            serde_json::from_slice(&std::fs::read(sample.with_extension("expected.json")).unwrap())
+                .unwrap();
+        posted.insert(
+            answer.json["id"].as_str().unwrap().to_owned(),
+            (answer.json.clone(), golden, normalized(&sample)),
+        );
+    }
+    assert_eq!(posted.len(), 13);
+
+    // Read back with rdkafka, exactly where each answer points.
+    for (id, (answer, golden, expected)) in &posted {
+        let record = consume_answered(
+            kafka.bootstrap(),
+            &Answer {
+                status: StatusCode::OK,
+                headers: Default::default(),
+                json: answer.clone(),
+                text: String::new(),
+            },
+        );
+        assert_eq!(record.topic, expected["topic"].as_str().unwrap());
+        assert_eq!(record.key.as_deref(), expected["key"].as_str(), "{id}");
+        let value = &record.value;
+        let time = value["occurred_at"]
+            .as_str()
+            .or(value["received_at"].as_str())
+            .unwrap();
+        let mut headers: BTreeMap<String, String> = record.headers.iter().cloned().collect();
+        assert_eq!(headers.remove("ce_id").as_deref(), Some(id.as_str()));
+        assert_eq!(headers.remove("ce_time").as_deref(), Some(time));
+        let mut wanted: BTreeMap<String, String> = expected["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        wanted.remove("ce_id");
+        wanted.remove("ce_time");
+        assert_eq!(headers, wanted, "{id}");
+        let mut value = value.clone();
+        let object = value.as_object_mut().unwrap();
+        object.remove("id");
+        object.remove("received_at");
+        assert_eq!(&value, golden, "{id}");
+    }
+
+    // Kafka's own Java consumer, headers printed.
+    let java = kafka.tool(&[
+        "org.apache.kafka.tools.consumer.ConsoleConsumer",
+        "--bootstrap-server",
+        kafka.bootstrap(),
+        "--include",
+        "comm100\\..*",
+        "--from-beginning",
+        "--max-messages",
+        "13",
+        "--timeout-ms",
+        "60000",
+        "--formatter-property",
+        "print.headers=true",
+        "--formatter-property",
+        "print.key=true",
+        "--formatter-property",
+        "headers.separator=|",
+    ]);
+    let mut java_seen = 0;
+    for line in java.lines() {
+        // name:value|name:value… <TAB> key <TAB> value
+        let fields: Vec<&str> = line.splitn(3, '\t').collect();
+        let [headers, key, value] = fields[..] else {
+            panic!("unexpected console consumer line: {line}");
+        };
+        let headers: HashMap<&str, &str> = headers
+            .split('|')
+            .filter_map(|h| h.split_once(':'))
+            .collect();
+        let value: Value = serde_json::from_str(value).unwrap();
+        let id = value["id"].as_str().unwrap();
+        let (_, golden, expected) = &posted[id];
+        assert_eq!(headers["ce_id"], id);
+        assert_eq!(headers["ce_type"], expected["headers"]["ce_type"]);
+        assert_eq!(headers["ce_source"], expected["headers"]["ce_source"]);
+        assert_eq!(headers["ce_specversion"], "1.0");
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(
+            key,
+            expected["key"].as_str().unwrap_or("null"),
+            "the Java consumer prints a missing key as null"
+        );
+        assert_eq!(value["type"], golden["type"]);
+        java_seen += 1;
+    }
+    assert_eq!(java_seen, 13, "{java}");
+
+    // The Python CloudEvents SDK's Kafka binding, reading with confluent-kafka.
+    let python = std::env::var("KAFKA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut topics: Vec<String> = comm100_bridge::route::Router::new(
+        &comm100_bridge::config::Config::load_with_env(None, Some(Default::default()))
+            .unwrap()
+            .topics,
+    )
+    .topics()
+    .to_vec();
+    topics.sort();
+    topics.dedup();
+    let output = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/cloudevents_reader.py"))
+        .arg(kafka.bootstrap())
+        .arg("13")
+        .args(&topics)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        output.status.success(),
+        "the CloudEvents reader failed (KAFKA_TEST_PYTHON={python}):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut python_seen = 0;
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        let id = event["id"].as_str().unwrap();
+        let (answer, _, expected) = &posted[id];
+        assert_eq!(event["data_id"], id);
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["type"], expected["headers"]["ce_type"]);
+        assert_eq!(event["source"], expected["headers"]["ce_source"]);
+        assert_eq!(event["datacontenttype"], "application/json");
+        assert_eq!(event["topic"], answer["topic"]);
+        assert_eq!(event["partition"], answer["partition"]);
+        assert_eq!(event["offset"], answer["offset"]);
+        let occurred = expected["value"]["occurred_at"].as_str();
+        if let Some(occurred) = occurred {
+            assert_eq!(event["time"], occurred, "{id}");
+        }
+        python_seen += 1;
+    }
+    assert_eq!(python_seen, 13);
+    report(&format!(
+        "kafka: 13 of 13 samples round-tripped through 3 brokers (replication 3, min.insync 2); \
+         Java console consumer read {java_seen}, Python CloudEvents SDK decoded {python_seen}"
+    ));
+    bridge.signal("-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
+async fn leader_failover_under_load_loses_nothing() {
+    let kafka = Kafka::start(&["--brokers", "3"]);
+    kafka.topics(&["--replication", "3", "--min-insync", "2"]);
+    let work = tempfile::tempdir().unwrap();
+    let bridge = Process::start(&bridge_config(
+        work.path(),
+        "bridge",
+        kafka.bootstrap(),
+        true,
+        "",
+    ));
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+
+    let load = Load::start(&hook, 8, "failover");
+    load.wait_for_answers(300, Duration::from_secs(60)).await;
+    let leader = kafka.busiest_leader(TOPIC);
+    kafka.kill(leader);
+    load.wait_for_answers(600, Duration::from_secs(120)).await;
+    kafka.restart(leader);
+    load.wait_for_answers(300, Duration::from_secs(120)).await;
+    let acked = load.finish().await;
+
+    wait_for_metric(
+        &bridge.url("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    verify(
+        &format!("kafka: leader failover (broker {leader} SIGKILLed, restarted)"),
+        kafka.bootstrap(),
+        TOPIC,
+        &acked,
+        true,
+    );
+    let unavailable = share(&acked, 503);
+    report(&format!(
+        "kafka: leader failover: 503 share {unavailable:.2} %"
+    ));
+    assert!(unavailable <= 5.0, "{:?}", acked.statuses);
+    bridge.signal("-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
+async fn losing_the_quorum_spools_then_drains_in_order() {
+    let kafka = Kafka::start(&["--brokers", "3"]);
+    kafka.topics(&["--replication", "3", "--min-insync", "2"]);
+    let work = tempfile::tempdir().unwrap();
+    let bridge = Process::start(&bridge_config(
+        work.path(),
+        "bridge",
+        kafka.bootstrap(),
+        true,
+        "",
+    ));
+    // A second bridge without a spool shows the answers and readiness when nothing can
+    // make a record durable.
+    let bare = Process::start(&bridge_config(
+        work.path(),
+        "bare",
+        kafka.bootstrap(),
+        false,
+        "",
+    ));
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let bare_hook = bare.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    assert_eq!(
+        post(&bare_hook, &[], event("bare", 0)).await.status,
+        StatusCode::OK
+    );
+
+    let load = Load::start(&hook, 8, "quorum");
+    load.wait_for_answers(300, Duration::from_secs(60)).await;
+    kafka.kill(2);
+    kafka.kill(3);
+    let killed = Instant::now();
+    wait_until(
+        || load.spooled.load(Ordering::SeqCst) >= 100,
+        Duration::from_secs(60),
+    )
+    .await;
+    let ready = get(&bridge.url("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!(ready.json["spooling"], true, "{}", ready.text);
+
+    let mut tries = JoinSet::new();
+    for seq in 1..=3 {
+        let bare_hook = bare_hook.clone();
+        tries.spawn(async move { post(&bare_hook, &[], event("bare", seq)).await });
+    }
+    while let Some(answer) = tries.join_next().await {
+        let answer = answer.unwrap();
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            answer.text
+        );
+    }
+    let not_ready = wait_for_status(
+        &bare.url("/readyz"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(10),
+    )
+    .await;
+    let bare_ready = get(&bare.url("/readyz")).await;
+    report(&format!(
+        "kafka: quorum lost: spooling bridge ready and spooling; bridge without spool answered 503 and /readyz 503 {:.1} s after the kill ({})",
+        (killed.elapsed()).as_secs_f64(),
+        bare_ready.json["reason"]
+    ));
+    let _ = not_ready;
+
+    kafka.restart(2);
+    kafka.restart(3);
+    load.wait_for_answers(200, Duration::from_secs(120)).await;
+    let acked = load.finish().await;
+    wait_for_metric(
+        &bridge.url("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    verify(
+        "kafka: quorum lost (2 of 3 brokers SIGKILLed, restarted)",
+        kafka.bootstrap(),
+        TOPIC,
+        &acked,
+        true,
+    );
+    wait_for_status(
+        &bare.url("/readyz"),
+        StatusCode::OK,
+        Duration::from_secs(60),
+    )
+    .await;
+    bridge.signal("-TERM");
+    bare.signal("-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
+async fn an_isr_below_min_insync_is_never_answered_200_and_nothing_is_lost() {
+    let kafka = Kafka::start(&["--brokers", "3"]);
+    // Replication 3 with min.insync.replicas 3: one broker down leaves an ISR of 2, below
+    // the minimum, while the controller quorum (2 of 3) stays.
+    kafka.topics(&["--replication", "3", "--min-insync", "3"]);
+    let work = tempfile::tempdir().unwrap();
+    let bridge = Process::start(&bridge_config(
+        work.path(),
+        "bridge",
+        kafka.bootstrap(),
+        true,
+        "",
+    ));
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+
+    let load = Load::start(&hook, 8, "insync");
+    load.wait_for_answers(300, Duration::from_secs(60)).await;
+    kafka.kill(3);
+    // Requests already acknowledged by all three replicas may still be answering.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.window.store(true, Ordering::SeqCst);
+    wait_until(
+        || load.spooled.load(Ordering::SeqCst) >= 100,
+        Duration::from_secs(90),
+    )
+    .await;
+    load.window.store(false, Ordering::SeqCst);
+    kafka.restart(3);
+    load.wait_for_answers(200, Duration::from_secs(120)).await;
+    let violations = load.violations.load(Ordering::SeqCst);
+    let acked = load.finish().await;
+    wait_for_metric(
+        &bridge.url("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    verify(
+        "kafka: ISR below min.insync.replicas (1 of 3 brokers SIGKILLed, restarted)",
+        kafka.bootstrap(),
+        TOPIC,
+        &acked,
+        true,
+    );
+    report(&format!(
+        "kafka: ISR below min.insync.replicas: {violations} answers 200 while the ISR was short"
+    ));
+    assert_eq!(violations, 0);
+    bridge.signal("-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
+async fn sasl_scram_over_tls_acls_and_missing_topics() {
+    let kafka = Kafka::start(&[
+        "--brokers",
+        "1",
+        "--sasl",
+        "--property",
+        "auto.create.topics.enable=false",
+    ]);
+    kafka.topics(&[]);
+    // One topic is missing, another is denied to the bridge's user.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .create()
+        .unwrap();
+    for result in admin
+        .delete_topics(&["comm100.chat_ended"], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    kafka.tool(&[
+        "org.apache.kafka.tools.AclCommand",
+        "--bootstrap-server",
+        kafka.bootstrap(),
+        "--add",
+        "--deny-principal",
+        "User:bridge",
+        "--operation",
+        "Write",
+        "--topic",
+        "comm100.chat_started",
+    ]);
+    let sasl = |password: &str| {
+        format!(
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\
+             \"sasl.username\" = \"{}\"\n\"sasl.password\" = \"{password}\"\n\"ssl.ca.location\" = \"{}\"\n",
+            kafka.var("SASL_USERNAME"),
+            kafka.var("CA")
+        )
+    };
+    let work = tempfile::tempdir().unwrap();
+    let good = bridge_config(
+        work.path(),
+        "bridge",
+        kafka.var("SASL_BOOTSTRAP"),
+        true,
+        &sasl(kafka.var("SASL_PASSWORD")),
+    );
+    let bridge = Process::start(&good);
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+
+    let mut published = Vec::new();
+    let mut dead = BTreeMap::new();
+    for name in [
+        "chat_requested",
+        "chat_started",
+        "chat_transferred",
+        "chat_ended",
+        "chat_wrapped_up",
+        "offline_message_submitted",
+        "agent_status_changed_online",
+    ] {
+        let body = std::fs::read(fixtures_dir().join(format!("{name}.json"))).unwrap();
+        let answer = post(&hook, &[], body).await;
+        match name {
+            "chat_started" | "chat_ended" => {
+                assert_eq!(
+                    answer.status,
+                    StatusCode::ACCEPTED,
+                    "{name}: {}",
+                    answer.text
+                );
+                assert_eq!(answer.json["status"], "dead_lettered", "{name}");
+                dead.insert(
+                    answer.json["id"].as_str().unwrap().to_owned(),
+                    answer.json["reason"].as_str().unwrap().to_owned(),
+                );
+            }
+            _ => {
+                assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.text);
+                published.push(answer);
+            }
+        }
+    }
+    assert_eq!(
+        dead.values().map(String::as_str).collect::<Vec<_>>().len(),
+        2
+    );
+    assert!(dead.values().any(|r| r == "topic_authorization_failed"));
+    assert!(dead.values().any(|r| r == "unknown_topic"));
+    // The bridge keeps serving the other topics, at full speed.
+    let started = Instant::now();
+    let after = post(
+        &hook,
+        &[],
+        std::fs::read(fixtures_dir().join("agent_status_changed_away.json")).unwrap(),
+    )
+    .await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.text);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    for answer in &published {
+        let record = consume_answered(kafka.bootstrap(), answer);
+        assert_eq!(record.value["id"], answer.json["id"]);
+    }
+    let dlq = consume_all(
+        kafka.bootstrap(),
+        "comm100.dlq",
+        Duration::from_secs(30),
+        |got| got.len() >= 2,
+    );
+    for (id, reason) in &dead {
+        let record = dlq
+            .iter()
+            .find(|r| r.value["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} is not in the DLQ"));
+        assert_eq!(record.header("dlq_reason"), Some(reason.as_str()));
+    }
+
+    // A wrong password: readiness names authentication at once; records are spooled, and a
+    // bridge started on the same spool with the right password publishes them.
+    let wrong_config = bridge_config(
+        work.path(),
+        "wrong",
+        kafka.var("SASL_BOOTSTRAP"),
+        true,
+        &sasl("not-the-password"),
+    );
+    let mut wrong = Process::start(&wrong_config);
+    let took = wait_for_status(
+        &wrong.url("/readyz"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(15),
+    )
+    .await;
+    let ready = get(&wrong.url("/readyz")).await;
+    let reason = ready.json["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("authentication"), "{}", ready.text);
+    let spooled = post(
+        &wrong.url(&format!("/webhooks/comm100?token={TOKEN}")),
+        &[],
+        event("wrong-password", 0),
+    )
+    .await;
+    assert_eq!(spooled.status, StatusCode::ACCEPTED, "{}", spooled.text);
+    assert_eq!(spooled.json["status"], "spooled");
+    let log = wrong.log().join("\n");
+    assert!(
+        log.contains("ERROR") && log.to_lowercase().contains("authentication"),
+        "{log}"
+    );
+    wrong.signal("-TERM");
+    assert_eq!(wrong.child.wait().unwrap().code(), Some(0));
+    let fixed = std::fs::read_to_string(&wrong_config)
+        .unwrap()
+        .replace("not-the-password", kafka.var("SASL_PASSWORD"));
+    std::fs::write(&wrong_config, fixed).unwrap();
+    let fixed = Process::start(&wrong_config);
+    wait_for_metric(
+        &fixed.url("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    let replayed = consume_all(kafka.bootstrap(), TOPIC, Duration::from_secs(30), |got| {
+        got.iter().any(|r| r.value["id"] == spooled.json["id"])
+    });
+    assert!(replayed.iter().any(|r| r.value["id"] == spooled.json["id"]));
+    report(&format!(
+        "kafka: SASL_SSL/SCRAM-SHA-512: 6 published, denied topic → DLQ topic_authorization_failed, \
+         missing topic → DLQ unknown_topic; wrong password → /readyz 503 in {:.1} s (\"{reason}\"), \
+         its spooled record published once the password was fixed",
+        took.as_secs_f64()
+    ));
+    bridge.signal("-TERM");
+    fixed.signal("-TERM");
+}

@@ -28,6 +28,9 @@ use rdkafka::ClientConfig;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
+/// Pause of each sender between two events.
+const PACE: Duration = Duration::from_millis(10);
+
 /// The topic of the chaos tests' events.
 const TOPIC: &str = "comm100.chat_transferred";
 
@@ -162,7 +165,10 @@ level = "info"
     path
 }
 
-/// Senders posting continuously, each chat's events one after another, until stopped.
+/// Senders posting continuously, each chat's events one after another, until stopped. Each
+/// pauses [`PACE`] between events: a busy webhook source, not a saturation benchmark (a
+/// bridge saturated while it spools keeps spooling, since new records queue behind the
+/// spooled ones, and would never show direct publishing resume).
 struct Load {
     stop: Arc<AtomicBool>,
     /// While set, a 200 answer to a request sent while it was set is counted in `violations`.
@@ -170,6 +176,7 @@ struct Load {
     violations: Arc<AtomicUsize>,
     answered: Arc<AtomicUsize>,
     spooled: Arc<AtomicUsize>,
+    published: Arc<AtomicUsize>,
     tasks: JoinSet<Acked>,
 }
 
@@ -181,18 +188,20 @@ impl Load {
             violations: Default::default(),
             answered: Default::default(),
             spooled: Default::default(),
+            published: Default::default(),
             tasks: JoinSet::new(),
         };
         let mut tasks = JoinSet::new();
         for s in 0..senders {
             let hook = hook.to_owned();
             let prefix = prefix.to_owned();
-            let (stop, window, violations, answered, spooled) = (
+            let (stop, window, violations, answered, spooled, published) = (
                 load.stop.clone(),
                 load.window.clone(),
                 load.violations.clone(),
                 load.answered.clone(),
                 load.spooled.clone(),
+                load.published.clone(),
             );
             tasks.spawn(async move {
                 let mut acked = Acked::default();
@@ -211,8 +220,12 @@ impl Load {
                     if answer.json["status"] == "spooled" {
                         spooled.fetch_add(1, Ordering::SeqCst);
                     }
+                    if answer.status == StatusCode::OK {
+                        published.fetch_add(1, Ordering::SeqCst);
+                    }
                     acked.record(&chat, seq, Some(answer));
                     answered.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(PACE).await;
                 }
                 acked
             });
@@ -445,7 +458,16 @@ async fn leader_failover_under_load_loses_nothing() {
     load.wait_for_answers(300, Duration::from_secs(60)).await;
     let leader = kafka.busiest_leader(TOPIC);
     kafka.kill(leader);
-    load.wait_for_answers(600, Duration::from_secs(120)).await;
+    let killed = Instant::now();
+    // The controller moves leadership once the broker's session times out; the spool then
+    // drains and records are published directly again, all while the broker stays down.
+    let published = load.published.load(Ordering::SeqCst);
+    wait_until(
+        || load.published.load(Ordering::SeqCst) >= published + 100,
+        Duration::from_secs(120),
+    )
+    .await;
+    let recovered = killed.elapsed();
     kafka.restart(leader);
     load.wait_for_answers(300, Duration::from_secs(120)).await;
     let acked = load.finish().await;
@@ -466,7 +488,8 @@ async fn leader_failover_under_load_loses_nothing() {
     );
     let unavailable = share(&acked, 503);
     report(&format!(
-        "kafka: leader failover: 503 share {unavailable:.2} %"
+        "kafka: leader failover: answered 200 again {:.1} s after the kill, the broker still down; 503 share {unavailable:.2} %",
+        recovered.as_secs_f64()
     ));
     assert!(unavailable <= 5.0, "{:?}", acked.statuses);
     bridge.signal("-TERM");

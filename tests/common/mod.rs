@@ -473,9 +473,16 @@ impl Acked {
 /// `ordered` (each chat's events were posted one after another) checks per-chat order.
 pub fn verify(test: &str, bootstrap: &str, topic: &str, acked: &Acked, ordered: bool) {
     let wanted: HashSet<&str> = acked.ids.keys().map(String::as_str).collect();
+    // Counted as records arrive: rescanning every record at each poll is quadratic.
+    let (mut found, mut scanned) = (HashSet::new(), 0);
     let records = consume_all(bootstrap, topic, Duration::from_secs(60), |got| {
-        let found: HashSet<&str> = got.iter().filter_map(|r| r.value["id"].as_str()).collect();
-        wanted.iter().all(|id| found.contains(id))
+        for r in &got[scanned..] {
+            if let Some(id) = r.value["id"].as_str().filter(|id| wanted.contains(id)) {
+                found.insert(id.to_owned());
+            }
+        }
+        scanned = got.len();
+        found.len() == wanted.len()
     });
     let mut seen = HashSet::new();
     let mut last_seq: HashMap<String, u64> = HashMap::new();

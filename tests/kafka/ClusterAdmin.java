@@ -27,7 +27,7 @@ public class ClusterAdmin {
         return Admin.create(p);
     }
 
-    /** Waits until every address of BOOTSTRAP answers metadata listing BROKERS brokers. */
+    /** Waits until every address of BOOTSTRAP answers metadata listing BROKERS brokers (or more). */
     static void waitForBrokers(String bootstrap, int brokers, long timeoutS) throws Exception {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(timeoutS);
         for (String address : bootstrap.split(",")) {
@@ -35,7 +35,7 @@ public class ClusterAdmin {
             while (true) {
                 try (Admin a = admin(address)) {
                     Collection<Node> nodes = a.describeCluster().nodes().get(5, TimeUnit.SECONDS);
-                    if (nodes.size() == brokers) {
+                    if (nodes.size() >= brokers) {
                         break;
                     }
                     last = nodes.size() + " of " + brokers + " brokers in its metadata";

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of comm100-bridge against a Kafka-protocol broker on loopback.
-#   bench/run.sh                      broker: tansu (installed into the cache if missing)
+#   bench/run.sh                      broker: Apache Kafka, 3 brokers of tests/kafka/cluster,
+#                                     topics with replication 3 and min.insync.replicas 2
+#   BENCH_BROKER=tansu bench/run.sh   broker: tansu (installed into the cache if missing)
 #   BENCH_BROKER=mock bench/run.sh    broker: a librdkafka mock cluster in its own process
 # Knobs: BENCH_DURATION (s, default 15), BENCH_CONNECTIONS (connection counts, each
 # measured in turn; default "64 256"), BENCH_THREADS (2),
@@ -12,10 +14,10 @@
 # answers 200, under the same wrk load (the seven Comm100 samples in rotation); then the
 # bridge at a fixed rate of half its maximum (oha, installed into the cache if missing),
 # with the share of its requests and of its Kafka deliveries over 5 ms from /metrics;
-# and writes a table with the machine and versions.
+# and writes a table with the machine and versions into the broker's section of BENCH_OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-broker=${BENCH_BROKER:-tansu}
+broker=${BENCH_BROKER:-kafka}
 duration=${BENCH_DURATION:-15}
 connections=${BENCH_CONNECTIONS:-64 256}
 threads=${BENCH_THREADS:-2}
@@ -29,6 +31,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -f "$work/kafka/cluster.env" ]; then tests/kafka/cluster stop --dir "$work/kafka" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -51,7 +54,9 @@ bin=target/release
 # The broker. Each measured run gets a fresh broker and bridge: tansu keeps every record
 # in memory and slows down as it grows.
 tansu=""
-if [ "$broker" = mock ]; then
+if [ "$broker" = kafka ]; then
+  broker_version="Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tests/kafka/pom.xml) (3 KRaft nodes of tests/kafka/cluster, $(java -version 2>&1 | head -1 | tr -d '"'), replication 3, min.insync.replicas 2)"
+elif [ "$broker" = mock ]; then
   broker_version="librdkafka mock cluster (rdkafka-sys $(cargo metadata --format-version 1 | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="rdkafka-sys"))'))"
 else
   tansu=$(command -v tansu || true)
@@ -63,8 +68,22 @@ else
   broker_version="tansu $("$tansu" --version 2>/dev/null | awk '{print $NF}')"
 fi
 
-# start_broker: a fresh broker with every topic; sets bootstrap and broker_pid.
+# start_broker: a fresh broker with every topic; sets bootstrap and broker_pids. Apache
+# Kafka is started once and kept: unlike tansu it does not slow down as it fills.
+broker_pids=()
 start_broker() {
+  if [ "$broker" = kafka ]; then
+    if [ ! -f "$work/kafka/cluster.env" ]; then
+      tests/kafka/cluster start --brokers 3 --dir "$work/kafka" >"$work/kafka.out"
+      tests/kafka/cluster topics --dir "$work/kafka" --partitions "$partitions" --replication 3 --min-insync 2
+    fi
+    bootstrap=$(sed -n 's/^BOOTSTRAP=//p' "$work/kafka.out")
+    broker_pids=("$(cat "$work/kafka/node-1/pid")" "$(cat "$work/kafka/node-2/pid")" "$(cat "$work/kafka/node-3/pid")")
+    if [ "${BENCH_PIN:-0}" = 1 ]; then
+      for pid in "${broker_pids[@]}"; do taskset -a -pc 0 "$pid" >/dev/null; done
+    fi
+    return
+  fi
   if [ "$broker" = mock ]; then
     "${servers[@]}" "$bin/examples/bench_broker" mock "$partitions" >"$work/broker.out" 2>&1 &
     broker_pid=$!
@@ -81,6 +100,7 @@ start_broker() {
     "$bin/examples/bench_broker" create-topics "$bootstrap" "$partitions" >/dev/null
   fi
   pids+=("$broker_pid")
+  broker_pids=("$broker_pid")
 }
 
 # The bridge's configuration, less the broker address.
@@ -122,15 +142,26 @@ start_bridge() {
 peak_rss=0
 stop_bridge() {
   peak_rss=$(awk -v a="$peak_rss" -v b="$(peak_rss_mib "$bridge_pid")" 'BEGIN {print (b > a ? b : a)}')
-  kill "$bridge_pid" "$broker_pid"
-  wait "$bridge_pid" "$broker_pid" 2>/dev/null || true
+  kill "$bridge_pid"
+  wait "$bridge_pid" 2>/dev/null || true
+  if [ "$broker" != kafka ]; then
+    kill "${broker_pids[@]}"
+    wait "${broker_pids[@]}" 2>/dev/null || true
+  fi
 }
 
 "${servers[@]}" "$bin/examples/bench_ceiling" "127.0.0.1:$cport" >/dev/null &
 pids+=($!)
 wait_http "http://127.0.0.1:$cport/"
 
-cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# cpu_seconds PID...: user + system CPU of the processes, summed.
+cpu_seconds() {
+  local pid total=0
+  for pid in "$@"; do
+    total=$(awk -v hz="$(getconf CLK_TCK)" -v t="$total" '{printf "%.2f", t + ($14 + $15) / hz}' "/proc/$pid/stat")
+  done
+  echo "$total"
+}
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
 # run NAME URL CONNECTIONS: prints "rps p50_ms p99_ms p999_ms non2xx errors"
@@ -202,10 +233,10 @@ notes=""
 for conns in $connections; do
   start_bridge
   cpu_before=$(cpu_seconds "$bridge_pid")
-  broker_cpu_before=$(cpu_seconds "$broker_pid")
+  broker_cpu_before=$(cpu_seconds "${broker_pids[@]}")
   read -r b_rps b_p50 b_p99 b_p999 b_non2xx b_err < <(run bridge "http://127.0.0.1:$bport/webhooks/comm100?token=bench" "$conns")
   cpu_after=$(cpu_seconds "$bridge_pid")
-  broker_cpu_after=$(cpu_seconds "$broker_pid")
+  broker_cpu_after=$(cpu_seconds "${broker_pids[@]}")
   stop_bridge
   read -r c_rps c_p50 c_p99 c_p999 c_non2xx c_err < <(run ceiling "http://127.0.0.1:$cport/" "$conns")
   half=$((b_rps / 2))
@@ -218,12 +249,13 @@ for conns in $connections; do
   cpu=$(python3 -c "print(round($cpu_after - $cpu_before, 1))")
   broker_cpu=$(python3 -c "print(round($broker_cpu_after - $broker_cpu_before, 1))")
   per_request=$(python3 -c "print(round(1e6 * ($cpu_after - $cpu_before) / ($b_rps * $duration)))")
+  broker_per_request=$(python3 -c "print(round(1e6 * ($broker_cpu_after - $broker_cpu_before) / ($b_rps * $duration)))")
   ratio=$(python3 -c "print(round(100 * $b_rps / $c_rps, 1))")
   rows+="| $conns | bridge, max rate | $b_rps | $b_p50 | $b_p99 | $b_p999 | $b_non2xx | $b_err |
 | $conns | ceiling (bare hyper, read body, 200) | $c_rps | $c_p50 | $c_p99 | $c_p999 | $c_non2xx | $c_err |
 | $conns | bridge at a fixed $half req/s (half its max, oha) | $h_rps | $h_p50 | $h_p99 | $h_p999 | $h_non2xx | $h_err |
 "
-  notes+="- $conns connections: bridge ÷ ceiling **$ratio %**; bridge CPU $cpu s over ${duration} s (≈ $per_request µs per request), broker CPU $broker_cpu s.
+  notes+="- $conns connections: bridge ÷ ceiling **$ratio %**; bridge CPU $cpu s over ${duration} s (≈ $per_request µs per request), broker CPU $broker_cpu s (≈ $broker_per_request µs per request).
   At half load, by the bridge's own histograms: $h_http_slow % of webhook requests took over 5 ms, and $h_kafka_slow % of Kafka deliveries (produce to acknowledgement) did.
 "
 done
@@ -245,12 +277,11 @@ fi
 layout="unpinned (servers, broker and wrk share both cores)"
 [ "${BENCH_PIN:-0}" = 1 ] && layout="bridge, broker and ceiling on CPU 0; wrk on CPU 1"
 cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-{
-  echo "# Benchmarks"
+section() {
+  echo "<!-- results:$broker -->"
+  echo "## Against $broker_title"
   echo
-  echo "End-to-end: HTTP POST of real Comm100 bodies (the seven event types in rotation, 44 B to"
-  echo "2.3 KB) → parse, normalize → Kafka with \`acks=all\` and idempotence → 200 after the"
-  echo "delivery report. Produced by \`bench/run.sh\` on $(date -u +%Y-%m-%d)."
+  echo "Produced by \`bench/run.sh\` (\`BENCH_BROKER=$broker\`) on $(date -u +%Y-%m-%d)."
   echo
   echo "| connections | run | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | socket errors |"
   echo "|---:|---|---:|---:|---:|---:|---:|---:|"
@@ -275,14 +306,30 @@ cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "Load: \`wrk -t$threads -c<connections> -d${duration}s -s bench/post.lua URL\`; the fixed-rate run:"
   echo "\`oha -z ${duration}s -w -c <connections> -q <rate> --latency-correction -m POST -Z bodies.ndjson URL\`"
   echo "($("$oha" --version | head -1); the same samples as compact one-line JSON)."
-  echo
-  echo "Reproduce: \`bench/run.sh\` (tansu, installed into \`~/.cache/comm100-bridge\` on first use) or"
-  echo "\`BENCH_BROKER=mock bench/run.sh\`; \`BENCH_PIN=1\` pins as described above."
-  # Hand-written analysis below the marker survives re-runs.
-  if [ -f "$out" ] && grep -q '^<!-- analysis -->$' "$out"; then
-    echo
-    sed -n '/^<!-- analysis -->$/,$p' "$out"
-  fi
-} >"$out.tmp"
+  echo "<!-- /results:$broker -->"
+}
+case $broker in
+  kafka) broker_title="Apache Kafka (3 brokers, replication 3, acks=all)" ;;
+  tansu) broker_title="tansu (one in-memory broker)" ;;
+  mock) broker_title="the librdkafka mock cluster (its own process)" ;;
+esac
+section >"$work/section.md"
+# The file keeps one section per broker: this run replaces its own, or is added before the
+# hand-written analysis, which survives re-runs.
+[ -f "$out" ] || printf '# Benchmarks\n\n<!-- analysis -->\n' >"$out"
+python3 - "$out" "$work/section.md" "$broker" >"$out.tmp" <<'PY'
+import sys
+doc, section, broker = open(sys.argv[1]).read(), open(sys.argv[2]).read(), sys.argv[3]
+begin, end = f"<!-- results:{broker} -->", f"<!-- /results:{broker} -->"
+if begin in doc and end in doc:
+    doc = doc[:doc.index(begin)] + section.rstrip("\n") + doc[doc.index(end) + len(end):]
+elif "<!-- analysis -->" in doc:
+    at = doc.index("<!-- analysis -->")
+    doc = doc[:at] + section + "\n" + doc[at:]
+else:
+    doc = doc.rstrip("\n") + "\n\n" + section
+sys.stdout.write(doc)
+PY
+
 mv "$out.tmp" "$out"
 cat "$out"

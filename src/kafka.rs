@@ -471,4 +471,22 @@ mod tests {
         ]);
         assert!(Publisher::new(&bogus, Metrics::new()).is_err());
     }
+
+    #[test]
+    fn a_missing_topic_fails_within_the_kafka_wait_unless_configured() {
+        let propagation = |properties: &[(&str, &str)], wait_ms: u64| {
+            producer_config(
+                &config_with(properties).kafka,
+                Duration::from_millis(wait_ms),
+            )
+            .get("topic.metadata.propagation.max.ms")
+            .map(str::to_owned)
+        };
+        assert_eq!(propagation(&[], 4000).as_deref(), Some("2000"));
+        assert_eq!(propagation(&[], 1000).as_deref(), Some("500"));
+        assert_eq!(
+            propagation(&[("topic.metadata.propagation.max.ms", "30000")], 4000).as_deref(),
+            Some("30000")
+        );
+    }
 }

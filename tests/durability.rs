@@ -411,3 +411,62 @@ async fn wait_until_async<F: std::future::Future<Output = bool>>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn without_a_spool_readiness_drops_while_a_connected_broker_acknowledges_nothing() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let mut config = outage_config(&bootstrap);
+    config.spool.enabled = false;
+    let bridge = Bridge::start(config).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    assert_eq!(
+        post(&hook, &[], event("bare", 0)).await.status,
+        StatusCode::OK
+    );
+    // Ready once the producer's statistics report the broker.
+    wait_for_status(
+        &bridge.url("/readyz"),
+        StatusCode::OK,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // The broker stays connected but refuses every write, as with a lost quorum.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 500],
+    );
+    let answer = post(&hook, &[], event("bare", 1)).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.text
+    );
+    let ready = get(&bridge.url("/readyz")).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.text
+    );
+    assert_eq!(ready.json["brokers_up"], 1, "{}", ready.text);
+    assert!(
+        ready.json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not acknowledging"),
+        "{}",
+        ready.text
+    );
+
+    // Once Kafka acknowledges again, the next delivery makes it ready at once.
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    assert_eq!(
+        post(&hook, &[], event("bare", 2)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(get(&bridge.url("/readyz")).await.status, StatusCode::OK);
+    bridge.stop().await.unwrap();
+}

@@ -140,7 +140,7 @@ impl Drop for Kafka {
 }
 
 /// A bridge configuration file: the given brokers, [`TOKEN`], JSON logs, a spool under
-/// `dir` unless `spool` is false, and `properties` as librdkafka properties.
+/// `dir` unless `spool` is false, then the TOML in `extra`.
 fn bridge_config(dir: &Path, name: &str, brokers: &str, spool: bool, extra: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let toml = format!(
@@ -163,6 +163,30 @@ level = "info"
     );
     std::fs::write(&path, toml).unwrap();
     path
+}
+
+/// Three brokers with every topic at replication 3 and `min_insync`, and a bridge on them
+/// with a spool under the returned directory.
+fn three_brokers(min_insync: &str) -> (Kafka, tempfile::TempDir, Process) {
+    let kafka = Kafka::start(&["--brokers", "3"]);
+    kafka.topics(&["--replication", "3", "--min-insync", min_insync]);
+    let work = tempfile::tempdir().unwrap();
+    let config = bridge_config(work.path(), "bridge", kafka.bootstrap(), true, "");
+    let bridge = Process::start(&config);
+    (kafka, work, bridge)
+}
+
+/// Waits until the bridge's spool is empty, then checks that every record answered 2xx is
+/// in `TOPIC`, in per-chat order.
+async fn drained_and_verified(test: &str, bridge: &Process, kafka: &Kafka, acked: &Acked) {
+    wait_for_metric(
+        &bridge.url("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    verify(test, kafka.bootstrap(), TOPIC, acked, true);
 }
 
 /// Senders posting continuously, each chat's events one after another, until stopped. Each
@@ -277,16 +301,7 @@ fn normalized(sample: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
-    let kafka = Kafka::start(&["--brokers", "3"]);
-    kafka.topics(&["--replication", "3", "--min-insync", "2"]);
-    let work = tempfile::tempdir().unwrap();
-    let bridge = Process::start(&bridge_config(
-        work.path(),
-        "bridge",
-        kafka.bootstrap(),
-        true,
-        "",
-    ));
+    let (kafka, _work, bridge) = three_brokers("2");
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
 
     // id → (the answer, the golden record, what normalize says)
@@ -379,6 +394,10 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
         assert_eq!(headers["ce_source"], expected["headers"]["ce_source"]);
         assert_eq!(headers["ce_specversion"], "1.0");
         assert_eq!(headers["content-type"], "application/json");
+        let time = value["occurred_at"]
+            .as_str()
+            .or(value["received_at"].as_str());
+        assert_eq!(Some(headers["ce_time"]), time, "{id}");
         assert_eq!(
             key,
             expected["key"].as_str().unwrap_or("null"),
@@ -425,8 +444,9 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
         assert_eq!(event["topic"], answer["topic"]);
         assert_eq!(event["partition"], answer["partition"]);
         assert_eq!(event["offset"], answer["offset"]);
-        let occurred = expected["value"]["occurred_at"].as_str();
-        if let Some(occurred) = occurred {
+        assert_eq!(event["time"], event["data_time"], "{id}");
+        assert!(event["time_utc_ms"].as_i64().unwrap() > 0, "{id}");
+        if let Some(occurred) = expected["value"]["occurred_at"].as_str() {
             assert_eq!(event["time"], occurred, "{id}");
         }
         python_seen += 1;
@@ -442,16 +462,7 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn leader_failover_under_load_loses_nothing() {
-    let kafka = Kafka::start(&["--brokers", "3"]);
-    kafka.topics(&["--replication", "3", "--min-insync", "2"]);
-    let work = tempfile::tempdir().unwrap();
-    let bridge = Process::start(&bridge_config(
-        work.path(),
-        "bridge",
-        kafka.bootstrap(),
-        true,
-        "",
-    ));
+    let (kafka, _work, bridge) = three_brokers("2");
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
 
     let load = Load::start(&hook, 8, "failover");
@@ -472,20 +483,13 @@ async fn leader_failover_under_load_loses_nothing() {
     load.wait_for_answers(300, Duration::from_secs(120)).await;
     let acked = load.finish().await;
 
-    wait_for_metric(
-        &bridge.url("/metrics"),
-        "comm100_bridge_spool_events",
-        0.0,
-        Duration::from_secs(120),
+    drained_and_verified(
+        &format!("kafka: leader failover (broker {leader} SIGKILLed, restarted)"),
+        &bridge,
+        &kafka,
+        &acked,
     )
     .await;
-    verify(
-        &format!("kafka: leader failover (broker {leader} SIGKILLed, restarted)"),
-        kafka.bootstrap(),
-        TOPIC,
-        &acked,
-        true,
-    );
     let unavailable = share(&acked, 503);
     report(&format!(
         "kafka: leader failover: answered 200 again {:.1} s after the kill, the broker still down; 503 share {unavailable:.2} %",
@@ -498,16 +502,7 @@ async fn leader_failover_under_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn losing_the_quorum_spools_then_drains_in_order() {
-    let kafka = Kafka::start(&["--brokers", "3"]);
-    kafka.topics(&["--replication", "3", "--min-insync", "2"]);
-    let work = tempfile::tempdir().unwrap();
-    let bridge = Process::start(&bridge_config(
-        work.path(),
-        "bridge",
-        kafka.bootstrap(),
-        true,
-        "",
-    ));
+    let (kafka, work, bridge) = three_brokers("2");
     // A second bridge without a spool shows the answers and readiness when nothing can
     // make a record durable.
     let bare = Process::start(&bridge_config(
@@ -570,20 +565,13 @@ async fn losing_the_quorum_spools_then_drains_in_order() {
     kafka.restart(3);
     load.wait_for_answers(200, Duration::from_secs(120)).await;
     let acked = load.finish().await;
-    wait_for_metric(
-        &bridge.url("/metrics"),
-        "comm100_bridge_spool_events",
-        0.0,
-        Duration::from_secs(120),
+    drained_and_verified(
+        "kafka: quorum lost (2 of 3 brokers SIGKILLed, restarted)",
+        &bridge,
+        &kafka,
+        &acked,
     )
     .await;
-    verify(
-        "kafka: quorum lost (2 of 3 brokers SIGKILLed, restarted)",
-        kafka.bootstrap(),
-        TOPIC,
-        &acked,
-        true,
-    );
     wait_for_status(
         &bare.url("/readyz"),
         StatusCode::OK,
@@ -597,18 +585,9 @@ async fn losing_the_quorum_spools_then_drains_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn an_isr_below_min_insync_is_never_answered_200_and_nothing_is_lost() {
-    let kafka = Kafka::start(&["--brokers", "3"]);
     // Replication 3 with min.insync.replicas 3: one broker down leaves an ISR of 2, below
     // the minimum, while the controller quorum (2 of 3) stays.
-    kafka.topics(&["--replication", "3", "--min-insync", "3"]);
-    let work = tempfile::tempdir().unwrap();
-    let bridge = Process::start(&bridge_config(
-        work.path(),
-        "bridge",
-        kafka.bootstrap(),
-        true,
-        "",
-    ));
+    let (kafka, _work, bridge) = three_brokers("3");
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
 
     let load = Load::start(&hook, 8, "insync");
@@ -627,20 +606,13 @@ async fn an_isr_below_min_insync_is_never_answered_200_and_nothing_is_lost() {
     load.wait_for_answers(200, Duration::from_secs(120)).await;
     let violations = load.violations.load(Ordering::SeqCst);
     let acked = load.finish().await;
-    wait_for_metric(
-        &bridge.url("/metrics"),
-        "comm100_bridge_spool_events",
-        0.0,
-        Duration::from_secs(120),
+    drained_and_verified(
+        "kafka: ISR below min.insync.replicas (1 of 3 brokers SIGKILLed, restarted)",
+        &bridge,
+        &kafka,
+        &acked,
     )
     .await;
-    verify(
-        "kafka: ISR below min.insync.replicas (1 of 3 brokers SIGKILLed, restarted)",
-        kafka.bootstrap(),
-        TOPIC,
-        &acked,
-        true,
-    );
     report(&format!(
         "kafka: ISR below min.insync.replicas: {violations} answers 200 while the ISR was short"
     ));

@@ -4,7 +4,7 @@ the CloudEvents SDK's Kafka binding (binary mode), as a consumer team would.
     python3 cloudevents_reader.py BOOTSTRAP COUNT TOPIC...
 
 Prints one JSON line per record: topic, partition, offset, key, the CloudEvent's
-attributes and its data's `id`. Exits non-zero when a record is not a valid CloudEvent or
+attributes, and its data's `id` and time (`occurred_at`, else `received_at`). Exits non-zero when a record is not a valid CloudEvent or
 fewer than COUNT records arrive within 60 s.
 """
 
@@ -62,6 +62,7 @@ def main() -> int:
                     "time_utc_ms": int(parsed.timestamp() * 1000),
                     "datacontenttype": attributes.get("datacontenttype"),
                     "data_id": event.get_data()["id"],
+                    "data_time": event.get_data()["occurred_at"] or event.get_data()["received_at"],
                 }
             ),
             flush=True,

@@ -9,7 +9,8 @@
 # BENCH_PIN=1 (servers on CPU 0, load generator on CPU 1), BENCH_CACHE (tool installs),
 # BENCH_OUT (results file, default docs/benchmarks.md), BENCH_PROPERTIES (librdkafka
 # properties for the bridge, e.g. "linger.ms=5 compression.type=none"; default: the
-# bridge's own defaults), BENCH_PARTITIONS (partitions per topic, default 3).
+# bridge's own defaults), BENCH_PARTITIONS (partitions per topic, default 3), BENCH_WARMUP
+# (s of load on a new Kafka cluster before the first measurement, default 45).
 # It measures the bridge and, as the ceiling, a bare hyper server that reads the body and
 # answers 200, under the same wrk load (the seven Comm100 samples in rotation); then the
 # bridge at a fixed rate of half its maximum (oha, installed into the cache if missing),
@@ -136,6 +137,12 @@ start_bridge() {
   pids+=("$bridge_pid")
   wait_http "http://127.0.0.1:$bport/healthz"
   wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
+  # A fresh JVM runs interpreted and compiles as it goes: the first 15 s against a new
+  # Kafka cluster measured at a third of its later rate. Warm it once, under load.
+  if [ "$broker" = kafka ] && [ ! -f "$work/kafka/warm" ]; then
+    wrk -t2 -c64 -d"${BENCH_WARMUP:-45}s" -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
+    touch "$work/kafka/warm"
+  fi
 }
 
 # stop_bridge: stops the bridge and its broker, keeping the bridge's peak RSS in peak_rss.

@@ -1,7 +1,7 @@
 //! The release binary against Apache Kafka itself: a KRaft cluster of `tests/kafka/cluster`
 //! on loopback. Every sample round-trips and is read by Kafka's own Java consumer and by the
-//! Python CloudEvents SDK; a leader is SIGKILLed under load; the quorum is lost; the ISR
-//! falls below `min.insync.replicas`; SASL_SSL with SCRAM, a wrong password, a topic denied by
+//! Python CloudEvents SDK; a leader is SIGKILLed under load; the quorum is lost; one
+//! replica is left with `min.insync.replicas` 2; SASL_SSL with SCRAM, a wrong password, a topic denied by
 //! ACL and a missing topic. The chaos tests report sent / 2xx / found / missing to
 //! `target/tmp/test-report.txt`.
 //!
@@ -111,6 +111,22 @@ impl Kafka {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// The in-sync replica count of each partition of `topic`.
+    fn isr_sizes(&self, topic: &str) -> Vec<usize> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| p.isr().len())
+            .collect()
+    }
+
     /// The broker that leads most partitions of `topic`.
     fn busiest_leader(&self, topic: &str) -> i32 {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -165,10 +181,10 @@ level = "info"
     path
 }
 
-/// Three brokers with every topic at replication 3 and `min_insync`, and a bridge on them
-/// with a spool under the returned directory.
-fn three_brokers(min_insync: &str) -> (Kafka, tempfile::TempDir, Process) {
-    let kafka = Kafka::start(&["--brokers", "3"]);
+/// Three brokers (`start` adds arguments) with every topic at replication 3 and
+/// `min_insync`, and a bridge on them with a spool under the returned directory.
+fn three_brokers(start: &[&str], min_insync: &str) -> (Kafka, tempfile::TempDir, Process) {
+    let kafka = Kafka::start(&[&["--brokers", "3"], start].concat());
     kafka.topics(&["--replication", "3", "--min-insync", min_insync]);
     let work = tempfile::tempdir().unwrap();
     let config = bridge_config(work.path(), "bridge", kafka.bootstrap(), true, "");
@@ -301,7 +317,7 @@ fn normalized(sample: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
-    let (kafka, _work, bridge) = three_brokers("2");
+    let (kafka, _work, bridge) = three_brokers(&[], "2");
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
 
     // id → (the answer, the golden record, what normalize says)
@@ -462,7 +478,7 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn leader_failover_under_load_loses_nothing() {
-    let (kafka, _work, bridge) = three_brokers("2");
+    let (kafka, _work, bridge) = three_brokers(&[], "2");
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
 
     let load = Load::start(&hook, 8, "failover");
@@ -502,7 +518,7 @@ async fn leader_failover_under_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn losing_the_quorum_spools_then_drains_in_order() {
-    let (kafka, work, bridge) = three_brokers("2");
+    let (kafka, work, bridge) = three_brokers(&[], "2");
     // A second bridge without a spool shows the answers and readiness when nothing can
     // make a record durable.
     let bare = Process::start(&bridge_config(
@@ -585,39 +601,73 @@ async fn losing_the_quorum_spools_then_drains_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn an_isr_below_min_insync_is_never_answered_200_and_nothing_is_lost() {
-    // Replication 3 with min.insync.replicas 3: one broker down leaves an ISR of 2, below
-    // the minimum, while the controller quorum (2 of 3) stays.
-    let (kafka, _work, bridge) = three_brokers("3");
+    // Node 1 is the only controller, so with nodes 2 and 3 down the quorum stays and one
+    // broker is left of each partition's three replicas, with min.insync.replicas 2.
+    let (kafka, work, bridge) = three_brokers(&["--controllers", "1"], "2");
+    let bare = Process::start(&bridge_config(
+        work.path(),
+        "bare",
+        kafka.bootstrap(),
+        false,
+        "",
+    ));
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let bare_hook = bare.url(&format!("/webhooks/comm100?token={TOKEN}"));
 
     let load = Load::start(&hook, 8, "insync");
     load.wait_for_answers(300, Duration::from_secs(60)).await;
     kafka.kill(3);
-    // Requests already acknowledged by all three replicas may still be answering.
+    kafka.kill(2);
+    // Requests already acknowledged by the replicas may still be answering.
     tokio::time::sleep(Duration::from_millis(500)).await;
     load.window.store(true, Ordering::SeqCst);
+    // The controller fences the dead brokers and shrinks every ISR to the survivor.
+    let started = Instant::now();
+    while kafka.isr_sizes(TOPIC).iter().any(|&n| n > 1) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the ISR did not shrink"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let shrunk = started.elapsed();
+    // Now Kafka refuses acks=all writes (NOT_ENOUGH_REPLICAS): a bridge without a spool
+    // must say so, and the spooling bridge keeps spooling.
+    let answer = post(&bare_hook, &[], event("bare", 0)).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.text
+    );
+    let spooled = load.spooled.load(Ordering::SeqCst);
     wait_until(
-        || load.spooled.load(Ordering::SeqCst) >= 100,
-        Duration::from_secs(90),
+        || load.spooled.load(Ordering::SeqCst) >= spooled + 100,
+        Duration::from_secs(60),
     )
     .await;
     load.window.store(false, Ordering::SeqCst);
+    kafka.restart(2);
     kafka.restart(3);
     load.wait_for_answers(200, Duration::from_secs(120)).await;
     let violations = load.violations.load(Ordering::SeqCst);
     let acked = load.finish().await;
     drained_and_verified(
-        "kafka: ISR below min.insync.replicas (1 of 3 brokers SIGKILLed, restarted)",
+        "kafka: ISR below min.insync.replicas (2 of 3 brokers SIGKILLed, restarted)",
         &bridge,
         &kafka,
         &acked,
     )
     .await;
     report(&format!(
-        "kafka: ISR below min.insync.replicas: {violations} answers 200 while the ISR was short"
+        "kafka: ISR below min.insync.replicas: one replica left {:.1} s after the kills; {violations} answers 200 \
+         while it was short; the bridge without a spool answered 503 ({})",
+        shrunk.as_secs_f64(),
+        answer.json["error"]["message"]
     ));
     assert_eq!(violations, 0);
     bridge.signal("-TERM");
+    bare.signal("-TERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

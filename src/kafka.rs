@@ -90,7 +90,7 @@ impl Pending {
 
 /// How long after its latest failed delivery, with none acknowledged since, Kafka counts as
 /// not acknowledging (for readiness without a spool). Past it, readiness lets a request try.
-pub const NOT_ACKNOWLEDGING_FOR: Duration = Duration::from_secs(10);
+const NOT_ACKNOWLEDGING_FOR: Duration = Duration::from_secs(10);
 
 /// What the producer's callbacks and deliveries report, shared with the [`Publisher`].
 struct Shared {
@@ -255,12 +255,20 @@ impl Publisher {
             .of(message.kind)
             .delivery
             .observe(started.elapsed().as_secs_f64());
-        let now = self.shared.now_ms();
+        let shared = &self.shared;
         match &result {
-            Ok(_) => self.shared.last_ack.store(now, Ordering::Relaxed),
-            Err(e) if e.permanent_reason().is_none() => {
-                self.shared.last_failure.store(now, Ordering::Relaxed)
+            // Written only while a failure is the latest outcome: no store to a shared
+            // cache line on every acknowledged request.
+            Ok(_) => {
+                if shared.last_failure.load(Ordering::Relaxed)
+                    > shared.last_ack.load(Ordering::Relaxed)
+                {
+                    shared.last_ack.store(shared.now_ms(), Ordering::Relaxed)
+                }
             }
+            Err(e) if e.permanent_reason().is_none() => shared
+                .last_failure
+                .store(shared.now_ms(), Ordering::Relaxed),
             Err(_) => {}
         }
         result

@@ -70,12 +70,7 @@ async fn an_outage_under_load_loses_nothing_answered_2xx_and_keeps_per_chat_orde
 
     let mut acked = Acked::default();
     while let Some(part) = senders.join_next().await {
-        let part = part.unwrap();
-        acked.ids.extend(part.ids);
-        acked.sent += part.sent;
-        for (k, v) in part.statuses {
-            *acked.statuses.entry(k).or_default() += v;
-        }
+        acked.merge(part.unwrap());
     }
     assert!(
         acked.statuses.get(&202).copied().unwrap_or(0) > 0,
@@ -213,11 +208,7 @@ async fn sigkill_during_an_outage_then_restart_delivers_every_2xx() {
     );
 
     let mut all = acked;
-    all.sent += killed.sent;
-    all.ids.extend(killed.ids);
-    for (k, v) in killed.statuses {
-        *all.statuses.entry(k).or_default() += v;
-    }
+    all.merge(killed);
 
     cluster.broker_up(-1).unwrap();
     let mut restarted = restart_and_drain(&config).await;

@@ -111,8 +111,8 @@ impl Kafka {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// The in-sync replica count of each partition of `topic`.
-    fn isr_sizes(&self, topic: &str) -> Vec<usize> {
+    /// Each partition of `topic`, as (leader, in-sync replica count), per the metadata.
+    fn partitions(&self, topic: &str) -> Vec<(i32, usize)> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .create()
@@ -123,22 +123,15 @@ impl Kafka {
         metadata.topics()[0]
             .partitions()
             .iter()
-            .map(|p| p.isr().len())
+            .map(|p| (p.leader(), p.isr().len()))
             .collect()
     }
 
     /// The broker that leads most partitions of `topic`.
     fn busiest_leader(&self, topic: &str) -> i32 {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .create()
-            .unwrap();
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap();
         let mut led: BTreeMap<i32, usize> = BTreeMap::new();
-        for p in metadata.topics()[0].partitions() {
-            *led.entry(p.leader()).or_default() += 1;
+        for (leader, _) in self.partitions(topic) {
+            *led.entry(leader).or_default() += 1;
         }
         led.into_iter().max_by_key(|&(_, n)| n).unwrap().0
     }
@@ -181,6 +174,17 @@ level = "info"
     path
 }
 
+/// The webhook URL of `bridge`, with [`TOKEN`].
+fn webhook_url(bridge: &Process) -> String {
+    bridge.url(&format!("/webhooks/comm100?token={TOKEN}"))
+}
+
+/// A second bridge on `kafka`, without a spool: it shows the answers and readiness when
+/// nothing can make a record durable.
+fn bridge_without_spool(work: &Path, kafka: &Kafka) -> Process {
+    Process::start(&bridge_config(work, "bare", kafka.bootstrap(), false, ""))
+}
+
 /// Three brokers (`start` adds arguments) with every topic at replication 3 and
 /// `min_insync`, and a bridge on them with a spool under the returned directory.
 fn three_brokers(start: &[&str], min_insync: &str) -> (Kafka, tempfile::TempDir, Process) {
@@ -210,71 +214,61 @@ async fn drained_and_verified(test: &str, bridge: &Process, kafka: &Kafka, acked
 /// bridge saturated while it spools keeps spooling, since new records queue behind the
 /// spooled ones, and would never show direct publishing resume).
 struct Load {
-    stop: Arc<AtomicBool>,
-    /// While set, a 200 answer to a request sent while it was set is counted in `violations`.
-    window: Arc<AtomicBool>,
-    violations: Arc<AtomicUsize>,
-    answered: Arc<AtomicUsize>,
-    spooled: Arc<AtomicUsize>,
-    published: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
     tasks: JoinSet<Acked>,
+}
+
+/// What the senders share: the stop flag, the window, and counts of answers.
+#[derive(Default)]
+struct Counts {
+    stop: AtomicBool,
+    /// While set, a 200 answer to a request sent while it was set is counted in `violations`.
+    window: AtomicBool,
+    violations: AtomicUsize,
+    answered: AtomicUsize,
+    spooled: AtomicUsize,
+    published: AtomicUsize,
 }
 
 impl Load {
     fn start(hook: &str, senders: usize, prefix: &str) -> Self {
-        let load = Self {
-            stop: Default::default(),
-            window: Default::default(),
-            violations: Default::default(),
-            answered: Default::default(),
-            spooled: Default::default(),
-            published: Default::default(),
-            tasks: JoinSet::new(),
-        };
+        let counts = Arc::new(Counts::default());
         let mut tasks = JoinSet::new();
         for s in 0..senders {
             let hook = hook.to_owned();
             let prefix = prefix.to_owned();
-            let (stop, window, violations, answered, spooled, published) = (
-                load.stop.clone(),
-                load.window.clone(),
-                load.violations.clone(),
-                load.answered.clone(),
-                load.spooled.clone(),
-                load.published.clone(),
-            );
+            let c = counts.clone();
             tasks.spawn(async move {
                 let mut acked = Acked::default();
                 // Bounded: at most 5,000 events per sender whatever happens.
                 for seq in 0..5_000 {
-                    if stop.load(Ordering::SeqCst) {
+                    if c.stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let chat = format!("{prefix}-{s}-{}", seq % 3);
-                    let in_window = window.load(Ordering::SeqCst);
+                    let in_window = c.window.load(Ordering::SeqCst);
                     let answer = post(&hook, &[], event(&chat, seq)).await;
-                    if answer.status == StatusCode::OK && in_window && window.load(Ordering::SeqCst)
-                    {
-                        violations.fetch_add(1, Ordering::SeqCst);
+                    if answer.status == StatusCode::OK {
+                        c.published.fetch_add(1, Ordering::SeqCst);
+                        if in_window && c.window.load(Ordering::SeqCst) {
+                            c.violations.fetch_add(1, Ordering::SeqCst);
+                        }
                     }
                     if answer.json["status"] == "spooled" {
-                        spooled.fetch_add(1, Ordering::SeqCst);
-                    }
-                    if answer.status == StatusCode::OK {
-                        published.fetch_add(1, Ordering::SeqCst);
+                        c.spooled.fetch_add(1, Ordering::SeqCst);
                     }
                     acked.record(&chat, seq, Some(answer));
-                    answered.fetch_add(1, Ordering::SeqCst);
+                    c.answered.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(PACE).await;
                 }
                 acked
             });
         }
-        Self { tasks, ..load }
+        Self { counts, tasks }
     }
 
     fn answered(&self) -> usize {
-        self.answered.load(Ordering::SeqCst)
+        self.counts.answered.load(Ordering::SeqCst)
     }
 
     /// Waits until `n` more answers than now have come back.
@@ -284,15 +278,10 @@ impl Load {
     }
 
     async fn finish(mut self) -> Acked {
-        self.stop.store(true, Ordering::SeqCst);
+        self.counts.stop.store(true, Ordering::SeqCst);
         let mut all = Acked::default();
         while let Some(part) = self.tasks.join_next().await {
-            let part = part.unwrap();
-            all.ids.extend(part.ids);
-            all.sent += part.sent;
-            for (k, v) in part.statuses {
-                *all.statuses.entry(k).or_default() += v;
-            }
+            all.merge(part.unwrap());
         }
         all
     }
@@ -318,7 +307,7 @@ fn normalized(sample: &Path) -> Value {
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
     let (kafka, _work, bridge) = three_brokers(&[], "2");
-    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let hook = webhook_url(&bridge);
 
     // id → (the answer, the golden record, what normalize says)
     let mut posted: BTreeMap<String, (Value, Value, Value)> = BTreeMap::new();
@@ -337,14 +326,11 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
 
     // Read back with rdkafka, exactly where each answer points.
     for (id, (answer, golden, expected)) in &posted {
-        let record = consume_answered(
+        let record = consume_at(
             kafka.bootstrap(),
-            &Answer {
-                status: StatusCode::OK,
-                headers: Default::default(),
-                json: answer.clone(),
-                text: String::new(),
-            },
+            answer["topic"].as_str().unwrap(),
+            answer["partition"].as_i64().unwrap() as i32,
+            answer["offset"].as_i64().unwrap(),
         );
         assert_eq!(record.topic, expected["topic"].as_str().unwrap());
         assert_eq!(record.key.as_deref(), expected["key"].as_str(), "{id}");
@@ -479,7 +465,7 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn leader_failover_under_load_loses_nothing() {
     let (kafka, _work, bridge) = three_brokers(&[], "2");
-    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let hook = webhook_url(&bridge);
 
     let load = Load::start(&hook, 8, "failover");
     load.wait_for_answers(300, Duration::from_secs(60)).await;
@@ -488,9 +474,9 @@ async fn leader_failover_under_load_loses_nothing() {
     let killed = Instant::now();
     // The controller moves leadership once the broker's session times out; the spool then
     // drains and records are published directly again, all while the broker stays down.
-    let published = load.published.load(Ordering::SeqCst);
+    let published = load.counts.published.load(Ordering::SeqCst);
     wait_until(
-        || load.published.load(Ordering::SeqCst) >= published + 100,
+        || load.counts.published.load(Ordering::SeqCst) >= published + 100,
         Duration::from_secs(120),
     )
     .await;
@@ -519,17 +505,9 @@ async fn leader_failover_under_load_loses_nothing() {
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn losing_the_quorum_spools_then_drains_in_order() {
     let (kafka, work, bridge) = three_brokers(&[], "2");
-    // A second bridge without a spool shows the answers and readiness when nothing can
-    // make a record durable.
-    let bare = Process::start(&bridge_config(
-        work.path(),
-        "bare",
-        kafka.bootstrap(),
-        false,
-        "",
-    ));
-    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
-    let bare_hook = bare.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let bare = bridge_without_spool(work.path(), &kafka);
+    let hook = webhook_url(&bridge);
+    let bare_hook = webhook_url(&bare);
     assert_eq!(
         post(&bare_hook, &[], event("bare", 0)).await.status,
         StatusCode::OK
@@ -541,7 +519,7 @@ async fn losing_the_quorum_spools_then_drains_in_order() {
     kafka.kill(3);
     let killed = Instant::now();
     wait_until(
-        || load.spooled.load(Ordering::SeqCst) >= 100,
+        || load.counts.spooled.load(Ordering::SeqCst) >= 100,
         Duration::from_secs(60),
     )
     .await;
@@ -563,7 +541,7 @@ async fn losing_the_quorum_spools_then_drains_in_order() {
             answer.text
         );
     }
-    let not_ready = wait_for_status(
+    wait_for_status(
         &bare.url("/readyz"),
         StatusCode::SERVICE_UNAVAILABLE,
         Duration::from_secs(10),
@@ -575,7 +553,6 @@ async fn losing_the_quorum_spools_then_drains_in_order() {
         (killed.elapsed()).as_secs_f64(),
         bare_ready.json["reason"]
     ));
-    let _ = not_ready;
 
     kafka.restart(2);
     kafka.restart(3);
@@ -604,15 +581,9 @@ async fn an_isr_below_min_insync_is_never_answered_200_and_nothing_is_lost() {
     // Node 1 is the only controller, so with nodes 2 and 3 down the quorum stays and one
     // broker is left of each partition's three replicas, with min.insync.replicas 2.
     let (kafka, work, bridge) = three_brokers(&["--controllers", "1"], "2");
-    let bare = Process::start(&bridge_config(
-        work.path(),
-        "bare",
-        kafka.bootstrap(),
-        false,
-        "",
-    ));
-    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
-    let bare_hook = bare.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let bare = bridge_without_spool(work.path(), &kafka);
+    let hook = webhook_url(&bridge);
+    let bare_hook = webhook_url(&bare);
 
     let load = Load::start(&hook, 8, "insync");
     load.wait_for_answers(300, Duration::from_secs(60)).await;
@@ -620,10 +591,10 @@ async fn an_isr_below_min_insync_is_never_answered_200_and_nothing_is_lost() {
     kafka.kill(2);
     // Requests already acknowledged by the replicas may still be answering.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    load.window.store(true, Ordering::SeqCst);
+    load.counts.window.store(true, Ordering::SeqCst);
     // The controller fences the dead brokers and shrinks every ISR to the survivor.
     let started = Instant::now();
-    while kafka.isr_sizes(TOPIC).iter().any(|&n| n > 1) {
+    while kafka.partitions(TOPIC).iter().any(|&(_, isr)| isr > 1) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the ISR did not shrink"
@@ -640,17 +611,17 @@ async fn an_isr_below_min_insync_is_never_answered_200_and_nothing_is_lost() {
         "{}",
         answer.text
     );
-    let spooled = load.spooled.load(Ordering::SeqCst);
+    let spooled = load.counts.spooled.load(Ordering::SeqCst);
     wait_until(
-        || load.spooled.load(Ordering::SeqCst) >= spooled + 100,
+        || load.counts.spooled.load(Ordering::SeqCst) >= spooled + 100,
         Duration::from_secs(60),
     )
     .await;
-    load.window.store(false, Ordering::SeqCst);
+    load.counts.window.store(false, Ordering::SeqCst);
     kafka.restart(2);
     kafka.restart(3);
     load.wait_for_answers(200, Duration::from_secs(120)).await;
-    let violations = load.violations.load(Ordering::SeqCst);
+    let violations = load.counts.violations.load(Ordering::SeqCst);
     let acked = load.finish().await;
     drained_and_verified(
         "kafka: ISR below min.insync.replicas (2 of 3 brokers SIGKILLed, restarted)",
@@ -722,7 +693,7 @@ async fn sasl_scram_over_tls_acls_and_missing_topics() {
         &sasl(kafka.var("SASL_PASSWORD")),
     );
     let bridge = Process::start(&good);
-    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let hook = webhook_url(&bridge);
 
     let mut published = Vec::new();
     let mut dead = BTreeMap::new();
@@ -757,10 +728,7 @@ async fn sasl_scram_over_tls_acls_and_missing_topics() {
             }
         }
     }
-    assert_eq!(
-        dead.values().map(String::as_str).collect::<Vec<_>>().len(),
-        2
-    );
+    assert_eq!(dead.len(), 2);
     assert!(dead.values().any(|r| r == "topic_authorization_failed"));
     assert!(dead.values().any(|r| r == "unknown_topic"));
     // The bridge keeps serving the other topics, at full speed.
@@ -810,12 +778,7 @@ async fn sasl_scram_over_tls_acls_and_missing_topics() {
     let ready = get(&wrong.url("/readyz")).await;
     let reason = ready.json["reason"].as_str().unwrap_or_default().to_owned();
     assert!(reason.contains("authentication"), "{}", ready.text);
-    let spooled = post(
-        &wrong.url(&format!("/webhooks/comm100?token={TOKEN}")),
-        &[],
-        event("wrong-password", 0),
-    )
-    .await;
+    let spooled = post(&webhook_url(&wrong), &[], event("wrong-password", 0)).await;
     assert_eq!(spooled.status, StatusCode::ACCEPTED, "{}", spooled.text);
     assert_eq!(spooled.json["status"], "spooled");
     let log = wrong.log().join("\n");

@@ -455,6 +455,15 @@ pub struct Acked {
 }
 
 impl Acked {
+    /// Adds what another sender was told.
+    pub fn merge(&mut self, other: Acked) {
+        self.ids.extend(other.ids);
+        self.sent += other.sent;
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+    }
+
     pub fn record(&mut self, chat: &str, seq: usize, answer: Option<Answer>) {
         self.sent += 1;
         let Some(answer) = answer else {

@@ -73,7 +73,8 @@ async fn main() {
         config.spool.dir = dir.path().to_owned();
         config.spool.fsync = fsync;
         let metrics = Metrics::new();
-        let spool = Spool::open(&config.spool, metrics.clone()).unwrap();
+        let spool =
+            Spool::open(&config.spool, config.spool_frame_limit(), metrics.clone()).unwrap();
         let took = append_all(&spool, &messages).await;
         line(
             &format!("append (spooling), fsync = {fsync:?}"),

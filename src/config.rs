@@ -111,6 +111,19 @@ pub struct KafkaConfig {
     pub properties: Properties,
 }
 
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+impl KafkaConfig {
+    /// The producer's `message.max.bytes`: the largest record it sends.
+    pub fn message_max_bytes(&self) -> usize {
+        self.properties
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
@@ -132,6 +145,12 @@ impl Config {
         } else {
             self.delivery.deadline()
         }
+    }
+
+    /// The largest record frame the spool writes; it follows from `message.max.bytes`,
+    /// since the spool only takes records the producer can send.
+    pub fn spool_frame_limit(&self) -> usize {
+        crate::spool::frame_limit(self.kafka.message_max_bytes())
     }
 
     /// The dead-letter topic: `dlq.topic`, else `<prefix>.dlq`.
@@ -514,6 +533,28 @@ impl Config {
                 ));
             }
         }
+        if let Some(value) = self.kafka.properties.get("message.max.bytes") {
+            if value.trim().parse::<usize>().map_or(true, |n| n < 1000) {
+                return Err(invalid(
+                    "kafka.properties.message.max.bytes",
+                    "must be a number of bytes, at least 1000",
+                ));
+            }
+        }
+        let needed = record_room(self.http.max_body_bytes);
+        if needed > self.kafka.message_max_bytes() {
+            return Err(invalid(
+                "http.max_body_bytes",
+                format!(
+                    "a body of {} bytes makes a record of up to {needed} bytes, over \
+                     kafka.properties.message.max.bytes ({}), so large bodies would be \
+                     dead-lettered instead of published: lower http.max_body_bytes, or raise \
+                     message.max.bytes together with the topics' max.message.bytes",
+                    self.http.max_body_bytes,
+                    self.kafka.message_max_bytes()
+                ),
+            ));
+        }
         let stats = self.kafka.properties.get("statistics.interval.ms");
         if stats.is_none_or(|v| v.trim().parse::<u64>().map_or(true, |ms| ms == 0)) {
             return Err(invalid(
@@ -546,6 +587,13 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// Room to keep in `message.max.bytes` for the record of a body of `body` bytes: the
+/// normalized record runs up to an eighth larger than its body (dates written out, ids as
+/// strings), plus 16 KiB for the envelope fields, the key and the headers.
+pub fn record_room(body: usize) -> usize {
+    body.saturating_add(body / 8).saturating_add(16 << 10)
 }
 
 fn valid_topic_name(name: &str) -> bool {
@@ -582,7 +630,9 @@ mod tests {
     fn defaults_load() {
         let c = Config::load_with_env(None, env(&[])).unwrap();
         assert_eq!(c.http.listen.to_string(), "0.0.0.0:8080");
-        assert_eq!(c.http.max_body_bytes, 1 << 20);
+        assert_eq!(c.http.max_body_bytes, 768 << 10);
+        assert_eq!(c.kafka.message_max_bytes(), 1_000_000);
+        assert!(record_room(c.http.max_body_bytes) <= c.kafka.message_max_bytes());
         assert_eq!(c.delivery.deadline_ms, 5000);
         assert!(!c.auth.allow_unauthenticated);
         assert_eq!(c.kafka.properties.get("compression.type"), Some("lz4"));

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::event::{Record, RejectError, Site, Timestamp};
-use crate::kafka::{Delivered, Publisher};
+use crate::kafka::{Delivered, Publisher, Rejection, Settled};
 use crate::metrics::Metrics;
 use crate::route::Message;
 use crate::route::Router;
@@ -377,7 +377,6 @@ async fn webhook(
     drop(record);
     let response = match deliver(app, &message).await {
         Outcome::Published(delivered) => {
-            type_metrics.published.inc();
             #[derive(Serialize)]
             struct Published<'a> {
                 id: Uuid,
@@ -434,27 +433,18 @@ async fn deliver(app: &App, message: &Message) -> Outcome {
     let deadline = Instant::now() + app.deadline;
     if let Some(spool) = &app.spool {
         if spool.pending_events() > 0 || app.publisher.known_down() {
-            return spool_it(spool, message, deadline).await;
+            return spool_it(app, spool, message, deadline).await;
         }
     }
     let error = match app.publisher.publish(message).await {
-        Ok(delivered) => return Outcome::Published(delivered),
+        Ok(Settled::Published(delivered)) => return Outcome::Published(delivered),
+        Ok(Settled::DeadLettered(reason)) => return Outcome::DeadLettered(reason.as_str()),
         Err(e) => e,
     };
-    if let Some(reason) = error.permanent_reason() {
-        tracing::warn!(id = %message.id, error = %error, reason, "Kafka rejected the record for good; dead-lettering it");
-        return match app.publisher.dead_letter(message, reason).await {
-            Ok(_) => Outcome::DeadLettered(reason),
-            Err(e) => Outcome::Failed {
-                reason: "kafka_error",
-                message: format!("{error}, and the dead-letter topic did not take it: {e}"),
-            },
-        };
-    }
     match &app.spool {
         Some(spool) => {
             tracing::info!(id = %message.id, r#type = message.kind.as_str(), error = %error, "Kafka did not acknowledge the record in time; spooling it");
-            spool_it(spool, message, deadline).await
+            spool_it(app, spool, message, deadline).await
         }
         None => Outcome::Failed {
             reason: error.reason(),
@@ -463,7 +453,18 @@ async fn deliver(app: &App, message: &Message) -> Outcome {
     }
 }
 
-async fn spool_it(spool: &Spool, message: &Message, deadline: Instant) -> Outcome {
+/// Appends `message` to the spool within what is left of the deadline. A record the
+/// producer can never send is spooled as its dead letter, so replay never meets it.
+async fn spool_it(app: &App, spool: &Spool, message: &Message, deadline: Instant) -> Outcome {
+    let letter;
+    let message = if app.publisher.fits(message) {
+        message
+    } else {
+        letter = app
+            .publisher
+            .dead_letter_of(message, Rejection::RecordTooLarge);
+        &letter
+    };
     let budget = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(budget, spool.append(message)).await {
         Ok(Ok(())) => Outcome::Spooled,

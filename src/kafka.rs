@@ -44,31 +44,148 @@ impl PublishError {
             Self::Kafka(_) => "kafka_error",
         }
     }
+}
 
-    /// For an error no retry can fix, the `reason` label of `dlq_total`.
-    pub fn permanent_reason(&self) -> Option<&'static str> {
-        match self {
-            Self::Timeout(_) => None,
-            Self::Kafka(e) => permanent_reason(e),
+/// Why Kafka will never take a record: no retry can fix it, so the record goes to the
+/// dead-letter topic and nothing behind it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    RecordTooLarge,
+    TopicAuthorizationFailed,
+    UnknownTopic,
+    InvalidRecord,
+}
+
+impl Rejection {
+    pub const ALL: [Self; 4] = [
+        Self::RecordTooLarge,
+        Self::TopicAuthorizationFailed,
+        Self::UnknownTopic,
+        Self::InvalidRecord,
+    ];
+
+    /// The one decision, for the HTTP path and spool replay alike: which errors are
+    /// permanent. `None` for errors that may pass (timeouts, transport, leader changes, a
+    /// full queue).
+    pub fn of(error: &KafkaError) -> Option<Self> {
+        use RDKafkaErrorCode as C;
+        match error.rdkafka_error_code()? {
+            C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge => {
+                Some(Self::RecordTooLarge)
+            }
+            C::TopicAuthorizationFailed => Some(Self::TopicAuthorizationFailed),
+            C::UnknownTopicOrPartition
+            | C::UnknownTopic
+            | C::UnknownPartition
+            | C::InvalidTopic => Some(Self::UnknownTopic),
+            C::InvalidRecord | C::InvalidMessage => Some(Self::InvalidRecord),
+            _ => None,
         }
+    }
+
+    /// The `dlq_reason` header and the `reason` label of `dlq_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RecordTooLarge => "record_too_large",
+            Self::TopicAuthorizationFailed => "topic_authorization_failed",
+            Self::UnknownTopic => "unknown_topic",
+            Self::InvalidRecord => "invalid_record",
+        }
+    }
+
+    fn parse(reason: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == reason)
     }
 }
 
-/// For an error no retry can fix, the `reason` label of `dlq_total`; `None` for errors
-/// that may pass (timeouts, transport, leader changes, a full queue).
-pub fn permanent_reason(error: &KafkaError) -> Option<&'static str> {
-    use RDKafkaErrorCode as C;
-    match error.rdkafka_error_code()? {
-        C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge => {
-            Some("record_too_large")
-        }
-        C::TopicAuthorizationFailed => Some("topic_authorization_failed"),
-        C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::InvalidTopic => {
-            Some("unknown_topic")
-        }
-        C::InvalidRecord | C::InvalidMessage => Some("invalid_record"),
-        _ => None,
+/// Where a record ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// In its topic.
+    Published(Delivered),
+    /// In the dead-letter topic, for this reason.
+    DeadLettered(Rejection),
+}
+
+/// What a record adds to its key, value and headers at most, as librdkafka counts it
+/// against `message.max.bytes` (36), plus a record batch header (61).
+const RECORD_OVERHEAD: usize = 36 + 61;
+/// What one header adds to its name and value at most (two length varints).
+const HEADER_OVERHEAD: usize = 10;
+/// The most of a too-large record's value kept in its dead-letter envelope: small enough
+/// for any topic, so the envelope itself is never too large.
+pub const BODY_PREFIX_BYTES: usize = 64 << 10;
+
+/// The bytes `message` counts for against `message.max.bytes`, rounded up.
+pub fn wire_size(message: &Message) -> usize {
+    RECORD_OVERHEAD
+        + message.key.as_ref().map_or(0, String::len)
+        + message.value.len()
+        + message
+            .headers
+            .iter()
+            .map(|(k, v)| HEADER_OVERHEAD + k.len() + v.len())
+            .sum::<usize>()
+}
+
+/// The dead letter of `message`, which Kafka refused for `reason`, for `dlq_topic`: the
+/// record itself with headers `dlq_reason` and `dlq_original_topic`, or, when the record is
+/// too large or the dead letter would not fit within `max_bytes`, a truncated envelope
+/// `{"id","type","dlq_reason","original_topic","original_bytes","body_prefix"}` in its place.
+pub fn dead_letter_of(
+    message: &Message,
+    reason: Rejection,
+    dlq_topic: &str,
+    max_bytes: usize,
+) -> Message {
+    let mut headers = message.headers.clone();
+    headers.push((Cow::Borrowed(DLQ_REASON), Cow::Borrowed(reason.as_str())));
+    headers.push((
+        Cow::Borrowed(DLQ_ORIGINAL_TOPIC),
+        Cow::Owned(message.topic.clone()),
+    ));
+    let mut letter = Message {
+        id: message.id,
+        kind: message.kind,
+        topic: dlq_topic.to_owned(),
+        key: message.key.clone(),
+        headers,
+        value: Vec::new(),
+    };
+    let whole = message.value.len() + wire_size(&letter);
+    if reason != Rejection::RecordTooLarge && whole <= max_bytes {
+        letter.value = message.value.clone();
+        return letter;
     }
+    let text = String::from_utf8_lossy(&message.value);
+    let mut cut = text.len().min(BODY_PREFIX_BYTES);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    letter.value = serde_json::to_vec(&serde_json::json!({
+        "id": message.id,
+        "type": message.kind.as_str(),
+        "dlq_reason": reason.as_str(),
+        "original_topic": message.topic,
+        "original_bytes": message.value.len(),
+        "body_prefix": &text[..cut],
+    }))
+    .expect("an envelope always serializes");
+    letter
+}
+
+/// Header naming why a record is in the dead-letter topic.
+pub const DLQ_REASON: &str = "dlq_reason";
+/// Header naming the topic a dead-lettered record was meant for.
+pub const DLQ_ORIGINAL_TOPIC: &str = "dlq_original_topic";
+
+/// Why `message` is a dead letter, when it is one.
+fn dead_letter_reason(message: &Message) -> Option<Rejection> {
+    message
+        .headers
+        .iter()
+        .find(|(k, _)| k == DLQ_REASON)
+        .and_then(|(_, v)| Rejection::parse(v))
 }
 
 /// A record handed to the producer, whose delivery report is still to come.
@@ -181,6 +298,7 @@ pub struct Publisher {
     shared: Arc<Shared>,
     deadline: Duration,
     dlq_topic: String,
+    max_message_bytes: usize,
 }
 
 impl Publisher {
@@ -202,6 +320,7 @@ impl Publisher {
             shared,
             deadline,
             dlq_topic: config.dlq_topic(),
+            max_message_bytes: config.kafka.message_max_bytes(),
         })
     }
 
@@ -242,13 +361,16 @@ impl Publisher {
             .map_err(|(e, _)| e)
     }
 
-    /// Sends `message` and waits for Kafka's acknowledgement, at most the Kafka wait.
-    pub async fn publish(&self, message: &Message) -> Result<Delivered, PublishError> {
+    /// Sends `message` and waits for Kafka's acknowledgement, at most the Kafka wait; a
+    /// permanent rejection sends its dead letter instead (see [`Publisher::settle`]).
+    pub async fn publish(&self, message: &Message) -> Result<Settled, PublishError> {
         let started = Instant::now();
-        let pending = self.enqueue(message)?;
-        let result = match tokio::time::timeout(self.deadline, pending.wait()).await {
-            Err(_) => Err(PublishError::Timeout(self.deadline)),
-            Ok(result) => result.map_err(PublishError::Kafka),
+        let result = match self.enqueue(message) {
+            Ok(pending) => match tokio::time::timeout(self.deadline, pending.wait()).await {
+                Err(_) => Err(PublishError::Timeout(self.deadline)),
+                Ok(result) => result.map_err(PublishError::Kafka),
+            },
+            Err(e) => Err(PublishError::Kafka(e)),
         };
         self.shared
             .metrics
@@ -256,22 +378,93 @@ impl Publisher {
             .delivery
             .observe(started.elapsed().as_secs_f64());
         let shared = &self.shared;
-        match &result {
-            // Written only while a failure is the latest outcome: no store to a shared
-            // cache line on every acknowledged request.
-            Ok(_) => {
+        let result = match result {
+            Ok(delivered) => {
+                // Written only while a failure is the latest outcome: no store to a shared
+                // cache line on every acknowledged request.
                 if shared.last_failure.load(Ordering::Relaxed)
                     > shared.last_ack.load(Ordering::Relaxed)
                 {
                     shared.last_ack.store(shared.now_ms(), Ordering::Relaxed)
                 }
+                Ok(delivered)
             }
-            Err(e) if e.permanent_reason().is_none() => shared
-                .last_failure
-                .store(shared.now_ms(), Ordering::Relaxed),
-            Err(_) => {}
+            Err(PublishError::Kafka(e)) => Err(e),
+            Err(timeout) => {
+                shared
+                    .last_failure
+                    .store(shared.now_ms(), Ordering::Relaxed);
+                return Err(timeout);
+            }
+        };
+        let settled = self.settle(message, result).await;
+        if let Err(PublishError::Kafka(e)) = &settled {
+            if Rejection::of(e).is_none() {
+                shared
+                    .last_failure
+                    .store(shared.now_ms(), Ordering::Relaxed);
+            }
         }
-        result
+        settled
+    }
+
+    /// Kafka's answer for `message`, counted, with a permanent rejection turned into its
+    /// dead letter, which is published (within the Kafka wait) before this returns. Used by
+    /// the HTTP path and spool replay alike, so a record Kafka can never take never holds
+    /// up the records behind it.
+    pub async fn settle(
+        &self,
+        message: &Message,
+        result: Result<Delivered, KafkaError>,
+    ) -> Result<Settled, PublishError> {
+        let metrics = &self.shared.metrics;
+        let error = match result {
+            Ok(delivered) => {
+                return Ok(match dead_letter_reason(message) {
+                    Some(reason) => {
+                        metrics.dlq.with_label_values(&[reason.as_str()]).inc();
+                        Settled::DeadLettered(reason)
+                    }
+                    None => {
+                        metrics.of(message.kind).published.inc();
+                        Settled::Published(delivered)
+                    }
+                });
+            }
+            Err(e) => e,
+        };
+        let reason = match Rejection::of(&error) {
+            // A dead letter the dead-letter topic refuses is retried: it is not dropped.
+            Some(reason) if dead_letter_reason(message).is_none() => reason,
+            _ => return Err(PublishError::Kafka(error)),
+        };
+        tracing::warn!(id = %message.id, r#type = message.kind.as_str(), topic = message.topic, error = %error, reason = reason.as_str(), "Kafka rejected the record for good; dead-lettering it");
+        let letter = self.dead_letter_of(message, reason);
+        let pending = self.enqueue(&letter)?;
+        match tokio::time::timeout(self.deadline, pending.wait()).await {
+            Ok(Ok(_)) => {
+                metrics.dlq.with_label_values(&[reason.as_str()]).inc();
+                Ok(Settled::DeadLettered(reason))
+            }
+            Ok(Err(e)) => {
+                tracing::error!(id = %message.id, reason = reason.as_str(), error = %e, "cannot publish to the dead-letter topic");
+                Err(PublishError::Kafka(e))
+            }
+            Err(_) => {
+                tracing::error!(id = %message.id, reason = reason.as_str(), "the dead-letter topic did not acknowledge in time");
+                Err(PublishError::Timeout(self.deadline))
+            }
+        }
+    }
+
+    /// The dead letter of `message` for this producer's dead-letter topic and size limit.
+    pub fn dead_letter_of(&self, message: &Message, reason: Rejection) -> Message {
+        dead_letter_of(message, reason, &self.dlq_topic, self.max_message_bytes)
+    }
+
+    /// Whether the producer can send `message` at all (`message.max.bytes`).
+    pub fn fits(&self, message: &Message) -> bool {
+        wire_size(message) <= self.max_message_bytes
     }
 
     /// Whether the latest delivery failed for a reason that may pass, none was acknowledged
@@ -297,42 +490,10 @@ impl Publisher {
         self.brokers_up() == 0
     }
 
-    /// Publishes `message` to the dead-letter topic with headers `dlq_reason` and
-    /// `dlq_original_topic`, waiting at most the Kafka wait.
-    pub async fn dead_letter(
-        &self,
-        message: &Message,
-        reason: &'static str,
-    ) -> Result<Delivered, PublishError> {
-        let mut headers = message.headers.clone();
-        headers.push((Cow::Borrowed("dlq_reason"), Cow::Borrowed(reason)));
-        headers.push((
-            Cow::Borrowed("dlq_original_topic"),
-            Cow::Owned(message.topic.clone()),
-        ));
-        let pending = self.enqueue_raw(
-            &self.dlq_topic,
-            message.key.as_deref(),
-            &headers,
-            &message.value,
-        )?;
-        let result = match tokio::time::timeout(self.deadline, pending.wait()).await {
-            Err(_) => Err(PublishError::Timeout(self.deadline)),
-            Ok(result) => result.map_err(PublishError::Kafka),
-        };
-        match &result {
-            Ok(_) => self.shared.metrics.dlq.with_label_values(&[reason]).inc(),
-            Err(e) => {
-                tracing::error!(id = %message.id, reason, error = %e, "cannot publish to the dead-letter topic")
-            }
-        }
-        result
-    }
-
     /// Publishes a rejected request body, as received, to the dead-letter topic in the
     /// background; the sender's answer does not wait for it.
     pub fn dead_letter_body(&self, body: Bytes, reason: &'static str, site: Option<&str>) {
-        let mut headers = vec![(Cow::Borrowed("dlq_reason"), Cow::Borrowed(reason))];
+        let mut headers = vec![(Cow::Borrowed(DLQ_REASON), Cow::Borrowed(reason))];
         if let Some(site) = site {
             headers.push((Cow::Borrowed("dlq_site"), Cow::Owned(site.to_owned())));
         }
@@ -478,6 +639,70 @@ mod tests {
             ("sasl.mechanisms", "NOT-A-MECHANISM"),
         ]);
         assert!(Publisher::new(&bogus, Metrics::new()).is_err());
+    }
+
+    fn message(value: String) -> Message {
+        Message {
+            id: uuid::Uuid::nil(),
+            kind: crate::event::EventType::ChatEnded,
+            topic: "comm100.chat_ended".into(),
+            key: Some("chat-1".into()),
+            headers: vec![(Cow::Borrowed("ce_id"), Cow::Borrowed("x"))],
+            value: value.into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_is_the_record_or_its_truncated_envelope() {
+        let small = message(r#"{"a":"b"}"#.into());
+        let letter = dead_letter_of(&small, Rejection::UnknownTopic, "dlq", 1000);
+        assert_eq!(letter.topic, "dlq");
+        assert_eq!(letter.value, small.value);
+        assert_eq!(letter.key, small.key);
+        let header = |m: &Message, k: &str| {
+            m.headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        assert_eq!(
+            header(&letter, DLQ_REASON).as_deref(),
+            Some("unknown_topic")
+        );
+        assert_eq!(
+            header(&letter, DLQ_ORIGINAL_TOPIC).as_deref(),
+            Some("comm100.chat_ended")
+        );
+        assert_eq!(dead_letter_reason(&letter), Some(Rejection::UnknownTopic));
+        assert_eq!(dead_letter_reason(&small), None);
+
+        // Too large, or not fitting the limit: the envelope, cut on a character boundary.
+        let big = message(format!("\"{}\"", "é".repeat(BODY_PREFIX_BYTES)));
+        for (reason, limit) in [
+            (Rejection::RecordTooLarge, usize::MAX),
+            (Rejection::TopicAuthorizationFailed, 1000),
+        ] {
+            let letter = dead_letter_of(&big, reason, "dlq", limit);
+            let v: serde_json::Value = serde_json::from_slice(&letter.value).unwrap();
+            assert_eq!(v["dlq_reason"], reason.as_str());
+            assert_eq!(v["original_topic"], "comm100.chat_ended");
+            assert_eq!(v["original_bytes"], big.value.len());
+            assert_eq!(v["type"], "chat_ended");
+            let prefix = v["body_prefix"].as_str().unwrap();
+            assert_eq!(
+                prefix.len(),
+                BODY_PREFIX_BYTES - 1,
+                "one byte of a split é dropped"
+            );
+            assert!(big.value.starts_with(prefix.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn wire_size_counts_what_librdkafka_counts() {
+        let m = message("x".repeat(100));
+        // 100 value + 6 key + (10 + 5 + 1) header + 97 framing.
+        assert_eq!(wire_size(&m), 219);
     }
 
     #[test]

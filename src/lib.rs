@@ -71,7 +71,11 @@ pub async fn serve(
     let reloader = certificates.map(|c| tokio::spawn(c.watch()));
     let metrics = Metrics::new();
     let spool = match config.spool.enabled {
-        true => Some(Spool::open(&config.spool, metrics.clone())?),
+        true => Some(Spool::open(
+            &config.spool,
+            config.spool_frame_limit(),
+            metrics.clone(),
+        )?),
         false => None,
     };
     let publisher = Publisher::new(&config, metrics.clone())?;

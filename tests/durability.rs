@@ -102,31 +102,7 @@ async fn restart_and_drain(config: &Path) -> Process {
 }
 
 fn child_config(dir: &Path, bootstrap: &str, spool: &Path) -> std::path::PathBuf {
-    let path = dir.join("bridge.toml");
-    let toml = format!(
-        r#"
-[http]
-listen = "127.0.0.1:0"
-[auth]
-tokens = ["{TOKEN}"]
-[kafka]
-brokers = ["{bootstrap}"]
-[kafka.properties]
-"reconnect.backoff.ms" = "50"
-"reconnect.backoff.max.ms" = "500"
-[delivery]
-deadline_ms = 1500
-[spool]
-dir = "{}"
-append_budget_ms = 500
-[log]
-format = "json"
-level = "info"
-"#,
-        spool.display()
-    );
-    std::fs::write(&path, toml).unwrap();
-    path
+    write_config(dir, bootstrap, spool, &[])
 }
 
 /// Posts `count` events concurrently, counting answers in `answered`; returns what was

@@ -27,8 +27,6 @@ use crate::metrics::Metrics;
 use crate::route::Message;
 
 const FRAME_HEADER: u64 = 8;
-/// Largest payload a frame may declare; a larger length marks corruption.
-const MAX_PAYLOAD: u32 = 64 << 20;
 const CURSOR_FILE: &str = "cursor";
 const SEGMENT_SUFFIX: &str = ".seg";
 
@@ -41,6 +39,16 @@ pub enum SpoolError {
     Io { dir: PathBuf, source: io::Error },
     #[error("the spool is closed")]
     Closed,
+    #[error("a record of {size} bytes is over the spool's frame limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// The largest frame payload the spool writes, for a producer whose `message.max.bytes` is
+/// `max_message_bytes`: the spool only takes records the producer can send, and a record's
+/// key, headers and value, written as JSON strings, take at most six times their bytes
+/// (a control character becomes `\u00XX`), plus the id, type and topic.
+pub fn frame_limit(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_mul(6).saturating_add(4096)
 }
 
 /// A place in the log: a segment and a byte offset in it.
@@ -67,6 +75,7 @@ pub struct Spool {
 struct Inner {
     dir: PathBuf,
     max_bytes: u64,
+    frame_limit: usize,
     state: Mutex<State>,
     tx: Mutex<Option<mpsc::Sender<Append>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -100,8 +109,13 @@ struct Append {
 
 impl Spool {
     /// Opens (creating if needed) the spool in `config.dir`, recovering what a previous run
-    /// left: every complete record after the saved cursor is pending again.
-    pub fn open(config: &SpoolConfig, metrics: Metrics) -> Result<Self, SpoolError> {
+    /// left: every complete record after the saved cursor is pending again. Appends whose
+    /// payload is over `frame_limit` bytes are refused.
+    pub fn open(
+        config: &SpoolConfig,
+        frame_limit: usize,
+        metrics: Metrics,
+    ) -> Result<Self, SpoolError> {
         let dir = config.dir.clone();
         let io_err = |source| SpoolError::Io {
             dir: dir.clone(),
@@ -140,6 +154,7 @@ impl Spool {
         let inner = Arc::new(Inner {
             dir: dir.clone(),
             max_bytes: config.max_bytes,
+            frame_limit,
             state: Mutex::new(state),
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(None),
@@ -166,6 +181,12 @@ impl Spool {
     /// Appends `message` and returns once it is on disk (fsynced unless `fsync = "never"`).
     pub async fn append(&self, message: &Message) -> Result<(), SpoolError> {
         let payload = serde_json::to_vec(message).map_err(|e| self.io(io::Error::other(e)))?;
+        if payload.len() > self.inner.frame_limit {
+            return Err(SpoolError::TooLarge {
+                size: payload.len(),
+                limit: self.inner.frame_limit,
+            });
+        }
         let frame = encode_frame(&payload);
         let len = frame.len() as u64;
         {
@@ -244,7 +265,7 @@ impl Spool {
                 .map_err(|e| self.io(e))?;
             let mut reader = BufReader::with_capacity(256 << 10, file);
             while pos.offset < end && batch.messages.len() < max_events {
-                let payload = match read_frame(&mut reader) {
+                let payload = match read_frame(&mut reader, end - pos.offset) {
                     Ok(Some(payload)) => payload,
                     Ok(None) | Err(_) => {
                         return Err(self.io(io::Error::new(
@@ -451,8 +472,9 @@ fn encode_frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Reads one frame: `Ok(None)` at a clean end of data; an error for a torn or corrupt frame.
-fn read_frame(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+/// Reads one frame of at most `available` bytes: `Ok(None)` at a clean end of data; an error
+/// for a torn or corrupt frame (one that declares more bytes than are left is torn).
+fn read_frame(reader: &mut impl Read, available: u64) -> io::Result<Option<Vec<u8>>> {
     let mut header = [0u8; FRAME_HEADER as usize];
     let mut filled = 0;
     while filled < header.len() {
@@ -469,10 +491,10 @@ fn read_frame(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     }
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    if len > MAX_PAYLOAD {
+    if FRAME_HEADER + u64::from(len) > available {
         return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame length out of range",
+            io::ErrorKind::UnexpectedEof,
+            "frame longer than the data left",
         ));
     }
     let mut payload = vec![0u8; len as usize];
@@ -561,7 +583,7 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
         let mut boundaries_hit_cursor = read.segment != id || read.offset == 0;
         let mut frames = Vec::new();
         loop {
-            match read_frame(&mut reader) {
+            match read_frame(&mut reader, file_len - offset) {
                 Ok(Some(payload)) => {
                     let size = FRAME_HEADER + payload.len() as u64;
                     frames.push((offset, size));

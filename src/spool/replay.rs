@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Batch, Spool};
-use crate::kafka::{permanent_reason, Publisher};
+use crate::kafka::{Publisher, Rejection};
 use crate::metrics::Metrics;
 
 /// Records read and sent per round.
@@ -50,7 +50,7 @@ pub async fn run(
             }
         };
         let total = batch.messages.len();
-        let done = send(&publisher, &metrics, &batch).await;
+        let done = send(&publisher, &batch).await;
         if done > 0 {
             let bytes = batch.sizes[..done].iter().sum();
             if let Err(e) = spool.commit(batch.ends[done - 1], done as u64, bytes) {
@@ -78,12 +78,15 @@ pub async fn run(
     }
 }
 
-/// Sends a batch in order and returns how many leading records are done.
-async fn send(publisher: &Publisher, metrics: &Metrics, batch: &Batch) -> usize {
-    let mut pending = Vec::with_capacity(batch.messages.len());
+/// Sends a batch in order and returns how many leading records are done: acknowledged, or
+/// rejected for good and in the dead-letter topic ([`Publisher::settle`]).
+async fn send(publisher: &Publisher, batch: &Batch) -> usize {
+    let mut queued = Vec::with_capacity(batch.messages.len());
     for message in &batch.messages {
         match publisher.enqueue(message) {
-            Ok(p) => pending.push(p),
+            Ok(pending) => queued.push(Ok(pending)),
+            // Refused at once and for good (too large): settled below, in its turn.
+            Err(e) if Rejection::of(&e).is_some() => queued.push(Err(e)),
             // Stop here so nothing overtakes the record that could not be queued.
             Err(e) => {
                 tracing::warn!(id = %message.id, error = %e, "cannot queue a spooled record");
@@ -93,31 +96,22 @@ async fn send(publisher: &Publisher, metrics: &Metrics, batch: &Batch) -> usize 
     }
     let mut done = 0;
     let mut blocked = false;
-    for (message, p) in batch.messages.iter().zip(pending) {
-        let kind = message.kind.as_str();
-        match p.wait().await {
-            Ok(_) => {
-                metrics.of(message.kind).published.inc();
-                if !blocked {
-                    done += 1;
-                }
+    for (message, queued) in batch.messages.iter().zip(queued) {
+        let result = match queued {
+            Ok(pending) => pending.wait().await,
+            Err(e) => Err(e),
+        };
+        if blocked {
+            // Later records' reports are still awaited, so none is left behind unread;
+            // they are sent again next round.
+            continue;
+        }
+        match publisher.settle(message, result).await {
+            Ok(_) => done += 1,
+            Err(e) => {
+                tracing::warn!(id = %message.id, r#type = message.kind.as_str(), error = %e, "spooled record not acknowledged");
+                blocked = true;
             }
-            Err(e) => match permanent_reason(&e) {
-                Some(reason) if !blocked => {
-                    tracing::warn!(id = %message.id, r#type = kind, error = %e, reason, "Kafka rejected a spooled record for good; dead-lettering it");
-                    if publisher.dead_letter(message, reason).await.is_ok() {
-                        done += 1;
-                    } else {
-                        blocked = true;
-                    }
-                }
-                _ => {
-                    if !blocked {
-                        tracing::warn!(id = %message.id, r#type = kind, error = %e, "spooled record not acknowledged");
-                    }
-                    blocked = true;
-                }
-            },
         }
     }
     done

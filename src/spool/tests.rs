@@ -30,7 +30,7 @@ fn message(n: usize) -> Message {
 }
 
 fn open(dir: &Path) -> Spool {
-    Spool::open(&config(dir), Metrics::new()).unwrap()
+    Spool::open(&config(dir), frame_limit(1 << 20), Metrics::new()).unwrap()
 }
 
 fn read_all(spool: &Spool) -> Vec<Message> {
@@ -173,7 +173,7 @@ async fn a_full_spool_refuses_new_records_and_keeps_the_old_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.max_bytes = 8192;
-    let spool = Spool::open(&c, Metrics::new()).unwrap();
+    let spool = Spool::open(&c, frame_limit(1 << 20), Metrics::new()).unwrap();
     let mut accepted = 0;
     let mut refused = 0;
     for m in (0..60).map(message) {
@@ -227,4 +227,26 @@ async fn appends_after_close_are_refused() {
         spool.append(&message(1)).await,
         Err(SpoolError::Closed)
     ));
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_is_refused_and_a_large_one_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = frame_limit(1000);
+    assert_eq!(limit, 10_096);
+    let spool = Spool::open(&config(dir.path()), limit, Metrics::new()).unwrap();
+    let mut big = message(0);
+    big.value = format!("\"{}\"", "x".repeat(limit)).into_bytes();
+    assert!(matches!(
+        spool.append(&big).await,
+        Err(SpoolError::TooLarge { limit: l, .. }) if l == limit
+    ));
+    // A frame larger than a segment (4096 here) and than any fixed bound still reads back.
+    let mut large = message(1);
+    large.value = format!("\"{}\"", "y".repeat(limit - 1000)).into_bytes();
+    spool.append(&large).await.unwrap();
+    spool.close();
+    drop(spool);
+    let reopened = open(dir.path());
+    assert_eq!(read_all(&reopened), vec![large]);
 }

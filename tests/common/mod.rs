@@ -441,6 +441,60 @@ impl Drop for Process {
     }
 }
 
+/// Writes `bridge.toml` in `dir` for a child bridge: port 0, [`TOKEN`], `bootstrap`, the
+/// spool in `spool`, a short delivery deadline, fast reconnects, JSON logs; plus each
+/// `(table, "key = value")` of `settings`.
+pub fn write_config(
+    dir: &Path,
+    bootstrap: &str,
+    spool: &Path,
+    settings: &[(&str, &str)],
+) -> PathBuf {
+    let mut tables: Vec<(String, Vec<String>)> = [
+        ("http", vec![r#"listen = "127.0.0.1:0""#.to_owned()]),
+        ("auth", vec![format!(r#"tokens = ["{TOKEN}"]"#)]),
+        ("kafka", vec![format!(r#"brokers = ["{bootstrap}"]"#)]),
+        (
+            "kafka.properties",
+            vec![
+                r#""reconnect.backoff.ms" = "50""#.to_owned(),
+                r#""reconnect.backoff.max.ms" = "500""#.to_owned(),
+            ],
+        ),
+        ("delivery", vec!["deadline_ms = 1500".to_owned()]),
+        (
+            "spool",
+            vec![
+                format!(r#"dir = "{}""#, spool.display()),
+                "append_budget_ms = 500".to_owned(),
+            ],
+        ),
+        (
+            "log",
+            vec![
+                r#"format = "json""#.to_owned(),
+                r#"level = "info""#.to_owned(),
+            ],
+        ),
+    ]
+    .into_iter()
+    .map(|(t, lines)| (t.to_owned(), lines))
+    .collect();
+    for (table, line) in settings {
+        match tables.iter_mut().find(|(t, _)| t == table) {
+            Some((_, lines)) => lines.push((*line).to_owned()),
+            None => tables.push(((*table).to_owned(), vec![(*line).to_owned()])),
+        }
+    }
+    let toml: String = tables
+        .iter()
+        .map(|(table, lines)| format!("[{table}]\n{}\n", lines.join("\n")))
+        .collect();
+    let path = dir.join("bridge.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
 /// The event a sender posts: `seq` orders the events of one chat.
 pub fn event(chat: &str, seq: usize) -> String {
     json!({"event": "chat_transferred", "visitor": {"chat_id": chat}, "seq": seq}).to_string()

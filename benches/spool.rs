@@ -9,9 +9,9 @@ use comm100_bridge::event::{Record, Timestamp};
 use comm100_bridge::kafka::Publisher;
 use comm100_bridge::metrics::Metrics;
 use comm100_bridge::route::{Message, Router};
-use comm100_bridge::spool::{replay, Spool};
+use comm100_bridge::spool::replay::Replay;
+use comm100_bridge::spool::Spool;
 use rdkafka::mocking::MockCluster;
-use tokio::sync::watch;
 
 const RECORDS: usize = 20_000;
 const APPENDERS: usize = 64;
@@ -85,20 +85,12 @@ async fn main() {
 
         if fsync == FsyncPolicy::Always {
             let publisher = Publisher::new(&config, metrics.clone()).unwrap();
-            let (stop, stop_rx) = watch::channel(false);
             let started = Instant::now();
-            let task = tokio::spawn(replay::run(
-                spool.clone(),
-                publisher.clone(),
-                metrics,
-                stop_rx,
-            ));
-            while spool.pending_events() > 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let left = Replay::spawn(spool.clone(), publisher.clone(), metrics)
+                .drain(std::future::pending(), false)
+                .await;
+            assert_eq!(left, 0);
             let took = started.elapsed();
-            let _ = stop.send(true);
-            task.await.unwrap();
             line(
                 "replay to mock Kafka (acks=all)",
                 RECORDS,

@@ -5,7 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use base64::Engine;
 use http::header::AUTHORIZATION;
 use http::request::Parts;
@@ -13,7 +17,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, Secret};
+use crate::config::{AuthConfig, ConfigError, Secret};
 use crate::event::Site;
 
 /// Why a request was refused. The sender is only told 401 or 403; the reason is the label
@@ -72,17 +76,28 @@ impl Auth {
         }
     }
 
-    pub fn from_config(config: &AuthConfig) -> Self {
-        Self {
-            digests: digests(&config.tokens),
-            sites: config
-                .site_tokens
-                .iter()
-                .map(|(site, tokens)| (site.clone(), digests(&tokens.0)))
-                .collect(),
+    /// The rules of `config`, with the token files read now.
+    pub fn from_config(config: &AuthConfig) -> Result<Self, ConfigError> {
+        let files = config.read_token_files()?;
+        let mut sites: BTreeMap<String, Vec<[u8; 32]>> = config
+            .site_tokens
+            .iter()
+            .map(|(site, tokens)| (site.clone(), digests(&tokens.0)))
+            .collect();
+        for (site, tokens) in &files.sites {
+            sites
+                .entry(site.clone())
+                .or_default()
+                .extend(digests(tokens));
+        }
+        let mut global = digests(&config.tokens);
+        global.extend(digests(&files.global));
+        Ok(Self {
+            digests: global,
+            sites,
             allowed: config.allowed_cidrs.clone(),
             proxies: config.trusted_proxies.clone(),
-        }
+        })
     }
 
     /// With no token at all every request is accepted; `serve` allows that only when
@@ -151,6 +166,73 @@ impl Auth {
         }
         Some(client)
     }
+}
+
+/// Why token files were not reloaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Unreadable(#[from] ConfigError),
+    #[error(
+        "the token files now hold no token, which would accept anyone: keeping the tokens in \
+         force (set auth.allow_unauthenticated = true to allow that)"
+    )]
+    NoToken,
+}
+
+/// The rules in force: read lock-free by every request, replaced whole when the token
+/// files are read again.
+pub struct LiveAuth {
+    current: ArcSwap<Auth>,
+    config: AuthConfig,
+    stamps: Mutex<Vec<Option<SystemTime>>>,
+}
+
+impl LiveAuth {
+    pub fn load(config: &AuthConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            stamps: Mutex::new(stamps(config)),
+            current: ArcSwap::from_pointee(Auth::from_config(config)?),
+            config: config.clone(),
+        })
+    }
+
+    /// The rules now.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Auth>> {
+        self.current.load()
+    }
+
+    /// Whether a token file changed (modification time) since it was last read.
+    pub fn files_changed(&self) -> bool {
+        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) != stamps(&self.config)
+    }
+
+    /// Reads the token files again. On an error the rules in force stay.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let now = stamps(&self.config);
+        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        let auth = Auth::from_config(&self.config)?;
+        if auth.is_open() && !self.config.allow_unauthenticated {
+            return Err(ReloadError::NoToken);
+        }
+        self.current.store(Arc::new(auth));
+        Ok(())
+    }
+
+    /// Whether any token file is configured.
+    pub fn has_files(&self) -> bool {
+        self.config.tokens_file.is_some() || !self.config.site_tokens_files.is_empty()
+    }
+}
+
+fn stamps(config: &AuthConfig) -> Vec<Option<SystemTime>> {
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    config
+        .tokens_file
+        .iter()
+        .chain(config.site_tokens_files.values())
+        .map(|p| stamp(p))
+        .collect()
 }
 
 /// The addresses a request passed through, oldest first: the `for=` values of `Forwarded`,
@@ -308,7 +390,7 @@ mod tests {
             "tokens = []\nallow_unauthenticated = false\n{toml}"
         ))
         .unwrap();
-        Auth::from_config(&config)
+        Auth::from_config(&config).unwrap()
     }
 
     #[test]

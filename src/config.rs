@@ -69,6 +69,7 @@ pub struct HttpConfig {
     pub max_headers: usize,
     pub max_inflight_requests: usize,
     pub max_inflight_bytes: usize,
+    pub shutdown_delay_ms: u64,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
 }
@@ -95,6 +96,42 @@ pub struct AuthConfig {
     pub trusted_proxies: Vec<IpNet>,
     #[serde(default)]
     pub site_tokens: BTreeMap<String, SiteTokens>,
+    /// Per site label, a file of more tokens for that site, one per line.
+    #[serde(default)]
+    pub site_tokens_files: BTreeMap<String, PathBuf>,
+}
+
+/// Tokens read from `auth.tokens_file` and `auth.site_tokens_files`.
+#[derive(Debug, Default)]
+pub struct FileTokens {
+    pub global: Vec<Secret>,
+    pub sites: BTreeMap<String, Vec<Secret>>,
+}
+
+impl AuthConfig {
+    /// Reads the token files now (they are read again on SIGHUP): one token per line, blank
+    /// lines ignored.
+    pub fn read_token_files(&self) -> Result<FileTokens, ConfigError> {
+        let read = |key: String, path: &Path| -> Result<Vec<Secret>, ConfigError> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(&key, format!("cannot read {}: {e}", path.display())))?;
+            Ok(text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(Secret::new)
+                .collect())
+        };
+        let mut tokens = FileTokens::default();
+        if let Some(path) = &self.tokens_file {
+            tokens.global = read("auth.tokens_file".into(), path)?;
+        }
+        for (site, path) in &self.site_tokens_files {
+            let key = format!("auth.site_tokens_files.{site}");
+            tokens.sites.insert(site.clone(), read(key, path)?);
+        }
+        Ok(tokens)
+    }
 }
 
 /// The tokens of one site label: a TOML array or a comma-separated string.
@@ -204,6 +241,7 @@ pub struct SpoolConfig {
     pub segment_bytes: u64,
     pub fsync: FsyncPolicy,
     pub append_budget_ms: u64,
+    pub drain_on_shutdown_ms: u64,
 }
 
 /// When the spool calls fsync.
@@ -397,21 +435,14 @@ impl Config {
         Ok(config)
     }
 
-    /// Replaces `auth.tokens_file` and `kafka.properties.*_file` by the secrets they name.
+    /// Replaces `kafka.properties.*_file` by the secrets they name; checks the token files.
     fn read_secret_files(&mut self) -> Result<(), ConfigError> {
         let read = |key: &str, path: &Path| {
             std::fs::read_to_string(path)
                 .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
         };
-        if let Some(path) = &self.auth.tokens_file {
-            let text = read("auth.tokens_file", path)?;
-            self.auth.tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(Secret::new),
-            );
-        }
+        // Token files are read by the auth rules, at start and on SIGHUP; here only checked.
+        self.auth.read_token_files()?;
         let files: Vec<(String, String)> = self
             .kafka
             .properties
@@ -478,6 +509,14 @@ impl Config {
                 "http.max_inflight_bytes",
                 "must be at least http.max_body_bytes, or no request without Content-Length fits",
             ));
+        }
+        for site in self.auth.site_tokens_files.keys() {
+            if crate::event::Site::parse(site).is_none() {
+                return Err(invalid(
+                    format!("auth.site_tokens_files.{site}"),
+                    "a site label is 1 to 64 of A-Z a-z 0-9 _ . -",
+                ));
+            }
         }
         for (site, tokens) in &self.auth.site_tokens {
             if crate::event::Site::parse(site).is_none() {
@@ -751,13 +790,10 @@ mod tests {
             password.display()
         ));
         let c = Config::load_with_env(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(c.auth.tokens, vec![Secret::new("inline")]);
         assert_eq!(
-            c.auth.tokens,
-            vec![
-                Secret::new("inline"),
-                Secret::new("first-token"),
-                Secret::new("second-token")
-            ]
+            c.auth.read_token_files().unwrap().global,
+            vec![Secret::new("first-token"), Secret::new("second-token")]
         );
         assert_eq!(c.kafka.properties.get("sasl.password"), Some("hunter2"));
         assert_eq!(c.kafka.properties.get("sasl.password_file"), None);

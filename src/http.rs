@@ -25,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
-use crate::auth::Auth;
+use crate::auth::LiveAuth;
 use crate::event::{Record, RejectError, Site, Timestamp};
 use crate::kafka::{Delivered, Publisher, Rejection, Settled};
 use crate::metrics::Metrics;
@@ -35,7 +35,7 @@ use crate::spool::{Spool, SpoolError};
 
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
-    pub auth: Auth,
+    pub auth: Arc<LiveAuth>,
     pub router: Router,
     pub publisher: Publisher,
     pub spool: Option<Spool>,
@@ -244,7 +244,7 @@ async fn webhook(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    if let Err(e) = app.auth.check(&parts, peer.ip(), site.as_ref()) {
+    if let Err(e) = app.auth.current().check(&parts, peer.ip(), site.as_ref()) {
         app.metrics
             .auth_failures
             .with_label_values(&[e.reason()])

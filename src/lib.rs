@@ -12,6 +12,7 @@ pub mod event;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod reload;
 pub mod route;
 pub mod spool;
 pub mod tls;
@@ -22,13 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::auth::Auth;
+use crate::auth::LiveAuth;
 use crate::config::Config;
 use crate::kafka::Publisher;
 use crate::metrics::Metrics;
 use crate::route::Router;
+use crate::spool::replay::Replay;
 use crate::spool::{Spool, SpoolError};
 
 /// Why the bridge could not start.
@@ -45,22 +46,27 @@ pub enum ServeError {
     Spool(#[from] SpoolError),
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
 }
 
 /// Upper bound on flushing the producer at shutdown.
 const FLUSH_BOUND: Duration = Duration::from_secs(10);
 
-/// Runs the bridge on `listener` until `shutdown` resolves, then drains: `/readyz` turns
-/// 503, the listener closes, in-flight requests finish (each within the delivery deadline,
-/// in Kafka or in the spool), spool replay stops, the producer is flushed within a bound
-/// and the spool is synced.
+/// Runs the bridge on `listener` until `shutdown` resolves, then winds down: `/readyz`
+/// turns 503 while the listener keeps serving for `http.shutdown_delay_ms`; the listener
+/// closes and in-flight requests finish (each within the delivery deadline, in Kafka or in
+/// the spool); the spool is replayed to Kafka for up to `spool.drain_on_shutdown_ms`; the
+/// producer is flushed within a bound and the spool is synced. SIGHUP, from the start,
+/// re-reads the token files and the TLS certificate.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let auth = Auth::from_config(&config.auth);
-    if auth.is_open() && !config.auth.allow_unauthenticated {
+    let hangup = reload::Hangup::install();
+    let auth = Arc::new(LiveAuth::load(&config.auth)?);
+    if auth.current().is_open() && !config.auth.allow_unauthenticated {
         return Err(ServeError::NoToken);
     }
     let certificates = match &config.http.tls {
@@ -68,7 +74,7 @@ pub async fn serve(
         None => None,
     };
     let acceptor = certificates.as_ref().map(|c| c.acceptor()).transpose()?;
-    let reloader = certificates.map(|c| tokio::spawn(c.watch()));
+    let reloader = tokio::spawn(reload::run(hangup, auth.clone(), certificates));
     let metrics = Metrics::new();
     let spool = match config.spool.enabled {
         true => Some(Spool::open(
@@ -104,23 +110,30 @@ pub async fn serve(
             max_headers: config.http.max_headers,
         },
     });
-    if app.auth.is_open() {
+    if app.auth.current().is_open() {
         tracing::warn!("auth.allow_unauthenticated is set and no token is configured: anyone who can reach the listener can publish");
     }
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls = acceptor.is_some(), brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
     }
 
-    let (stop_replay, stop_rx) = watch::channel(false);
     let replay = spool
         .clone()
-        .map(|s| tokio::spawn(spool::replay::run(s, publisher.clone(), metrics, stop_rx)));
+        .map(|s| Replay::spawn(s, publisher.clone(), metrics));
 
+    let shutdown_delay = Duration::from_millis(config.http.shutdown_delay_ms);
     let draining = {
         let app = app.clone();
         async move {
             shutdown.await;
             app.draining.store(true, Ordering::SeqCst);
+            if !shutdown_delay.is_zero() {
+                tracing::info!(
+                    delay_ms = shutdown_delay.as_millis() as u64,
+                    "shutting down: /readyz answers 503; still serving until the delay passes"
+                );
+                tokio::time::sleep(shutdown_delay).await;
+            }
         }
     };
     // A request can take the deadline to become durable, plus time to read its body.
@@ -132,13 +145,30 @@ pub async fn serve(
         deadline + Duration::from_secs(5),
     )
     .await;
-    if let Some(reloader) = reloader {
-        reloader.abort();
-    }
+    reloader.abort();
 
-    let _ = stop_replay.send(true);
     if let Some(replay) = replay {
-        let _ = replay.await;
+        let bound = Duration::from_millis(config.spool.drain_on_shutdown_ms);
+        let pending = spool.as_ref().map_or(0, Spool::pending_events);
+        if bound.is_zero() || pending == 0 {
+            replay.stop().await;
+        } else {
+            tracing::info!(
+                spooled = pending,
+                bound_ms = bound.as_millis() as u64,
+                "replaying the spool to Kafka before exit"
+            );
+            let left = replay.drain(tokio::time::sleep(bound), true).await;
+            match left {
+                0 => tracing::info!(replayed = pending, "spool drained"),
+                n => tracing::warn!(
+                    spooled = n,
+                    replayed = pending.saturating_sub(n),
+                    "spool not drained before exit; its records are replayed at the next start \
+                     on this directory, or with `comm100-bridge spool drain`"
+                ),
+            }
+        }
     }
     match publisher.flush(FLUSH_BOUND).await {
         Ok(()) => tracing::info!("producer flushed"),

@@ -2,6 +2,7 @@ use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
@@ -10,7 +11,10 @@ use tracing_subscriber::EnvFilter;
 
 use comm100_bridge::config::{Config, LogFormat};
 use comm100_bridge::event::{Record, Site, Timestamp};
+use comm100_bridge::kafka::Publisher;
+use comm100_bridge::metrics::Metrics;
 use comm100_bridge::route::Router;
+use comm100_bridge::spool::{self, replay::Replay, Spool};
 use comm100_bridge::{dev, serve};
 
 /// Receives Comm100 Live Chat webhooks and publishes each event, normalized, to Kafka.
@@ -52,6 +56,30 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Look into, or empty, a spool directory (for example one a removed replica left).
+    #[command(subcommand)]
+    Spool(SpoolCommand),
+}
+
+#[derive(Subcommand)]
+enum SpoolCommand {
+    /// Print, as JSON, what a spool holds (records, bytes, received_at range, per type),
+    /// without changing it.
+    Inspect {
+        /// The spool directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Publish every record of a spool directory to Kafka, in order, then exit 0 with the
+    /// spool empty; refuses a directory another process holds.
+    Drain {
+        /// The spool directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Configuration file for Kafka, topics and the dead-letter topic (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +92,10 @@ fn main() -> ExitCode {
             normalize(&file, site.as_deref(), config.or(cli.config).as_deref())
         }
         Some(Command::CheckConfig { config }) => check_config(config.or(cli.config).as_deref()),
+        Some(Command::Spool(SpoolCommand::Inspect { dir })) => spool_inspect(&dir),
+        Some(Command::Spool(SpoolCommand::Drain { dir, config })) => {
+            spool_drain(&dir, config.or(cli.config).as_deref())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,4 +236,40 @@ fn check_config(config_file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_file)?;
     print!("{}", config.to_redacted_toml());
     Ok(())
+}
+
+fn spool_inspect(dir: &Path) -> anyhow::Result<()> {
+    let inspection = spool::inspect::inspect(dir)?;
+    println!("{}", serde_json::to_string_pretty(&inspection)?);
+    Ok(())
+}
+
+fn spool_drain(dir: &Path, config_file: Option<&Path>) -> anyhow::Result<()> {
+    let mut config = Config::load(config_file)?;
+    config.spool.dir = dir.to_owned();
+    init_logging(&config);
+    runtime()?.block_on(async {
+        let metrics = Metrics::new();
+        let spool = Spool::open(&config.spool, config.spool_frame_limit(), metrics.clone())?;
+        let pending = spool.pending_events();
+        if pending > 0 {
+            let publisher = Publisher::new(&config, metrics.clone())?;
+            tracing::info!(records = pending, dir = %dir.display(), brokers = %config.kafka.brokers.join(","), "draining the spool to Kafka");
+            let replay = Replay::spawn(spool.clone(), publisher.clone(), metrics);
+            let left = replay.drain(shutdown_signal(), false).await;
+            if let Err(e) = publisher.flush(Duration::from_secs(10)).await {
+                tracing::warn!(error = %e, "producer not fully flushed");
+            }
+            let closing = spool.clone();
+            tokio::task::spawn_blocking(move || closing.close()).await.ok();
+            if left > 0 {
+                bail!(
+                    "{left} of {pending} records are still in {} (run spool drain again)",
+                    dir.display()
+                );
+            }
+        }
+        println!("drained {pending} records from {}; the spool is empty", dir.display());
+        Ok(())
+    })
 }

@@ -1,10 +1,10 @@
 //! TLS on the listener (rustls): the certificate and key come from PEM files and are
-//! reloaded on SIGHUP or when either file changes. Established connections keep the
+//! reloaded (by [`crate::reload`]) on SIGHUP or when either file changes. Established connections keep the
 //! certificate they were set up with; new handshakes get the new one.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::crypto::ring::{default_provider, sign::any_supported_type};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -15,9 +15,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
-
-/// How often the certificate files are checked for changes.
-const POLL: Duration = Duration::from_secs(1);
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +64,8 @@ impl Certificates {
         Ok(())
     }
 
-    fn changed(&self) -> bool {
+    /// Whether either file changed (modification time) since it was last read.
+    pub fn changed(&self) -> bool {
         *self.stamps.read().unwrap_or_else(|e| e.into_inner()) != stamps(&self.files)
     }
 
@@ -79,44 +77,6 @@ impl Certificates {
             .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
-    }
-
-    /// Reloads on SIGHUP and when the files change, until the task is dropped.
-    pub async fn watch(self: Arc<Self>) {
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut poll = tokio::time::interval(POLL);
-        loop {
-            #[cfg(unix)]
-            let hangup_signal = async {
-                match hangup.as_mut() {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hangup_signal = std::future::pending::<()>();
-            let why = tokio::select! {
-                () = hangup_signal => "SIGHUP",
-                _ = poll.tick() => {
-                    if !self.changed() {
-                        continue;
-                    }
-                    "a changed file"
-                }
-            };
-            match self.reload() {
-                Ok(()) => {
-                    tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded after {why}")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS certificate not reloaded after {why}; keeping the previous one")
-                }
-            }
-        }
     }
 }
 

@@ -13,7 +13,6 @@ use comm100_bridge::config::Config;
 use common::*;
 use http::StatusCode;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use serde_json::Value;
 use tokio::task::JoinSet;
 
 const TOPIC: &str = "comm100.chat_transferred";
@@ -114,30 +113,12 @@ async fn burst(url: String, prefix: &str, count: usize, answered: Arc<AtomicUsiz
         let answered = answered.clone();
         let chat = format!("{prefix}-{}", seq % 5);
         tasks.spawn(async move {
-            let request = http::Request::post(&url)
-                .body(http_body_util::Full::new(bytes::Bytes::from(event(
-                    &chat, seq,
-                ))))
-                .unwrap();
             // A killed bridge answers nothing: that is not a 2xx, so nothing is owed.
             let answer =
-                tokio::time::timeout(Duration::from_secs(10), client().request(request)).await;
-            let answer = match answer {
-                Ok(Ok(response)) => {
-                    let status = response.status();
-                    let body = http_body_util::BodyExt::collect(response.into_body()).await;
-                    body.ok().map(|b| {
-                        let bytes = b.to_bytes();
-                        Answer {
-                            status,
-                            headers: Default::default(),
-                            json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                            text: String::from_utf8_lossy(&bytes).into_owned(),
-                        }
-                    })
-                }
-                _ => None,
-            };
+                tokio::time::timeout(Duration::from_secs(10), try_post(&url, event(&chat, seq)))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
             answered.fetch_add(1, Ordering::SeqCst);
             (chat, seq, answer)
         });

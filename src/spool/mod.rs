@@ -10,6 +10,7 @@
 //! it are deleted. On open, every segment is scanned: a torn or corrupt tail (a short
 //! frame, or a checksum that does not match) is logged and cut off.
 
+pub mod inspect;
 pub mod replay;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use crate::route::Message;
 
 const FRAME_HEADER: u64 = 8;
 const CURSOR_FILE: &str = "cursor";
+const LOCK_FILE: &str = "lock";
 const SEGMENT_SUFFIX: &str = ".seg";
 
 /// Why a record could not be spooled.
@@ -39,6 +41,11 @@ pub enum SpoolError {
     Io { dir: PathBuf, source: io::Error },
     #[error("the spool is closed")]
     Closed,
+    #[error(
+        "the spool directory {dir} is in use by process {holder} (it holds {dir}/lock): one \
+         process per spool directory; stop that one first, or give this one its own spool.dir"
+    )]
+    Locked { dir: PathBuf, holder: String },
     #[error("a record of {size} bytes is over the spool's frame limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
 }
@@ -74,6 +81,8 @@ pub struct Spool {
 
 struct Inner {
     dir: PathBuf,
+    /// Held (locked) until the spool is closed.
+    lock: Mutex<Option<File>>,
     max_bytes: u64,
     frame_limit: usize,
     state: Mutex<State>,
@@ -122,6 +131,7 @@ impl Spool {
             source,
         };
         fs::create_dir_all(&dir).map_err(io_err)?;
+        let lock = lock(&dir)?;
         let recovered = recover(&dir).map_err(io_err)?;
         let active = *recovered.segments.keys().next_back().unwrap_or(&1);
         let mut segments = recovered.segments;
@@ -153,6 +163,7 @@ impl Spool {
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             dir: dir.clone(),
+            lock: Mutex::new(Some(lock)),
             max_bytes: config.max_bytes,
             frame_limit,
             state: Mutex::new(state),
@@ -309,7 +320,8 @@ impl Spool {
         write_cursor(&self.inner.dir, upto).map_err(|e| self.io(e))
     }
 
-    /// Stops the writer after it has written (and synced) every accepted append.
+    /// Stops the writer after it has written (and synced) every accepted append, and
+    /// releases the directory's lock.
     pub fn close(&self) {
         self.inner
             .tx
@@ -325,6 +337,11 @@ impl Spool {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     pub fn dir(&self) -> &Path {
@@ -506,6 +523,48 @@ fn read_frame(reader: &mut impl Read, available: u64) -> io::Result<Option<Vec<u
         ));
     }
     Ok(Some(payload))
+}
+
+/// Takes the directory's lock (an advisory `flock` on `lock`, released when the process
+/// ends however it ends) and writes this process's pid in it.
+fn lock(dir: &Path) -> Result<File, SpoolError> {
+    let io_err = |source| SpoolError::Io {
+        dir: dir.to_owned(),
+        source,
+    };
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Err(SpoolError::Locked {
+                dir: dir.to_owned(),
+                holder: holder(dir).unwrap_or_else(|| "unknown".into()),
+            })
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
+    }
+    file.set_len(0).map_err(io_err)?;
+    writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+    Ok(file)
+}
+
+/// The pid written by the process that holds `dir`'s lock, or `None` when no one holds it.
+pub fn holder(dir: &Path) -> Option<String> {
+    let file = File::open(dir.join(LOCK_FILE)).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(_) => {
+            let pid = fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
+            Some(pid.trim().to_owned()).filter(|p| !p.is_empty())
+        }
+    }
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {

@@ -2,9 +2,11 @@
 //! failed attempts. A record leaves the spool only after its delivery report succeeds (or,
 //! for a permanent rejection, after it is in the dead-letter topic).
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::{Batch, Spool};
 use crate::kafka::{Publisher, Rejection};
@@ -15,22 +17,72 @@ const BATCH: usize = 512;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// Runs until `stop` turns true. Records not yet acknowledged then stay in the spool for
-/// the next start.
-pub async fn run(
+/// What replay is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Replay whenever records are spooled, backing off while Kafka fails.
+    Run,
+    /// Replay until the spool is empty, retrying quickly; with `give_up`, stop after a
+    /// failed round while no broker is connected.
+    Drain {
+        give_up: bool,
+    },
+    Stop,
+}
+
+/// The replay task.
+pub struct Replay {
+    mode: watch::Sender<Mode>,
+    task: JoinHandle<()>,
+    spool: Spool,
+}
+
+impl Replay {
+    /// Starts replaying `spool` in the background.
+    pub fn spawn(spool: Spool, publisher: Publisher, metrics: Metrics) -> Self {
+        let (mode, rx) = watch::channel(Mode::Run);
+        let task = tokio::spawn(run(spool.clone(), publisher, metrics, rx));
+        Self { mode, task, spool }
+    }
+
+    /// Stops replay; records not yet acknowledged stay in the spool for the next start.
+    pub async fn stop(self) {
+        let _ = self.mode.send(Mode::Stop);
+        let _ = self.task.await;
+    }
+
+    /// Replays until the spool is empty or `until` resolves, and stops. With `give_up`, also
+    /// stops after a failed round while no broker is connected. Returns how many records
+    /// are left.
+    pub async fn drain(mut self, until: impl Future<Output = ()>, give_up: bool) -> u64 {
+        let _ = self.mode.send(Mode::Drain { give_up });
+        tokio::select! {
+            _ = &mut self.task => {}
+            () = until => {
+                let _ = self.mode.send(Mode::Stop);
+                let _ = self.task.await;
+            }
+        }
+        self.spool.pending_events()
+    }
+}
+
+async fn run(
     spool: Spool,
     publisher: Publisher,
     metrics: Metrics,
-    mut stop: watch::Receiver<bool>,
+    mut mode: watch::Receiver<Mode>,
 ) {
     let mut failures: u32 = 0;
     loop {
-        if *stop.borrow() {
-            return;
+        match *mode.borrow_and_update() {
+            Mode::Stop => return,
+            Mode::Drain { .. } if spool.pending_events() == 0 => return,
+            _ => {}
         }
         tokio::select! {
             () = spool.wait_for_records() => {}
-            _ = stop.changed() => return,
+            _ = mode.changed() => continue,
         }
         let reader = spool.clone();
         let batch = match tokio::task::spawn_blocking(move || reader.read_batch(BATCH)).await {
@@ -39,7 +91,7 @@ pub async fn run(
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the spool; retrying");
                 failures += 1;
-                if !pause(failures, &mut stop).await {
+                if !pause(failures, &mut mode).await {
                     return;
                 }
                 continue;
@@ -66,7 +118,14 @@ pub async fn run(
                 attempt = failures,
                 "Kafka did not acknowledge every spooled record; backing off"
             );
-            if !pause(failures, &mut stop).await {
+            if *mode.borrow() == (Mode::Drain { give_up: true }) && publisher.known_down() {
+                tracing::warn!(
+                    remaining = spool.pending_events(),
+                    "no Kafka broker is connected; the spool keeps the rest"
+                );
+                return;
+            }
+            if !pause(failures, &mut mode).await {
                 return;
             }
         } else {
@@ -117,12 +176,19 @@ async fn send(publisher: &Publisher, batch: &Batch) -> usize {
     done
 }
 
-/// Sleeps for the backoff of the `failures`-th failure in a row; false if stopped meanwhile.
-async fn pause(failures: u32, stop: &mut watch::Receiver<bool>) -> bool {
-    let delay = backoff(failures);
+/// Draining retries at least this often.
+const DRAIN_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Sleeps for the backoff of the `failures`-th failure in a row (cut short when a drain
+/// begins); false if stopped meanwhile.
+async fn pause(failures: u32, mode: &mut watch::Receiver<Mode>) -> bool {
+    let delay = match *mode.borrow() {
+        Mode::Drain { .. } => backoff(failures).min(DRAIN_BACKOFF_MAX),
+        _ => backoff(failures),
+    };
     tokio::select! {
         () = tokio::time::sleep(delay) => true,
-        _ = stop.changed() => false,
+        _ = mode.changed() => *mode.borrow() != Mode::Stop,
     }
 }
 

@@ -15,6 +15,7 @@ fn config(dir: &Path) -> SpoolConfig {
         segment_bytes: 4096,
         fsync: FsyncPolicy::Always,
         append_budget_ms: 1000,
+        drain_on_shutdown_ms: 0,
     }
 }
 
@@ -249,4 +250,32 @@ async fn a_frame_over_the_limit_is_refused_and_a_large_one_reads_back() {
     drop(spool);
     let reopened = open(dir.path());
     assert_eq!(read_all(&reopened), vec![large]);
+}
+
+#[tokio::test]
+async fn one_process_per_directory_and_inspect_reads_without_changing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    for n in 0..5 {
+        spool.append(&message(n)).await.unwrap();
+    }
+    let second = Spool::open(&config(dir.path()), frame_limit(1 << 20), Metrics::new());
+    let Err(SpoolError::Locked { holder, .. }) = second else {
+        panic!("a second open of a held directory must be refused");
+    };
+    assert_eq!(holder, std::process::id().to_string());
+    let seen = inspect::inspect(dir.path()).unwrap();
+    assert_eq!(seen.held_by, Some(std::process::id().to_string()));
+    assert_eq!((seen.records, seen.types["chat_ended"].records), (5, 5));
+    assert_eq!(seen.torn_bytes, 0);
+    let batch = spool.read_batch(2).unwrap();
+    spool
+        .commit(batch.ends[1], 2, batch.sizes.iter().sum())
+        .unwrap();
+    assert_eq!(inspect::inspect(dir.path()).unwrap().records, 3);
+    spool.close();
+    drop(spool);
+    assert_eq!(inspect::inspect(dir.path()).unwrap().held_by, None);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.pending_events(), 3);
 }

@@ -127,6 +127,7 @@ impl Bridge {
 }
 
 /// An HTTP answer with its body parsed as JSON (Null when it is not JSON).
+#[derive(Clone)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
@@ -174,6 +175,30 @@ pub async fn post(url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -
         b = b.header(*k, *v);
     }
     send(b.body(Full::new(body.into())).unwrap()).await
+}
+
+/// Posts `body` on a new connection; the error when the bridge could not be reached.
+pub async fn try_post(url: &str, body: String) -> Result<Answer, String> {
+    let request = http::Request::post(url)
+        .body(Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = client()
+        .request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        headers: Default::default(),
+        json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    })
 }
 
 pub async fn get(url: &str) -> Answer {

@@ -401,3 +401,118 @@ async fn scale_in_with_kafka_down_keeps_the_spool_for_spool_drain() {
         stopped_in.as_millis()
     ));
 }
+
+/// The status of a post with `token` to `path`.
+async fn status_with(bridge: &Process, path: &str, token: &str) -> StatusCode {
+    let url = bridge.url(&format!("{path}?token={token}"));
+    post(&url, &[], event("rotation", 0)).await.status
+}
+
+/// Waits until a post with `token` to `path` is answered 2xx.
+async fn wait_accepted(bridge: &Process, path: &str, token: &str) -> Duration {
+    let started = std::time::Instant::now();
+    while !status_with(bridge, path, token).await.is_success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{token} never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_token_files_and_never_ends_the_process() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, eu_tokens) = (dir.path().join("tokens"), dir.path().join("eu-tokens"));
+    std::fs::write(&tokens, "token-a\n").unwrap();
+    std::fs::write(&eu_tokens, "eu-a\n").unwrap();
+    let config = write_config(
+        dir.path(),
+        &bootstrap,
+        &dir.path().join("spool"),
+        &[
+            (
+                "auth",
+                &format!("tokens_file = {:?}", tokens.display().to_string()),
+            ),
+            (
+                "auth.site_tokens_files",
+                &format!("eu = {:?}", eu_tokens.display().to_string()),
+            ),
+        ],
+    );
+    let mut bridge = Process::start(&config);
+    let (hook, eu) = ("/webhooks/comm100", "/webhooks/comm100/eu");
+    assert!(status_with(&bridge, hook, "token-a").await.is_success());
+    assert!(status_with(&bridge, eu, "eu-a").await.is_success());
+    assert_eq!(
+        status_with(&bridge, hook, "eu-a").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    rewrite_unnoticed(&tokens, "token-b\n");
+    rewrite_unnoticed(&eu_tokens, "eu-b\n");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        status_with(&bridge, hook, "token-b").await,
+        StatusCode::UNAUTHORIZED,
+        "reloaded without SIGHUP although the files looked unchanged"
+    );
+    bridge.signal("-HUP");
+    let took = wait_accepted(&bridge, hook, "token-b").await;
+    assert_eq!(
+        status_with(&bridge, hook, "token-a").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(status_with(&bridge, eu, "eu-b").await.is_success());
+    assert_eq!(
+        status_with(&bridge, eu, "eu-a").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        status_with(&bridge, hook, TOKEN).await.is_success(),
+        "inline tokens stay"
+    );
+
+    // A file that cannot be read keeps the tokens in force.
+    std::fs::remove_file(&tokens).unwrap();
+    bridge.signal("-HUP");
+    let started = std::time::Instant::now();
+    while !bridge
+        .log()
+        .iter()
+        .any(|l| l.contains("token files not reloaded after SIGHUP"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            bridge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(status_with(&bridge, hook, "token-b").await.is_success());
+    assert_eq!(
+        bridge.child.try_wait().unwrap(),
+        None,
+        "SIGHUP ended the process"
+    );
+
+    // A changed file is picked up without a signal too.
+    std::fs::write(&tokens, "token-c\n").unwrap();
+    wait_accepted(&bridge, hook, "token-c").await;
+    assert_eq!(
+        status_with(&bridge, hook, "token-b").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    bridge.signal("-TERM");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+    report(&format!(
+        "sighup: 2 SIGHUPs, process alive; added token accepted {} ms after SIGHUP, removed \
+         ones refused (global and site files); an unreadable file kept the tokens in force",
+        took.as_millis()
+    ));
+}

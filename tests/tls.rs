@@ -160,3 +160,88 @@ fn an_unreadable_certificate_is_a_startup_error_naming_the_file() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_tls_reloads_the_certificate_and_the_token_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path, tokens) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("tokens"),
+    );
+    let (cert, key, old_der) = self_signed();
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    std::fs::write(&tokens, "token-a\n").unwrap();
+    let cluster = cluster();
+    let config = write_config(
+        dir.path(),
+        &cluster.bootstrap_servers(),
+        &dir.path().join("spool"),
+        &[
+            (
+                "auth",
+                &format!("tokens_file = {:?}", tokens.display().to_string()),
+            ),
+            (
+                "http.tls",
+                &format!("cert = {:?}", cert_path.display().to_string()),
+            ),
+            (
+                "http.tls",
+                &format!("key = {:?}", key_path.display().to_string()),
+            ),
+        ],
+    );
+    let mut bridge = Process::start(&config);
+    let post_with = |token: &str| {
+        Request::post(format!("/webhooks/comm100?token={token}"))
+            .header("host", "localhost")
+            .body(Full::new(Bytes::from(event("tls-rotation", 0))))
+            .unwrap()
+    };
+    let mut old = connect(bridge.addr, &old_der).await.unwrap();
+    assert_eq!(
+        request(&mut old, post_with("token-a")).await.0,
+        StatusCode::OK
+    );
+
+    let (cert, key, new_der) = self_signed();
+    rewrite_unnoticed(&key_path, &key);
+    rewrite_unnoticed(&cert_path, &cert);
+    rewrite_unnoticed(&tokens, "token-b\n");
+    bridge.signal("-HUP");
+    let started = Instant::now();
+    let mut new = loop {
+        if let Ok(sender) = connect(bridge.addr, &new_der).await {
+            break sender;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        request(&mut new, post_with("token-b")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        request(&mut new, post_with("token-a")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(request(&mut old, get_healthz()).await.0, StatusCode::OK);
+    assert_eq!(
+        bridge.child.try_wait().unwrap(),
+        None,
+        "SIGHUP ended the process"
+    );
+    drop((old, new));
+    bridge.signal("-TERM");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+    report(&format!(
+        "tls sighup: process alive; new certificate and token served {} ms after SIGHUP, the \
+         removed token refused, the open connection kept working",
+        started.elapsed().as_millis()
+    ));
+}

@@ -520,6 +520,19 @@ pub fn write_config(
     path
 }
 
+/// Rewrites `path` with `text`, keeping its modification time, so that only SIGHUP (not
+/// the file watch) can notice.
+pub fn rewrite_unnoticed(path: &Path, text: &str) {
+    let modified = std::fs::metadata(path).unwrap().modified().unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+}
+
 /// The event a sender posts: `seq` orders the events of one chat.
 pub fn event(chat: &str, seq: usize) -> String {
     json!({"event": "chat_transferred", "visitor": {"chat_id": chat}, "seq": seq}).to_string()

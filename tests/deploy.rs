@@ -207,10 +207,25 @@ fn the_kubernetes_base_is_consistent() {
         Some(true)
     );
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
-    // Longer than the drain: deadline + body read + producer flush.
-    let defaults = Config::load_with_env(None, Some(Default::default())).unwrap();
-    let drain = defaults.delivery.deadline_ms / 1000 + 5 + 10;
-    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > drain);
+    // Longer than the longest shutdown: the delay, in-flight requests (deadline + body
+    // read), the spool drain and the producer flush.
+    let deployed =
+        Config::load_with_env(Some(&dir.join("bridge.toml")), Some(Default::default())).unwrap();
+    assert!(deployed.http.shutdown_delay_ms >= 5000, "no shutdown delay");
+    assert!(deployed.spool.drain_on_shutdown_ms > 0, "no spool drain");
+    let shutdown_ms = deployed.http.shutdown_delay_ms
+        + deployed.delivery.deadline_ms
+        + 5000
+        + deployed.spool.drain_on_shutdown_ms
+        + 10_000;
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(grace * 1000 > shutdown_ms, "{grace} s < {shutdown_ms} ms");
+    // No autoscaler: scale-in is by hand, so no spool is stranded.
+    assert!(!kustomization["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|r| r.as_str().unwrap().contains("autoscaler")));
     let mounts: Vec<&str> = container["volumeMounts"]
         .as_sequence()
         .unwrap()
@@ -227,6 +242,53 @@ fn the_kubernetes_base_is_consistent() {
         statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as_str(),
         Some("spool")
     );
+
+    // The spool drain Job mounts a replica's claim where the bridge has its spool, and
+    // drains that directory with the bridge's configuration.
+    let job = yaml("deploy/kubernetes/spool-drain-job.yaml");
+    let job_pod = &job["spec"]["template"]["spec"];
+    let drain = &job_pod["containers"][0];
+    let spool_dir = toml["spool"]["dir"].as_str().unwrap();
+    let args: Vec<&str> = drain["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "spool",
+            "drain",
+            "--dir",
+            spool_dir,
+            "--config",
+            "/etc/comm100-bridge/bridge.toml"
+        ]
+    );
+    let volume = |name: &str| {
+        job_pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        volume("spool")["persistentVolumeClaim"]["claimName"].as_str(),
+        Some("spool-comm100-bridge-ORDINAL"),
+        "claims of a StatefulSet are <template>-<statefulset>-<ordinal>"
+    );
+    assert_eq!(
+        volume("config")["configMap"]["name"],
+        kustomization["configMapGenerator"][0]["name"]
+    );
+    assert!(drain["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "spool" && m["mountPath"].as_str() == Some(spool_dir)));
 
     // The PrometheusRule carries exactly the alerts of deploy/prometheus/alerts.yml.
     let rule = yaml("deploy/kubernetes/prometheusrule.yaml");

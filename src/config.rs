@@ -778,6 +778,30 @@ mod tests {
     }
 
     #[test]
+    fn a_body_limit_whose_records_would_not_fit_is_refused() {
+        let err = Config::load_with_env(
+            None,
+            env(&[("COMM100_BRIDGE__HTTP__MAX_BODY_BYTES", "1048576")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("http.max_body_bytes") && err.contains("message.max.bytes"),
+            "{err}"
+        );
+        // Raising message.max.bytes makes room.
+        let f = file("[http]\nmax_body_bytes = 1048576\n[kafka.properties]\n\"message.max.bytes\" = \"1200000\"\n");
+        let c = Config::load_with_env(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(c.kafka.message_max_bytes(), 1_200_000);
+        assert_eq!(c.spool_frame_limit(), 7_204_096);
+        let f = file("[kafka.properties]\n\"message.max.bytes\" = \"lots\"\n");
+        let err = Config::load_with_env(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.properties.message.max.bytes"), "{err}");
+    }
+
+    #[test]
     fn secrets_can_come_from_files() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");

@@ -2,7 +2,9 @@
 //! on loopback. Every sample round-trips and is read by Kafka's own Java consumer and by the
 //! Python CloudEvents SDK; a leader is SIGKILLed under load; the quorum is lost; one
 //! replica is left with `min.insync.replicas` 2; SASL_SSL with SCRAM, a wrong password, a topic denied by
-//! ACL and a missing topic. The chaos tests report sent / 2xx / found / missing to
+//! ACL and a missing topic; records over `message.max.bytes` or a topic's
+//! `max.message.bytes`, at once and in spool replay; a spool left by a shutdown during an
+//! outage, published by `spool drain`. The chaos tests report sent / 2xx / found / missing to
 //! `target/tmp/test-report.txt`.
 //!
 //! Needs Java 17+ and Maven (the broker comes from Maven Central) and, for the CloudEvents
@@ -812,4 +814,162 @@ async fn sasl_scram_over_tls_acls_and_missing_topics() {
     ));
     bridge.signal("-TERM");
     fixed.signal("-TERM");
+}
+
+/// A valid event of about `bytes` bytes that LZ4 cannot shrink (random hex), so a broker
+/// counts nearly all of it against the topic's `max.message.bytes`.
+fn incompressible_event(chat: &str, bytes: usize) -> String {
+    let noise: String = (0..bytes / 16)
+        .map(|_| format!("{:016x}", fastrand::u64(..)))
+        .collect();
+    serde_json::json!({"event": "chat_transferred", "visitor": {"chat_id": chat}, "seq": 0, "noise": noise})
+        .to_string()
+}
+
+/// Kills every broker, then starts them again at once (one alone has no controller quorum).
+fn all_brokers_down(kafka: &Kafka) {
+    for id in 1..=3 {
+        kafka.kill(id);
+    }
+}
+
+fn all_brokers_up(kafka: &Kafka) {
+    std::thread::scope(|s| {
+        for id in 1..=3 {
+            s.spawn(move || kafka.restart(id));
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
+async fn records_kafka_can_never_take_and_a_spool_left_at_shutdown() {
+    let kafka = Kafka::start(&["--brokers", "3"]);
+    kafka.topics(&["--replication", "3", "--min-insync", "2"]);
+    // The event topic takes records of at most 20,000 bytes, as a topic whose
+    // max.message.bytes is below the producer's message.max.bytes would.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .create()
+        .unwrap();
+    let limit = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(TOPIC))
+        .set("max.message.bytes", "20000");
+    for result in admin
+        .alter_configs([&limit], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let config = bridge_config(work.path(), "bridge", kafka.bootstrap(), true, "");
+    let mut bridge = Process::start(&config);
+    let hook = webhook_url(&bridge);
+    let mut acked = Acked::default();
+    acked.record(
+        "normal",
+        0,
+        Some(post(&hook, &[], event("normal", 0)).await),
+    );
+    assert_eq!(acked.statuses.get(&200), Some(&1), "{:?}", acked.statuses);
+
+    // The broker refuses a record over the topic's limit: dead-lettered, answered 202.
+    let refused = post(&hook, &[], incompressible_event("limit-http", 40_000)).await;
+    assert_eq!(refused.status, StatusCode::ACCEPTED, "{}", refused.text);
+    assert_eq!(refused.json["status"], "dead_lettered", "{}", refused.text);
+    assert_eq!(refused.json["reason"], "record_too_large");
+    assert_envelope(
+        kafka.bootstrap(),
+        refused.json["id"].as_str().unwrap(),
+        TOPIC,
+        20_000,
+    );
+
+    // Brokers down: a record over message.max.bytes, one over the topic's limit and a
+    // normal one are spooled; brought back, replay dead-letters the first two and moves on.
+    all_brokers_down(&kafka);
+    let big = post(&hook, &[], oversized_event("big")).await;
+    let over_topic = post(&hook, &[], incompressible_event("limit-replay", 40_000)).await;
+    for answer in [&big, &over_topic] {
+        assert_eq!(answer.json["status"], "spooled", "{}", answer.text);
+    }
+    acked.record(
+        "normal",
+        1,
+        Some(post(&hook, &[], event("normal", 1)).await),
+    );
+    all_brokers_up(&kafka);
+    acked.record(
+        "normal",
+        2,
+        Some(post(&hook, &[], event("normal", 2)).await),
+    );
+    assert_eq!(acked.ids.len(), 3, "{:?}", acked.statuses);
+    drained_and_verified(
+        "kafka: records Kafka can never take (1 over message.max.bytes, 2 over the topic's max.message.bytes)",
+        &bridge,
+        &kafka,
+        &acked,
+    )
+    .await;
+    assert_envelope(
+        kafka.bootstrap(),
+        big.json["id"].as_str().unwrap(),
+        TOPIC,
+        1_000_000,
+    );
+    assert_envelope(
+        kafka.bootstrap(),
+        over_topic.json["id"].as_str().unwrap(),
+        TOPIC,
+        20_000,
+    );
+    report("kafka: oversized records: 3 dead-lettered as envelopes (1 refused by the broker at once, 2 in replay), 3 normal records published in order, spool back to 0");
+
+    // Scale-in during an outage: the bridge exits 0 keeping its spool, which `spool
+    // drain` then publishes.
+    all_brokers_down(&kafka);
+    let mut stranded = Acked::default();
+    for seq in 0..30 {
+        let chat = format!("stranded-{}", seq % 3);
+        stranded.record(&chat, seq, Some(post(&hook, &[], event(&chat, seq)).await));
+    }
+    assert_eq!(
+        stranded.statuses.get(&202),
+        Some(&30),
+        "{:?}",
+        stranded.statuses
+    );
+    bridge.signal("-TERM");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+    assert!(
+        bridge
+            .log()
+            .iter()
+            .any(|l| l.contains("spool not drained before exit") && l.contains("\"spooled\":30")),
+        "{:?}",
+        bridge.log()
+    );
+    all_brokers_up(&kafka);
+    let spool = work.path().join("bridge-spool");
+    let drained = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
+        .args(["spool", "drain", "--dir"])
+        .arg(&spool)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        drained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    assert!(String::from_utf8_lossy(&drained.stdout).contains("drained 30 records"));
+    verify(
+        "kafka: scale-in during an outage, then spool drain",
+        kafka.bootstrap(),
+        TOPIC,
+        &stranded,
+        true,
+    );
 }

@@ -533,6 +533,42 @@ pub fn rewrite_unnoticed(path: &Path, text: &str) {
         .unwrap();
 }
 
+/// A valid event whose record is over the producer's default `message.max.bytes`
+/// (1,000,000): 40,000 empty custom variables, 120 KB posted, 1.08 MB normalized.
+pub fn oversized_event(chat: &str) -> String {
+    json!({
+        "event": "chat_transferred",
+        "visitor": {"chat_id": chat, "custom_variables": vec![json!({}); 40_000]},
+        "seq": 0,
+    })
+    .to_string()
+}
+
+/// Finds the dead-letter envelope of record `id`, meant for `topic` and larger than
+/// `larger_than` bytes, in the dead-letter topic, and checks its fields and headers.
+pub fn assert_envelope(bootstrap: &str, id: &str, topic: &str, larger_than: u64) -> Consumed {
+    let dlq = consume_all(bootstrap, "comm100.dlq", Duration::from_secs(30), |got| {
+        got.iter().any(|r| r.value["id"] == id)
+    });
+    let letter = dlq
+        .into_iter()
+        .find(|r| r.value["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is not in the dead-letter topic"));
+    let v = &letter.value;
+    assert_eq!(letter.header("dlq_reason"), Some("record_too_large"));
+    assert_eq!(letter.header("dlq_original_topic"), Some(topic));
+    assert_eq!(letter.header("ce_id"), Some(id));
+    assert_eq!(v["dlq_reason"], "record_too_large");
+    assert_eq!(v["original_topic"], topic);
+    let original = v["original_bytes"].as_u64().unwrap();
+    assert!(original > larger_than, "{original}");
+    let prefix = v["body_prefix"].as_str().unwrap();
+    assert!(prefix.starts_with("{\"schema_version\":1,"), "{prefix:.80}");
+    assert_eq!(prefix.len() as u64, original.min(64 << 10));
+    assert!(letter.raw.len() < 100 << 10, "{}", letter.raw.len());
+    letter
+}
+
 /// The event a sender posts: `seq` orders the events of one chat.
 pub fn event(chat: &str, seq: usize) -> String {
     json!({"event": "chat_transferred", "visitor": {"chat_id": chat}, "seq": seq}).to_string()

@@ -245,6 +245,12 @@ fn spool_inspect(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn spool_drain(dir: &Path, config_file: Option<&Path>) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory: name a spool directory (spool.dir)",
+            dir.display()
+        );
+    }
     let mut config = Config::load(config_file)?;
     config.spool.dir = dir.to_owned();
     init_logging(&config);

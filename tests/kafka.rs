@@ -973,3 +973,77 @@ async fn records_kafka_can_never_take_and_a_spool_left_at_shutdown() {
         true,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
+async fn a_rolling_restart_and_a_scale_in_with_kafka_back() {
+    let kafka = Kafka::start(&["--brokers", "3"]);
+    kafka.topics(&["--replication", "3", "--min-insync", "2"]);
+    let work = tempfile::tempdir().unwrap();
+
+    let rolling = work.path().join("rolling");
+    std::fs::create_dir(&rolling).unwrap();
+    let config = write_config(
+        &rolling,
+        kafka.bootstrap(),
+        &rolling.join("spool"),
+        &[("http", "shutdown_delay_ms = 2000")],
+    );
+    let (acked, summary) =
+        post_across_sigterm(Process::start(&config), Duration::from_secs(2)).await;
+    verify(
+        "kafka: rolling restart",
+        kafka.bootstrap(),
+        TOPIC,
+        &acked,
+        true,
+    );
+    report(&format!("kafka: rolling restart: {summary}"));
+
+    // A replica stopped during an outage keeps its spool; started again once the brokers
+    // are back, it is told to go at once, while it is still replaying: it finishes the
+    // replay before it exits.
+    let scale_in = work.path().join("scale-in");
+    std::fs::create_dir(&scale_in).unwrap();
+    let spool = scale_in.join("spool");
+    let config = write_config(&scale_in, kafka.bootstrap(), &spool, &[]);
+    let mut bridge = Process::start(&config);
+    let hook = webhook_url(&bridge);
+    all_brokers_down(&kafka);
+    let mut acked = Acked::default();
+    for seq in 0..30 {
+        let chat = format!("scale-in-{}", seq % 3);
+        acked.record(&chat, seq, Some(post(&hook, &[], event(&chat, seq)).await));
+    }
+    assert_eq!(acked.statuses.get(&202), Some(&30), "{:?}", acked.statuses);
+    bridge.signal("-TERM");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+    all_brokers_up(&kafka);
+    let mut bridge = Process::start(&config);
+    bridge.signal("-TERM");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+    let inspected = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
+        .args(["spool", "inspect", "--dir"])
+        .arg(&spool)
+        .output()
+        .unwrap();
+    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(inspected["records"], 0, "{inspected}");
+    verify(
+        "kafka: scale-in with Kafka back",
+        kafka.bootstrap(),
+        TOPIC,
+        &acked,
+        true,
+    );
+    let at_shutdown = bridge
+        .log()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "replaying the spool to Kafka before exit")
+        .map_or(0, |v| v["fields"]["spooled"].as_u64().unwrap());
+    report(&format!(
+        "kafka: scale-in with Kafka back: exit 0 with the spool empty; {at_shutdown} of 30 \
+         records were still spooled at SIGTERM and replayed before exit"
+    ));
+}

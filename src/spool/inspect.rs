@@ -39,9 +39,9 @@ pub struct TypeCount {
 
 /// Reads every record of `dir` after the saved cursor.
 pub fn inspect(dir: &Path) -> Result<Inspection, SpoolError> {
-    let io_err = |source| SpoolError::Io {
+    let io_err = |error| SpoolError::Io {
         dir: dir.to_owned(),
-        source,
+        error,
     };
     if !dir.is_dir() {
         return Err(io_err(io::Error::new(

@@ -37,8 +37,10 @@ const SEGMENT_SUFFIX: &str = ".seg";
 pub enum SpoolError {
     #[error("the spool is full (spool.max_bytes = {0} bytes); records are being refused until Kafka drains it")]
     Full(u64),
-    #[error("spool I/O error in {dir} (spool.dir): {source}")]
-    Io { dir: PathBuf, source: io::Error },
+    /// Reading or writing failed; the I/O error is in the message (not a `source`, so an
+    /// error chain prints it once).
+    #[error("spool I/O error in {dir} (spool.dir): {error}")]
+    Io { dir: PathBuf, error: io::Error },
     #[error("the spool is closed")]
     Closed,
     #[error(
@@ -126,9 +128,9 @@ impl Spool {
         metrics: Metrics,
     ) -> Result<Self, SpoolError> {
         let dir = config.dir.clone();
-        let io_err = |source| SpoolError::Io {
+        let io_err = |error| SpoolError::Io {
             dir: dir.clone(),
-            source,
+            error,
         };
         fs::create_dir_all(&dir).map_err(io_err)?;
         let lock = lock(&dir)?;
@@ -356,10 +358,10 @@ impl Spool {
         self.inner.update_gauges(state);
     }
 
-    fn io(&self, source: io::Error) -> SpoolError {
+    fn io(&self, error: io::Error) -> SpoolError {
         SpoolError::Io {
             dir: self.inner.dir.clone(),
-            source,
+            error,
         }
     }
 }
@@ -528,9 +530,9 @@ fn read_frame(reader: &mut impl Read, available: u64) -> io::Result<Option<Vec<u
 /// Takes the directory's lock (an advisory `flock` on `lock`, released when the process
 /// ends however it ends) and writes this process's pid in it.
 fn lock(dir: &Path) -> Result<File, SpoolError> {
-    let io_err = |source| SpoolError::Io {
+    let io_err = |error| SpoolError::Io {
         dir: dir.to_owned(),
-        source,
+        error,
     };
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()

@@ -569,6 +569,82 @@ pub fn assert_envelope(bootstrap: &str, id: &str, topic: &str, larger_than: u64)
     letter
 }
 
+/// Posts without pause, each request on a new connection, across a SIGTERM to `bridge`
+/// (whose `http.shutdown_delay_ms` is `delay`) until a connection is refused. Checks that
+/// no connection was refused and every request was answered 2xx until the delay passed,
+/// that `/readyz` answered 503 meanwhile, and that the bridge exited 0. Returns what was
+/// acknowledged and a summary.
+pub async fn post_across_sigterm(mut bridge: Process, delay: Duration) -> (Acked, String) {
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let readyz = bridge.url("/readyz");
+    assert!(post(&hook, &[], event("warm-up", 0))
+        .await
+        .status
+        .is_success());
+
+    // One client posts without pause, each request on a new connection, until refused.
+    let poster = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        for seq in 1.. {
+            let result = try_post(&hook, event("rolling", seq)).await;
+            let refused = result.is_err();
+            answers.push((tokio::time::Instant::now(), seq, result));
+            if refused {
+                return answers;
+            }
+        }
+        unreachable!()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = tokio::time::Instant::now();
+    bridge.signal("-TERM");
+    let mut readiness = Vec::new();
+    while signalled.elapsed() < delay - Duration::from_millis(300) {
+        if let Ok(answer) = tokio::time::timeout(Duration::from_secs(1), get(&readyz)).await {
+            readiness.push(answer.status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answers = poster.await.unwrap();
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+
+    let (refused_at, _, refusal) = answers.last().unwrap();
+    assert!(refusal.is_err());
+    assert!(
+        *refused_at >= signalled + delay,
+        "a connection was refused {:?} after SIGTERM, within the {delay:?} delay",
+        refused_at.duration_since(signalled)
+    );
+    let mut acked = Acked::default();
+    let mut during = 0;
+    for (at, seq, result) in &answers[..answers.len() - 1] {
+        let answer = result.as_ref().unwrap();
+        assert!(answer.status.is_success(), "{seq}: {}", answer.text);
+        if *at > signalled {
+            during += 1;
+        }
+        acked.record("rolling", *seq, Some(answer.clone()));
+    }
+    assert!(
+        during > 10,
+        "only {during} requests answered during the delay"
+    );
+    assert!(!readiness.is_empty());
+    assert!(
+        readiness
+            .iter()
+            .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{readiness:?}"
+    );
+    let summary = format!(
+        "{during} requests answered 2xx during the {delay:?} delay after SIGTERM, /readyz 503 \
+         in all {} polls, first refused connection {} ms after SIGTERM, exit 0",
+        readiness.len(),
+        refused_at.duration_since(signalled).as_millis()
+    );
+    (acked, summary)
+}
+
 /// The event a sender posts: `seq` orders the events of one chat.
 pub fn event(chat: &str, seq: usize) -> String {
     json!({"event": "chat_transferred", "visitor": {"chat_id": chat}, "seq": seq}).to_string()

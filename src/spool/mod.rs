@@ -542,15 +542,24 @@ fn lock(dir: &Path) -> Result<File, SpoolError> {
         .truncate(false)
         .open(&path)
         .map_err(io_err)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            return Err(SpoolError::Locked {
-                dir: dir.to_owned(),
-                holder: holder(dir).unwrap_or_else(|| "unknown".into()),
-            })
+    // `spool inspect` takes a shared lock for an instant to see whether anyone holds it:
+    // a few tries tell that apart from a holder.
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) if tries < 10 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::Locked {
+                    dir: dir.to_owned(),
+                    holder: holder(dir).unwrap_or_else(|| "unknown".into()),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
         }
-        Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
     }
     file.set_len(0).map_err(io_err)?;
     writeln!(file, "{}", std::process::id()).map_err(io_err)?;

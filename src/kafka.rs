@@ -468,7 +468,7 @@ impl Publisher {
     }
 
     /// Whether the latest delivery failed for a reason that may pass, none was acknowledged
-    /// since, and it is less than [`NOT_ACKNOWLEDGING_FOR`] old.
+    /// since, and it is less than 10 s old.
     pub fn not_acknowledging(&self) -> bool {
         let failure = self.shared.last_failure.load(Ordering::Relaxed);
         failure > self.shared.last_ack.load(Ordering::Relaxed)

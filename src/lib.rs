@@ -2,7 +2,9 @@
 //! own Kafka topic.
 //!
 //! The pipeline, one module per stage: [`http`] (routes, auth, limits) → [`event`] (parse +
-//! normalize) → [`route`] (topic, key, headers) → [`kafka`] (idempotent `acks=all` producer).
+//! normalize) → [`route`] (topic, key, headers) → [`kafka`] (idempotent `acks=all` producer,
+//! dead letters) or, when Kafka cannot acknowledge in time, [`spool`] (durable local log,
+//! replayed in order). [`reload`] re-reads token files and the certificate on SIGHUP.
 //! [`serve`] runs it as a function of a configuration, a listener and a shutdown signal.
 
 pub mod auth;

@@ -130,8 +130,9 @@ pub fn wire_size(message: &Message) -> usize {
 
 /// The dead letter of `message`, which Kafka refused for `reason`, for `dlq_topic`: the
 /// record itself with headers `dlq_reason` and `dlq_original_topic`, or, when the record is
-/// too large or the dead letter would not fit within `max_bytes`, a truncated envelope
-/// `{"id","type","dlq_reason","original_topic","original_bytes","body_prefix"}` in its place.
+/// too large or the dead letter would not fit within `max_bytes` (0 asks for the envelope),
+/// a truncated envelope `{"id","type","dlq_reason","original_topic","original_bytes",
+/// "body_prefix"}` in its place.
 pub fn dead_letter_of(
     message: &Message,
     reason: Rejection,
@@ -440,20 +441,34 @@ impl Publisher {
         };
         tracing::warn!(id = %message.id, r#type = message.kind.as_str(), topic = message.topic, error = %error, reason = reason.as_str(), "Kafka rejected the record for good; dead-lettering it");
         let letter = self.dead_letter_of(message, reason);
-        let pending = self.enqueue(&letter)?;
-        match tokio::time::timeout(self.deadline, pending.wait()).await {
-            Ok(Ok(_)) => {
+        let mut sent = self.send_dead_letter(&letter).await;
+        if let Err(PublishError::Kafka(e)) = &sent {
+            let whole = letter.value.len() == message.value.len() && letter.value == message.value;
+            if whole && Rejection::of(e) == Some(Rejection::RecordTooLarge) {
+                // The dead-letter topic takes smaller records than the record's own topic.
+                let envelope = dead_letter_of(message, reason, &self.dlq_topic, 0);
+                sent = self.send_dead_letter(&envelope).await;
+            }
+        }
+        match sent {
+            Ok(()) => {
                 metrics.dlq.with_label_values(&[reason.as_str()]).inc();
                 Ok(Settled::DeadLettered(reason))
             }
-            Ok(Err(e)) => {
-                tracing::error!(id = %message.id, reason = reason.as_str(), error = %e, "cannot publish to the dead-letter topic");
-                Err(PublishError::Kafka(e))
+            Err(e) => {
+                tracing::error!(id = %message.id, reason = reason.as_str(), error = %e, dlq_topic = self.dlq_topic, "cannot publish to the dead-letter topic; the record is kept (in the spool, if there is one) and retried: check that the topic exists and the bridge may write to it");
+                Err(e)
             }
-            Err(_) => {
-                tracing::error!(id = %message.id, reason = reason.as_str(), "the dead-letter topic did not acknowledge in time");
-                Err(PublishError::Timeout(self.deadline))
-            }
+        }
+    }
+
+    /// Sends a dead letter and waits for its acknowledgement, at most the Kafka wait.
+    async fn send_dead_letter(&self, letter: &Message) -> Result<(), PublishError> {
+        let pending = self.enqueue(letter)?;
+        match tokio::time::timeout(self.deadline, pending.wait()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(PublishError::Kafka(e)),
+            Err(_) => Err(PublishError::Timeout(self.deadline)),
         }
     }
 

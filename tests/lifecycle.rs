@@ -421,3 +421,44 @@ async fn sighup_rereads_the_token_files_and_never_ends_the_process() {
         took.as_millis()
     ));
 }
+
+#[tokio::test]
+async fn a_dead_letter_topic_that_takes_smaller_records_gets_the_envelope() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let bridge = Bridge::start(config(&bootstrap)).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    assert_eq!(
+        post(&hook, &[], event("warm-up", 0)).await.status,
+        StatusCode::OK
+    );
+    // The record's topic refuses it for good, then the dead-letter topic refuses the
+    // whole record as too large.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+        ],
+    );
+    let answer = post(&hook, &[], event("denied", 1)).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert_eq!(answer.json["status"], "dead_lettered");
+    assert_eq!(answer.json["reason"], "topic_authorization_failed");
+    let id = answer.json["id"].as_str().unwrap();
+    let dlq = consume_all(&bootstrap, "comm100.dlq", Duration::from_secs(20), |got| {
+        got.iter().any(|r| r.value["id"] == id)
+    });
+    let letter = dlq.iter().find(|r| r.value["id"] == id).unwrap();
+    assert_eq!(
+        letter.header("dlq_reason"),
+        Some("topic_authorization_failed")
+    );
+    assert_eq!(letter.value["dlq_reason"], "topic_authorization_failed");
+    assert_eq!(letter.value["original_topic"], TOPIC);
+    let prefix: Value =
+        serde_json::from_str(letter.value["body_prefix"].as_str().unwrap()).unwrap();
+    assert_eq!(prefix["id"], id);
+    report("dead letter too large for the dead-letter topic: sent again as its envelope");
+    bridge.stop().await.unwrap();
+}

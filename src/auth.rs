@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, ConfigError, Secret};
+use crate::config::{AuthConfig, ConfigError, ForwardedHeader, Secret};
 use crate::event::Site;
 
 /// Why a request was refused. The sender is only told 401 or 403; the reason is the label
@@ -58,6 +58,7 @@ pub struct Auth {
     sites: BTreeMap<String, Vec<[u8; 32]>>,
     allowed: Vec<IpNet>,
     proxies: Vec<IpNet>,
+    forwarded: ForwardedHeader,
 }
 
 fn digests(tokens: &[Secret]) -> Vec<[u8; 32]> {
@@ -97,6 +98,7 @@ impl Auth {
             sites,
             allowed: config.allowed_cidrs.clone(),
             proxies: config.trusted_proxies.clone(),
+            forwarded: config.forwarded_header,
         })
     }
 
@@ -150,16 +152,18 @@ impl Auth {
     }
 
     /// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
-    /// address in `Forwarded` (else `X-Forwarded-For`) that is not a trusted proxy. `None`
-    /// when a forwarded address cannot be read.
+    /// address in the `auth.forwarded_header` header that is not a trusted proxy. `None`
+    /// when a forwarded address cannot be read. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`,
+    /// what a dual-stack listener sees) are their IPv4 address, so IPv4 rules apply to them.
     pub fn client_address(&self, parts: &Parts, peer: IpAddr) -> Option<IpAddr> {
+        let peer = peer.to_canonical();
         let trusted = |ip: &IpAddr| self.proxies.iter().any(|net| net.contains(ip));
         if !trusted(&peer) {
             return Some(peer);
         }
         let mut client = peer;
-        for hop in forwarded_hops(parts).iter().rev() {
-            client = parse_hop(hop)?;
+        for hop in forwarded_hops(parts, self.forwarded).iter().rev() {
+            client = parse_hop(hop)?.to_canonical();
             if !trusted(&client) {
                 return Some(client);
             }
@@ -235,32 +239,35 @@ fn stamps(config: &AuthConfig) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
-/// The addresses a request passed through, oldest first: the `for=` values of `Forwarded`,
-/// or else the entries of `X-Forwarded-For`.
-fn forwarded_hops(parts: &Parts) -> Vec<String> {
+/// The addresses a request passed through, oldest first, from the one configured header:
+/// the entries of `X-Forwarded-For`, or the `for=` values of `Forwarded`. The other header
+/// is ignored, so a client cannot choose which one is believed.
+fn forwarded_hops(parts: &Parts, header: ForwardedHeader) -> Vec<String> {
     let mut hops = Vec::new();
-    for value in parts.headers.get_all("forwarded") {
+    let name = match header {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        ForwardedHeader::Forwarded => "forwarded",
+    };
+    for value in parts.headers.get_all(name) {
         let Ok(value) = value.to_str() else {
             hops.push(String::new());
             continue;
         };
-        for element in value.split(',') {
-            for pair in element.split(';') {
-                if let Some((k, v)) = pair.trim().split_once('=') {
-                    if k.trim().eq_ignore_ascii_case("for") {
-                        hops.push(v.trim().trim_matches('"').to_owned());
+        match header {
+            ForwardedHeader::XForwardedFor => {
+                hops.extend(value.split(',').map(|h| h.trim().to_owned()))
+            }
+            ForwardedHeader::Forwarded => {
+                for element in value.split(',') {
+                    for pair in element.split(';') {
+                        if let Some((k, v)) = pair.trim().split_once('=') {
+                            if k.trim().eq_ignore_ascii_case("for") {
+                                hops.push(v.trim().trim_matches('"').to_owned());
+                            }
+                        }
                     }
                 }
             }
-        }
-    }
-    if !hops.is_empty() {
-        return hops;
-    }
-    for value in parts.headers.get_all("x-forwarded-for") {
-        match value.to_str() {
-            Ok(value) => hops.extend(value.split(',').map(|h| h.trim().to_owned())),
-            Err(_) => hops.push(String::new()),
         }
     }
     hops
@@ -281,20 +288,36 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// Every token the request presents, in any of the accepted places.
+/// The most tokens one request may present, in all places together; more are ignored, so
+/// checking a request costs at most this many digests whatever it sends.
+pub const MAX_CANDIDATES: usize = 4;
+
+/// The tokens the request presents, in any of the accepted places: at most
+/// [`MAX_CANDIDATES`], the query's first, then `X-Bridge-Token`, then `Authorization`.
 fn candidates(parts: &Parts) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     if let Some(query) = parts.uri.query() {
         out.extend(
             form_urlencoded::parse(query.as_bytes())
                 .filter(|(k, _)| k == "token")
+                .take(MAX_CANDIDATES)
                 .map(|(_, v)| v.into_owned().into_bytes()),
         );
     }
-    for value in parts.headers.get_all("x-bridge-token") {
+    for value in parts
+        .headers
+        .get_all("x-bridge-token")
+        .iter()
+        .take(MAX_CANDIDATES)
+    {
         out.push(value.as_bytes().to_vec());
     }
-    for value in parts.headers.get_all(AUTHORIZATION) {
+    for value in parts
+        .headers
+        .get_all(AUTHORIZATION)
+        .iter()
+        .take(MAX_CANDIDATES)
+    {
         let Ok(value) = value.to_str() else { continue };
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
@@ -308,6 +331,7 @@ fn candidates(parts: &Parts) -> Vec<Vec<u8>> {
             }
         }
     }
+    out.truncate(MAX_CANDIDATES);
     out
 }
 
@@ -434,6 +458,41 @@ mod tests {
             a.check(&spoofed, "203.0.113.9".parse().unwrap(), None),
             Err(AuthError::AddressNotAllowed)
         );
+        // An IPv4-mapped IPv6 peer (a dual-stack listener) is its IPv4 address.
+        assert_eq!(
+            a.check(&ok, "::ffff:198.51.100.7".parse().unwrap(), None),
+            Ok(())
+        );
+        assert_eq!(
+            a.check(&ok, "::ffff:203.0.113.9".parse().unwrap(), None),
+            Err(AuthError::AddressNotAllowed)
+        );
+    }
+
+    #[test]
+    fn a_request_presents_at_most_a_few_tokens() {
+        let a = auth();
+        let many = |valid_at: usize| {
+            let query: Vec<String> = (0..1000)
+                .map(|i| match i == valid_at {
+                    true => "token=old-token".to_owned(),
+                    false => format!("token=wrong-{i}"),
+                })
+                .collect();
+            parts(&format!("/?{}", query.join("&")), &[])
+        };
+        assert_eq!(a.check(&many(0), PEER, None), Ok(()));
+        assert_eq!(a.check(&many(MAX_CANDIDATES - 1), PEER, None), Ok(()));
+        assert_eq!(
+            a.check(&many(MAX_CANDIDATES), PEER, None),
+            Err(AuthError::InvalidToken)
+        );
+        let headers = parts(
+            "/?token=a&token=b&token=c&token=d",
+            &[("x-bridge-token", "old-token")],
+        );
+        assert_eq!(a.check(&headers, PEER, None), Err(AuthError::InvalidToken));
+        assert_eq!(candidates(&headers).len(), MAX_CANDIDATES);
     }
 
     #[test]
@@ -450,8 +509,23 @@ mod tests {
             ),
             "203.0.113.5".parse().ok()
         );
+        // Only the configured header counts: a client's own `Forwarded` is not believed
+        // behind a proxy that appends to X-Forwarded-For.
         assert_eq!(
             client(
+                &[
+                    ("forwarded", "for=198.51.100.1"),
+                    ("x-forwarded-for", "203.0.113.5")
+                ],
+                proxy
+            ),
+            "203.0.113.5".parse().ok()
+        );
+        let b = rules("allowed_cidrs = []\ntrusted_proxies = [\"10.0.0.0/8\"]\nforwarded_header = \"forwarded\"\n");
+        let client_b =
+            |headers: &[(&str, &str)], peer: IpAddr| b.client_address(&parts("/", headers), peer);
+        assert_eq!(
+            client_b(
                 &[(
                     "forwarded",
                     "for=192.0.2.60;proto=https, for=\"[2001:db8::7]:4711\""
@@ -459,6 +533,21 @@ mod tests {
                 proxy
             ),
             "2001:db8::7".parse().ok()
+        );
+        assert_eq!(
+            client_b(
+                &[
+                    ("x-forwarded-for", "198.51.100.1"),
+                    ("forwarded", "for=203.0.113.5")
+                ],
+                proxy
+            ),
+            "203.0.113.5".parse().ok()
+        );
+        assert_eq!(
+            client_b(&[("x-forwarded-for", "198.51.100.1")], proxy),
+            Some(proxy),
+            "X-Forwarded-For is ignored when Forwarded is the configured header"
         );
         assert_eq!(
             client(&[("x-forwarded-for", "192.0.2.1:5555")], proxy),

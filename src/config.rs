@@ -1,6 +1,7 @@
 //! Configuration: built-in defaults (`config/default.toml`) → `--config FILE` →
 //! environment `COMM100_BRIDGE__<SECTION>__<KEY>`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -70,6 +71,7 @@ pub struct HttpConfig {
     pub max_inflight_requests: usize,
     pub max_inflight_bytes: usize,
     pub shutdown_delay_ms: u64,
+    pub http2: bool,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
 }
@@ -94,6 +96,8 @@ pub struct AuthConfig {
     pub allowed_cidrs: Vec<IpNet>,
     #[serde(deserialize_with = "list")]
     pub trusted_proxies: Vec<IpNet>,
+    #[serde(default)]
+    pub forwarded_header: ForwardedHeader,
     #[serde(default)]
     pub site_tokens: BTreeMap<String, SiteTokens>,
     /// Per site label, a file of more tokens for that site, one per line.
@@ -132,6 +136,16 @@ impl AuthConfig {
         }
         Ok(tokens)
     }
+}
+
+/// The one header a trusted proxy's client address is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum ForwardedHeader {
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 /// The tokens of one site label: a TOML array or a comma-separated string.
@@ -339,17 +353,46 @@ impl Serialize for Secret {
     }
 }
 
-/// Whether a librdkafka property holds a secret (passwords, keys, credentials).
+/// Whether a librdkafka property holds a secret (passwords, keys, credentials, every
+/// OAUTHBEARER setting).
 pub fn is_secret_property(key: &str) -> bool {
-    [
-        "password",
-        "secret",
-        "key.pem",
-        "sasl.oauthbearer.config",
-        "sasl.username",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
+    key.starts_with("sasl.oauthbearer.")
+        || [
+            "password",
+            "secret",
+            "key.pem",
+            "sasl.username",
+            "credential",
+        ]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+/// `value` with the credentials of any URL in it (`scheme://user:pass@host`) redacted.
+fn redact_url_credentials(value: &str) -> Cow<'_, str> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(scheme_end) = rest.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_len = rest[authority_start..]
+            .find(['/', '?', '#', ' ', ','])
+            .unwrap_or(rest.len() - authority_start);
+        let authority = &rest[authority_start..authority_start + authority_len];
+        out.push_str(&rest[..authority_start]);
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("<redacted>");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &rest[authority_start + authority_len..];
+    }
+    if out.is_empty() {
+        return Cow::Borrowed(value);
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 /// Raw librdkafka properties; secret values are redacted when printed or serialized.
@@ -375,14 +418,14 @@ impl Properties {
         self.0.insert(key.into(), value.into());
     }
 
-    fn redacted(&self) -> impl Iterator<Item = (&str, &str)> {
+    fn redacted(&self) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
         self.iter().map(|(k, v)| {
             (
                 k,
                 if is_secret_property(k) {
-                    "<redacted>"
+                    Cow::Borrowed("<redacted>")
                 } else {
-                    v
+                    redact_url_credentials(v)
                 },
             )
         })
@@ -622,6 +665,39 @@ impl Config {
         Ok(())
     }
 
+    /// Settings that work but put data or credentials at risk, one sentence each.
+    pub fn warnings(&self) -> Vec<String> {
+        let p = &self.kafka.properties;
+        let is = |key: &str, value: &str| {
+            p.get(key)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case(value))
+        };
+        let mut out = Vec::new();
+        if is("security.protocol", "SASL_PLAINTEXT") {
+            out.push(
+                "kafka.properties.security.protocol is SASL_PLAINTEXT: records (chat transcripts) \
+                 and, with sasl.mechanisms PLAIN, the password cross the network unencrypted; \
+                 use SASL_SSL"
+                    .to_owned(),
+            );
+        }
+        if is("enable.ssl.certificate.verification", "false") {
+            out.push(
+                "kafka.properties.enable.ssl.certificate.verification is false: anyone on the \
+                 path can pose as the brokers; name their CA in ssl.ca.location instead"
+                    .to_owned(),
+            );
+        }
+        if is("ssl.endpoint.identification.algorithm", "none") {
+            out.push(
+                "kafka.properties.ssl.endpoint.identification.algorithm is none: the brokers' \
+                 certificates are not checked against their host names"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -832,6 +908,38 @@ mod tests {
                 && err.contains("/nonexistent/pw"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn credentials_in_urls_and_oauthbearer_settings_are_redacted() {
+        let f = file("[kafka.properties]\n\"sasl.oauthbearer.client.id\" = \"my-client\"\n\"sasl.oauthbearer.token.endpoint.url\" = \"https://idp.example/token\"\n\"ssl.crl.location\" = \"https://user:hunter2@crl.example/x.crl\"\n");
+        let c = Config::load_with_env(Some(f.path()), env(&[])).unwrap();
+        let out = c.to_redacted_toml();
+        assert!(
+            !out.contains("my-client") && !out.contains("idp.example"),
+            "{out}"
+        );
+        assert!(!out.contains("hunter2") && !out.contains("user:"), "{out}");
+        assert!(
+            out.contains("https://<redacted>@crl.example/x.crl"),
+            "{out}"
+        );
+        assert_eq!(
+            redact_url_credentials("a://u:p@h:1/x, b://h2/y?z=c://w@v"),
+            "a://<redacted>@h:1/x, b://h2/y?z=c://<redacted>@v"
+        );
+        assert_eq!(redact_url_credentials("plain"), "plain");
+    }
+
+    #[test]
+    fn risky_kafka_settings_are_warned_about() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert!(c.warnings().is_empty());
+        let f = file("[kafka.properties]\n\"security.protocol\" = \"sasl_plaintext\"\n\"enable.ssl.certificate.verification\" = \"false\"\n\"ssl.endpoint.identification.algorithm\" = \"none\"\n");
+        let c = Config::load_with_env(Some(f.path()), env(&[])).unwrap();
+        let warnings = c.warnings();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("SASL_PLAINTEXT"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! every record it publishes as it is consumed back. For trying the bridge, never production.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -135,12 +135,50 @@ pub async fn print_records(consumer: StreamConsumer) {
     }
 }
 
-/// Writes the bundled samples to a temporary directory and returns it.
-pub fn write_samples() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join("comm100-bridge-dev-samples");
+/// Writes the bundled samples to `dir`/samples and returns that directory.
+pub fn write_samples(dir: &Path) -> std::io::Result<PathBuf> {
+    let dir = dir.join("samples");
     std::fs::create_dir_all(&dir)?;
     for (name, body) in SAMPLES {
         std::fs::write(dir.join(name), body)?;
     }
     Ok(dir)
+}
+
+/// A new directory under the system's temporary directory that only this user can enter,
+/// with a name no other process can have chosen first.
+pub fn private_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    loop {
+        let dir = std::env::temp_dir().join(format!(
+            "comm100-bridge-dev-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_go_to_a_fresh_directory_only_its_owner_can_enter() {
+        use std::os::unix::fs::PermissionsExt;
+        let (a, b) = (private_dir().unwrap(), private_dir().unwrap());
+        assert_ne!(a, b);
+        let mode = std::fs::metadata(&a).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let samples = write_samples(&a).unwrap();
+        assert!(samples.starts_with(&a));
+        assert!(samples.join("chat_ended.json").is_file());
+        for dir in [a, b] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
 }

@@ -54,9 +54,15 @@ pub struct App {
     pub limits: ConnectionLimits,
 }
 
+/// Concurrent streams on one HTTP/2 connection (each also takes a slot of the in-flight
+/// budget once it is a webhook request).
+const HTTP2_MAX_STREAMS: u32 = 100;
+
 /// What one connection may do.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
+    /// Serve HTTP/2 (h2c and by ALPN) besides HTTP/1.1.
+    pub http2: bool,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub keep_alive_timeout: Duration,
@@ -124,10 +130,10 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let route = Route::of(req.uri().path());
-    let webhook = matches!(route, Route::Webhook(_));
-    if webhook {
-        app.metrics.inflight_requests.inc();
-    }
+    // A guard, not inc/dec: hyper drops this future when the client resets the stream or
+    // goes away mid-request, and the gauge must come down all the same.
+    let _inflight =
+        matches!(route, Route::Webhook(_)).then(|| GaugeGuard::inc(&app.metrics.inflight_requests));
     let label = route.label();
     let method = req.method().clone();
     // The per-request line is at debug: build its redacted target only when it is logged.
@@ -138,9 +144,6 @@ pub async fn handle(
     let status = response.status();
     app.metrics
         .observe_request(label, status.as_u16(), started.elapsed().as_secs_f64());
-    if webhook {
-        app.metrics.inflight_requests.dec();
-    }
     tracing::debug!(%method, target = target.as_deref().unwrap_or(""), status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     Ok(response)
 }
@@ -472,10 +475,14 @@ async fn spool_it(app: &App, spool: &Spool, message: &Message, deadline: Instant
             reason: "spool_full",
             message: e.to_string(),
         },
-        Ok(Err(e)) => Outcome::Failed {
-            reason: "spool_error",
-            message: e.to_string(),
-        },
+        Ok(Err(e)) => {
+            // The detail (with its path) is for the operator's log, not for the sender.
+            tracing::error!(id = %message.id, error = %e, "cannot spool the record");
+            Outcome::Failed {
+                reason: "spool_error",
+                message: "the spool could not take the record".to_owned(),
+            }
+        }
         Err(_) => Outcome::Failed {
             reason: "spool_error",
             message: "the spool did not sync in time".to_owned(),
@@ -574,17 +581,28 @@ pub async fn run(
     let limits = app.limits.clone();
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    if !limits.http2 {
+        builder = builder.http1_only();
+    }
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(Some(256));
+    if limits.http2 {
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(Some(HTTP2_MAX_STREAMS))
+            // Streams a client opens and resets at once (CVE-2023-44487, "rapid reset").
+            .max_pending_accept_reset_streams(Some(20))
+            .max_local_error_reset_streams(Some(256))
+            // A peer that stops answering pings is gone: close its connection.
+            .keep_alive_interval(Some(limits.keep_alive_timeout))
+            .keep_alive_timeout(limits.header_read_timeout);
+    }
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -674,10 +692,8 @@ impl Connection {
             service_fn(move |req| {
                 let (app, activity) = (app.clone(), activity.clone());
                 async move {
-                    activity.begin();
-                    let response = handle(app, peer, req).await;
-                    activity.end();
-                    response
+                    let _active = activity.begin();
+                    handle(app, peer, req).await
                 }
             })
         };
@@ -719,13 +735,10 @@ impl Activity {
         }
     }
 
-    fn begin(&self) {
+    /// A request begins; it ends when the returned guard is dropped, however it ends.
+    fn begin(self: &Arc<Self>) -> ActiveRequest {
         self.inflight.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn end(&self) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
-        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        ActiveRequest(self.clone())
     }
 
     fn idle_deadline(&self, keep_alive: Duration) -> tokio::time::Instant {
@@ -735,6 +748,32 @@ impl Activity {
     fn idle_for(&self, keep_alive: Duration) -> bool {
         self.inflight.load(Ordering::SeqCst) == 0
             && tokio::time::Instant::now() >= self.idle_deadline(keep_alive)
+    }
+}
+
+/// One request in flight on a connection.
+struct ActiveRequest(Arc<Activity>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One unit of a gauge, given back when dropped.
+struct GaugeGuard<'a>(&'a prometheus::IntGauge);
+
+impl<'a> GaugeGuard<'a> {
+    fn inc(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -75,7 +75,10 @@ pub async fn serve(
         Some(files) => Some(tls::Certificates::load(files)?),
         None => None,
     };
-    let acceptor = certificates.as_ref().map(|c| c.acceptor()).transpose()?;
+    let acceptor = certificates
+        .as_ref()
+        .map(|c| c.acceptor(config.http.http2))
+        .transpose()?;
     let reloader = tokio::spawn(reload::run(hangup, auth.clone(), certificates));
     let metrics = Metrics::new();
     let spool = match config.spool.enabled {
@@ -105,6 +108,7 @@ pub async fn serve(
             config.http.max_inflight_bytes,
         ),
         limits: http::ConnectionLimits {
+            http2: config.http.http2,
             max_connections: config.http.max_connections,
             header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
             keep_alive_timeout: Duration::from_millis(config.http.keep_alive_timeout_ms),
@@ -112,6 +116,9 @@ pub async fn serve(
             max_headers: config.http.max_headers,
         },
     });
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     if app.auth.current().is_open() {
         tracing::warn!("auth.allow_unauthenticated is set and no token is configured: anyone who can reach the listener can publish");
     }

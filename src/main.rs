@@ -170,9 +170,8 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
         let cluster =
             dev::start_cluster(3, &router).context("cannot start the embedded Kafka cluster")?;
         let bootstrap = cluster.bootstrap_servers();
-        let spool_dir =
-            std::env::temp_dir().join(format!("comm100-bridge-dev-spool-{}", std::process::id()));
-        let config = dev::config(&bootstrap, listen, spool_dir.clone())?;
+        let private = dev::private_dir().context("cannot create a temporary directory")?;
+        let config = dev::config(&bootstrap, listen, private.join("spool"))?;
         let listener = TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen on {listen} (use --listen to pick another address)")
         })?;
@@ -181,7 +180,7 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
             .context("cannot read the bound address")?;
         let consumer = dev::consumer(&bootstrap, &router)?;
         let printer = tokio::spawn(dev::print_records(consumer));
-        let samples = dev::write_samples().context("cannot write the bundled samples")?;
+        let samples = dev::write_samples(&private).context("cannot write the bundled samples")?;
 
         println!("comm100-bridge dev: an embedded, in-memory Kafka cluster. NOT FOR PRODUCTION.");
         println!("  Kafka bootstrap: {bootstrap}   (try: kcat -b {bootstrap} -L)");
@@ -202,7 +201,7 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
         printer.abort();
         let _ = printer.await;
         drop(cluster);
-        let _ = std::fs::remove_dir_all(&spool_dir);
+        let _ = std::fs::remove_dir_all(&private);
         Ok(())
     })
 }
@@ -234,6 +233,9 @@ fn normalize(file: &Path, site: Option<&str>, config_file: Option<&Path>) -> any
 
 fn check_config(config_file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_file)?;
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     print!("{}", config.to_redacted_toml());
     Ok(())
 }

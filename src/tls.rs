@@ -69,13 +69,17 @@ impl Certificates {
         *self.stamps.read().unwrap_or_else(|e| e.into_inner()) != stamps(&self.files)
     }
 
-    /// The acceptor for the listener, offering HTTP/2 and HTTP/1.1 by ALPN.
-    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, TlsError> {
+    /// The acceptor for the listener, offering HTTP/1.1 by ALPN, and HTTP/2 first with
+    /// `http2`.
+    pub fn acceptor(self: &Arc<Self>, http2: bool) -> Result<TlsAcceptor, TlsError> {
         let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = match http2 {
+            true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            false => vec![b"http/1.1".to_vec()],
+        };
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 }

@@ -477,8 +477,43 @@ async fn addresses_forwarded_headers_and_site_tokens_over_http() {
 
     // The peer (127.0.0.1) is a trusted proxy, so the forwarded client address decides.
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], StatusCode);
-    let cases: [Case; 8] = [
+    let cases: [Case; 12] = [
         ("", TOKEN, &[], StatusCode::FORBIDDEN),
+        // Only X-Forwarded-For (auth.forwarded_header) is read: a client's own Forwarded
+        // naming an allowed address is not believed, whatever the order.
+        (
+            "",
+            TOKEN,
+            &[
+                ("forwarded", "for=10.1.2.3"),
+                ("x-forwarded-for", "203.0.113.9"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "",
+            TOKEN,
+            &[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("forwarded", "for=10.1.2.3"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "",
+            TOKEN,
+            &[
+                ("forwarded", "for=203.0.113.9"),
+                ("x-forwarded-for", "10.1.2.3"),
+            ],
+            StatusCode::OK,
+        ),
+        (
+            "",
+            TOKEN,
+            &[("forwarded", "for=\"[2001:db8::1]:4711\"")],
+            StatusCode::FORBIDDEN,
+        ),
         (
             "",
             TOKEN,
@@ -494,7 +529,7 @@ async fn addresses_forwarded_headers_and_site_tokens_over_http() {
         (
             "",
             TOKEN,
-            &[("forwarded", "for=\"[2001:db8::1]:4711\"")],
+            &[("x-forwarded-for", "2001:db8::1")],
             StatusCode::OK,
         ),
         (
@@ -542,9 +577,9 @@ async fn addresses_forwarded_headers_and_site_tokens_over_http() {
         }
     }
     let metrics = get(&bridge.url("/metrics")).await.text;
-    assert_eq!(metric(&metrics, "comm100_bridge_auth_failures_total"), 5.0);
+    assert_eq!(metric(&metrics, "comm100_bridge_auth_failures_total"), 8.0);
     assert!(
-        metrics.contains("comm100_bridge_auth_failures_total{reason=\"address_not_allowed\"} 3"),
+        metrics.contains("comm100_bridge_auth_failures_total{reason=\"address_not_allowed\"} 6"),
         "{metrics}"
     );
     assert!(

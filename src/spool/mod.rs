@@ -132,13 +132,16 @@ impl Spool {
             dir: dir.clone(),
             error,
         };
-        fs::create_dir_all(&dir).map_err(io_err)?;
+        create_private_dir(&dir).map_err(io_err)?;
         let lock = lock(&dir)?;
         let recovered = recover(&dir).map_err(io_err)?;
         let active = *recovered.segments.keys().next_back().unwrap_or(&1);
         let mut segments = recovered.segments;
         if segments.is_empty() {
-            File::create(segment_path(&dir, active)).map_err(io_err)?;
+            private_file()
+                .write(true)
+                .open(segment_path(&dir, active))
+                .map_err(io_err)?;
             sync_dir(&dir).map_err(io_err)?;
             segments.insert(active, 0);
         }
@@ -464,7 +467,7 @@ impl Writer {
     fn roll(&mut self) -> io::Result<()> {
         let next = self.segment + 1;
         let path = segment_path(&self.inner.dir, next);
-        self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.file = private_file().append(true).open(&path)?;
         if self.fsync == FsyncPolicy::Always {
             sync_dir(&self.inner.dir)?;
         }
@@ -535,10 +538,9 @@ fn lock(dir: &Path) -> Result<File, SpoolError> {
         error,
     };
     let path = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
+    let mut file = private_file()
         .read(true)
         .write(true)
-        .create(true)
         .truncate(false)
         .open(&path)
         .map_err(io_err)?;
@@ -578,6 +580,32 @@ pub fn holder(dir: &Path) -> Option<String> {
     }
 }
 
+/// Creates `dir` (and its parents) if needed, and makes it the owner's alone (0700): the
+/// spool holds chat transcripts and visitor details. A directory the process may not
+/// change (a mounted volume owned by another user) is logged and left as it is.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), error = %e, "the spool directory is readable by others and cannot be made private (0700); its files are 0600");
+        }
+    }
+    Ok(())
+}
+
+/// Options that create a file readable and writable by its owner only (0600).
+fn private_file() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.create(true).mode(0o600);
+    options
+}
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}{SEGMENT_SUFFIX}"))
 }
@@ -594,7 +622,11 @@ fn write_cursor(dir: &Path, pos: Position) -> io::Result<()> {
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let tmp = dir.join("cursor.tmp");
-    fs::write(&tmp, &bytes)?;
+    private_file()
+        .write(true)
+        .truncate(true)
+        .open(&tmp)?
+        .write_all(&bytes)?;
     fs::rename(&tmp, dir.join(CURSOR_FILE))
 }
 

@@ -279,3 +279,31 @@ async fn one_process_per_directory_and_inspect_reads_without_changing() {
     let reopened = open(dir.path());
     assert_eq!(reopened.pending_events(), 3);
 }
+
+#[tokio::test]
+async fn the_spool_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("spool");
+    let spool = open(&dir);
+    for n in 0..40 {
+        spool.append(&message(n)).await.unwrap();
+    }
+    let batch = spool.read_batch(1).unwrap();
+    spool.commit(batch.ends[0], 1, batch.sizes[0]).unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() > 3, "{files:?}");
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    // An existing directory open to others is made private.
+    spool.close();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let _reopened = open(&dir);
+    assert_eq!(mode(&dir), 0o700);
+}

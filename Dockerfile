@@ -19,7 +19,7 @@ COPY config/default.toml /etc/comm100-bridge/default.toml
 ENV COMM100_BRIDGE__SPOOL__DIR=/var/lib/comm100-bridge/spool
 VOLUME /var/lib/comm100-bridge/spool
 USER 10001:10001
-EXPOSE 8080
+EXPOSE 8080 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s \
-  CMD curl -fsS http://127.0.0.1:8080/healthz >/dev/null || exit 1
+  CMD curl -fsS http://127.0.0.1:9464/healthz >/dev/null || exit 1
 ENTRYPOINT ["comm100-bridge", "serve"]

@@ -110,6 +110,9 @@ cport=$(free_port)
 cat >"$work/bridge.toml" <<TOML
 [http]
 listen = "127.0.0.1:$bport"
+[admin]
+# No admin listener: /healthz and /metrics on the benchmarked port.
+listen = ""
 [auth]
 tokens = ["bench"]
 [spool]

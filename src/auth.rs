@@ -102,6 +102,22 @@ impl Auth {
         })
     }
 
+    /// Whether a connection from `peer` may be served at all: an address the allowlist
+    /// refuses is closed as soon as it is accepted. A trusted proxy may be forwarding an
+    /// allowed client, so it is let through; its requests are checked one by one.
+    pub fn connection_allowed(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.allowed.is_empty()
+            || self.is_trusted_proxy(peer)
+            || self.allowed.iter().any(|net| net.contains(&peer))
+    }
+
+    /// Whether `peer` is one of `auth.trusted_proxies`.
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.proxies.iter().any(|net| net.contains(&peer))
+    }
+
     /// With no token at all every request is accepted; `serve` allows that only when
     /// `auth.allow_unauthenticated` is set.
     pub fn is_open(&self) -> bool {

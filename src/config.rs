@@ -48,6 +48,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub http: HttpConfig,
+    pub admin: AdminConfig,
     pub auth: AuthConfig,
     pub kafka: KafkaConfig,
     pub delivery: DeliveryConfig,
@@ -72,8 +73,43 @@ pub struct HttpConfig {
     pub max_inflight_bytes: usize,
     pub shutdown_delay_ms: u64,
     pub http2: bool,
+    pub max_connections_per_client: usize,
+    pub expose_admin_routes: bool,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+/// `[admin]`: the listener of `/healthz`, `/readyz` and `/metrics`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `None` (`""` in the file): no admin listener; the webhook listener answers the
+    /// admin routes.
+    #[serde(
+        deserialize_with = "optional_address",
+        serialize_with = "optional_address_text"
+    )]
+    pub listen: Option<SocketAddr>,
+    pub max_connections: usize,
+}
+
+/// An address, or `""` for none.
+fn optional_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.trim() {
+        "" => Ok(None),
+        addr => addr
+            .parse()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("`{addr}`: {e} (host:port, or \"\")"))),
+    }
+}
+
+fn optional_address_text<S: Serializer>(
+    addr: &Option<SocketAddr>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&addr.map(|a| a.to_string()).unwrap_or_default())
 }
 
 /// `[http.tls]`: serve HTTPS with this certificate chain and key (PEM).
@@ -525,6 +561,11 @@ impl Config {
                 self.http.keep_alive_timeout_ms,
             ),
             ("http.max_connections", self.http.max_connections as u64),
+            (
+                "http.max_connections_per_client",
+                self.http.max_connections_per_client as u64,
+            ),
+            ("admin.max_connections", self.admin.max_connections as u64),
             ("http.max_headers", self.http.max_headers as u64),
             (
                 "http.max_inflight_requests",

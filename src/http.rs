@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +52,10 @@ pub struct App {
     pub body_read_timeout: Duration,
     pub budget: Budget,
     pub limits: ConnectionLimits,
+    /// The admin listener's limits.
+    pub admin_limits: ConnectionLimits,
+    /// Whether the webhook listener also answers `/healthz`, `/readyz` and `/metrics`.
+    pub admin_routes_on_webhook: bool,
 }
 
 /// Concurrent streams on one HTTP/2 connection (each also takes a slot of the in-flight
@@ -64,6 +68,8 @@ pub struct ConnectionLimits {
     /// Serve HTTP/2 (h2c and by ALPN) besides HTTP/1.1.
     pub http2: bool,
     pub max_connections: usize,
+    /// Connections one address may hold at once (trusted proxies excepted); `None`: any.
+    pub max_connections_per_client: Option<usize>,
     pub header_read_timeout: Duration,
     pub keep_alive_timeout: Duration,
     pub max_header_bytes: usize,
@@ -91,6 +97,30 @@ enum Route {
     Readyz,
     Metrics,
     NotFound,
+}
+
+/// Which of the two listeners a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `http.listen`: webhooks, and the admin routes only when configured so.
+    Webhook,
+    /// `admin.listen`: `/healthz`, `/readyz` and `/metrics` only.
+    Admin,
+}
+
+impl Listener {
+    /// `route`, or [`Route::NotFound`] where this listener does not serve it.
+    fn serves(self, route: Route, app: &App) -> Route {
+        match (self, route) {
+            (Self::Admin, Route::Webhook(_) | Route::BadSite) => Route::NotFound,
+            (Self::Webhook, Route::Healthz | Route::Readyz | Route::Metrics)
+                if !app.admin_routes_on_webhook =>
+            {
+                Route::NotFound
+            }
+            (_, route) => route,
+        }
+    }
 }
 
 impl Route {
@@ -125,11 +155,12 @@ impl Route {
 /// Serves one request; never fails (errors are JSON answers).
 pub async fn handle(
     app: Arc<App>,
+    listener: Listener,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let route = Route::of(req.uri().path());
+    let route = listener.serves(Route::of(req.uri().path()), &app);
     // A guard, not inc/dec: hyper drops this future when the client resets the stream or
     // goes away mid-request, and the gauge must come down all the same.
     let _inflight =
@@ -567,18 +598,25 @@ fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     r
 }
 
-/// Accepts connections until `shutdown` resolves, then waits up to `drain` for the
-/// connections' in-flight requests to finish. At most `max_connections` are served at once;
-/// further ones wait in the listen backlog. With `tls`, each connection first completes a
-/// TLS handshake within the header read timeout.
+/// Accepts connections for `role` until `shutdown` resolves, then waits up to `drain` for
+/// the connections' in-flight requests to finish. At most `max_connections` are served at
+/// once; further ones wait in the listen backlog. On the webhook listener, a connection
+/// from an address the allowlist refuses, or one past its address's
+/// `max_connections_per_client`, is closed as soon as it is accepted. With `tls`, each
+/// connection first completes a TLS handshake within the header read timeout.
 pub async fn run(
     app: Arc<App>,
+    role: Listener,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let limits = app.limits.clone();
+    let limits = match role {
+        Listener::Webhook => app.limits.clone(),
+        Listener::Admin => app.admin_limits.clone(),
+    };
+    let clients = Clients::default();
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     if !limits.http2 {
@@ -623,8 +661,34 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        // Refused before any byte is read (or a TLS handshake is spent on it): an address
+        // the allowlist refuses, and one over its connection limit.
+        let ip = peer.ip().to_canonical();
+        let mut held = None;
+        if role == Listener::Webhook {
+            let auth = app.auth.current();
+            if !auth.connection_allowed(ip) {
+                app.metrics
+                    .auth_failures
+                    .with_label_values(&["address_not_allowed"])
+                    .inc();
+                continue;
+            }
+            if let Some(max) = limits.max_connections_per_client {
+                if !auth.is_trusted_proxy(ip) {
+                    match clients.take(ip, max) {
+                        Some(guard) => held = Some(guard),
+                        None => {
+                            tracing::debug!(%peer, max, "closing a connection over http.max_connections_per_client");
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
         let _ = stream.set_nodelay(true);
         let connection = Connection {
+            role,
             app: app.clone(),
             builder: builder.clone(),
             watcher: graceful.watcher(),
@@ -634,7 +698,7 @@ pub async fn run(
         let tls = tls.clone();
         let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, held);
             match tls {
                 None => connection.serve(stream).await,
                 Some(acceptor) => {
@@ -663,8 +727,41 @@ pub async fn run(
     }
 }
 
+/// Connections held per client address.
+#[derive(Default, Clone)]
+struct Clients(Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>);
+
+impl Clients {
+    /// One more connection for `ip`, unless it holds `max` already.
+    fn take(&self, ip: IpAddr, max: usize) -> Option<ClientConnection> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientConnection(self.clone(), ip))
+    }
+}
+
+/// A connection counted against its client address until dropped.
+struct ClientConnection(Clients, IpAddr);
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        let mut counts = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// One accepted connection, ready to be served over plain TCP or TLS.
 struct Connection {
+    role: Listener,
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -680,6 +777,7 @@ impl Connection {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let Self {
+            role,
             app,
             builder,
             watcher,
@@ -693,7 +791,7 @@ impl Connection {
                 let (app, activity) = (app.clone(), activity.clone());
                 async move {
                     let _active = activity.begin();
-                    handle(app, peer, req).await
+                    handle(app, role, peer, req).await
                 }
             })
         };

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::auth::LiveAuth;
 use crate::config::Config;
@@ -50,6 +51,40 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error("{0}")]
     Config(#[from] config::ConfigError),
+    #[error(
+        "cannot listen on {addr} ({key}): {source}; choose another address or stop what uses it"
+    )]
+    Listen {
+        key: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The sockets the bridge serves.
+pub struct Listeners {
+    /// Webhooks (`http.listen`).
+    pub webhook: TcpListener,
+    /// `/healthz`, `/readyz` and `/metrics` (`admin.listen`); with `None` the webhook
+    /// listener answers them.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `http.listen` and, unless it is `""`, `admin.listen`.
+    pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let bind = |key: &'static str, addr: std::net::SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Listen { key, addr, source })
+        };
+        let webhook = bind("http.listen", config.http.listen).await?;
+        let admin = match config.admin.listen {
+            Some(addr) => Some(bind("admin.listen", addr).await?),
+            None => None,
+        };
+        Ok(Self { webhook, admin })
+    }
 }
 
 /// Upper bound on flushing the producer at shutdown.
@@ -63,9 +98,13 @@ const FLUSH_BOUND: Duration = Duration::from_secs(10);
 /// re-reads the token files and the TLS certificate.
 pub async fn serve(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let Listeners {
+        webhook: listener,
+        admin,
+    } = listeners;
     let hangup = reload::Hangup::install();
     let auth = Arc::new(LiveAuth::load(&config.auth)?);
     if auth.current().is_open() && !config.auth.allow_unauthenticated {
@@ -110,11 +149,22 @@ pub async fn serve(
         limits: http::ConnectionLimits {
             http2: config.http.http2,
             max_connections: config.http.max_connections,
+            max_connections_per_client: Some(config.http.max_connections_per_client),
             header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
             keep_alive_timeout: Duration::from_millis(config.http.keep_alive_timeout_ms),
             max_header_bytes: config.http.max_header_bytes,
             max_headers: config.http.max_headers,
         },
+        admin_limits: http::ConnectionLimits {
+            http2: false,
+            max_connections: config.admin.max_connections,
+            max_connections_per_client: None,
+            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(config.http.keep_alive_timeout_ms),
+            max_header_bytes: config.http.max_header_bytes,
+            max_headers: config.http.max_headers,
+        },
+        admin_routes_on_webhook: admin.is_none() || config.http.expose_admin_routes,
     });
     for warning in config.warnings() {
         tracing::warn!("{warning}");
@@ -123,7 +173,11 @@ pub async fn serve(
         tracing::warn!("auth.allow_unauthenticated is set and no token is configured: anyone who can reach the listener can publish");
     }
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, tls = acceptor.is_some(), brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
+        let admin = admin
+            .as_ref()
+            .and_then(|a| a.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(%addr, %admin, tls = acceptor.is_some(), brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
     }
 
     let replay = spool
@@ -131,6 +185,7 @@ pub async fn serve(
         .map(|s| Replay::spawn(s, publisher.clone(), metrics));
 
     let shutdown_delay = Duration::from_millis(config.http.shutdown_delay_ms);
+    let (stop, stopped) = watch::channel(false);
     let draining = {
         let app = app.clone();
         async move {
@@ -143,17 +198,38 @@ pub async fn serve(
                 );
                 tokio::time::sleep(shutdown_delay).await;
             }
+            let _ = stop.send(true);
         }
     };
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     // A request can take the deadline to become durable, plus time to read its body.
-    http::run(
-        app,
-        listener,
-        acceptor,
+    let drain = deadline + Duration::from_secs(5);
+    let admin = admin.map(|listener| {
+        tokio::spawn(http::run(
+            app.clone(),
+            http::Listener::Admin,
+            listener,
+            None,
+            until_stopped(stopped.clone()),
+            drain,
+        ))
+    });
+    tokio::join!(
         draining,
-        deadline + Duration::from_secs(5),
-    )
-    .await;
+        http::run(
+            app,
+            http::Listener::Webhook,
+            listener,
+            acceptor,
+            until_stopped(stopped),
+            drain,
+        )
+    );
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     reloader.abort();
 
     if let Some(replay) = replay {

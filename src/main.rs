@@ -15,7 +15,7 @@ use comm100_bridge::kafka::Publisher;
 use comm100_bridge::metrics::Metrics;
 use comm100_bridge::route::Router;
 use comm100_bridge::spool::{self, replay::Replay, Spool};
-use comm100_bridge::{dev, serve};
+use comm100_bridge::{dev, serve, Listeners};
 
 /// Receives Comm100 Live Chat webhooks and publishes each event, normalized, to Kafka.
 #[derive(Parser)]
@@ -154,10 +154,8 @@ fn run_serve(config_file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_file)?;
     init_logging(&config);
     runtime()?.block_on(async {
-        let listener = TcpListener::bind(config.http.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
-        serve(config, listener, shutdown_signal()).await?;
+        let listeners = Listeners::bind(&config).await?;
+        serve(config, listeners, shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -196,7 +194,11 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
 
-        serve(config, listener, shutdown_signal()).await?;
+        let listeners = Listeners {
+            webhook: listener,
+            admin: None,
+        };
+        serve(config, listeners, shutdown_signal()).await?;
         // Stop the consumer before the cluster it reads from goes away.
         printer.abort();
         let _ = printer.await;

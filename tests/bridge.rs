@@ -173,7 +173,7 @@ async fn tokens_are_required_and_accepted_in_every_documented_place() {
             answer.text
         );
     }
-    let metrics = get(&bridge.url("/metrics")).await.text;
+    let metrics = get(&bridge.admin("/metrics")).await.text;
     assert!(
         metrics.contains("comm100_bridge_auth_failures_total{reason=\"missing_token\"} 1"),
         "{metrics}"
@@ -259,7 +259,7 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
         ),
         (
             "POST",
-            bridge.url("/healthz"),
+            bridge.admin("/healthz"),
             vec![],
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -373,7 +373,7 @@ async fn with_every_broker_down_a_post_answers_503_within_the_deadline() {
         "took {elapsed:?} for a 1500 ms deadline"
     );
 
-    let metrics = get(&bridge.url("/metrics")).await.text;
+    let metrics = get(&bridge.admin("/metrics")).await.text;
     let failed = metrics
         .lines()
         .filter(|l| {
@@ -391,18 +391,18 @@ async fn with_every_broker_down_a_post_answers_503_within_the_deadline() {
 async fn health_readiness_and_metrics() {
     let cluster = cluster();
     let bridge = Bridge::start(config(&cluster.bootstrap_servers())).await;
-    let health = get(&bridge.url("/healthz")).await;
+    let health = get(&bridge.admin("/healthz")).await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.json["status"], "ok");
     // Readiness follows librdkafka's statistics, reported every second.
     wait_for_status(
-        &bridge.url("/readyz"),
+        &bridge.admin("/readyz"),
         StatusCode::OK,
         Duration::from_secs(10),
     )
     .await;
 
-    let before = get(&bridge.url("/metrics")).await.text;
+    let before = get(&bridge.admin("/metrics")).await.text;
     assert!(
         before.contains("comm100_bridge_events_published_total{type=\"chat_ended\"} 0"),
         "{before}"
@@ -415,7 +415,7 @@ async fn health_readiness_and_metrics() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
-    let after = get(&bridge.url("/metrics")).await.text;
+    let after = get(&bridge.admin("/metrics")).await.text;
     assert!(
         after.contains("comm100_bridge_events_received_total{type=\"chat_ended\"} 1"),
         "{after}"
@@ -446,8 +446,11 @@ async fn serve_refuses_to_start_without_a_token() {
     let cluster = cluster();
     let mut c = config(&cluster.bootstrap_servers());
     c.auth.tokens.clear();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = comm100_bridge::serve(c.clone(), listener, std::future::pending())
+    let listeners = comm100_bridge::Listeners {
+        webhook: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: None,
+    };
+    let err = comm100_bridge::serve(c.clone(), listeners, std::future::pending())
         .await
         .unwrap_err();
     assert!(matches!(err, comm100_bridge::ServeError::NoToken), "{err}");
@@ -487,7 +490,7 @@ async fn shutdown_lets_an_in_flight_request_finish_then_stops_accepting() {
         async move { post(&hook, &[], r#"{"event":"away","operator_id":1}"#).await }
     });
     // Let the request reach the producer before shutting down.
-    let metrics_url = bridge.url("/metrics");
+    let metrics_url = bridge.admin("/metrics");
     let started = Instant::now();
     loop {
         let m = get(&metrics_url).await.text;

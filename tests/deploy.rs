@@ -112,11 +112,18 @@ fn compose_services_files_ports_and_environment_are_real() {
         effective["kafka"]["brokers"][0].as_str(),
         Some("kafka:9092")
     );
+    // Probes and Prometheus use the admin listener, which compose opens to the network.
+    let admin = effective["admin"]["listen"].as_str().unwrap();
+    assert!(admin.starts_with("0.0.0.0:"), "{admin}");
+    let admin_port = admin.rsplit(':').next().unwrap();
     assert!(bridge["healthcheck"]["test"]
         .as_sequence()
         .unwrap()
         .iter()
-        .any(|t| t.as_str().unwrap().ends_with("/readyz")));
+        .any(|t| t
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{admin_port}/readyz"))));
 
     // The one-shot service creates every topic the bridge publishes to.
     let script = compose["services"]["topics"]["command"][0]
@@ -131,7 +138,7 @@ fn compose_services_files_ports_and_environment_are_real() {
     assert_eq!(prometheus["rule_files"][0].as_str(), Some("alerts.yml"));
     assert_eq!(
         prometheus["scrape_configs"][0]["static_configs"][0]["targets"][0].as_str(),
-        Some(format!("bridge:{port}").as_str())
+        Some(format!("bridge:{admin_port}").as_str())
     );
     let provider = yaml("deploy/grafana/provisioning/dashboards/comm100-bridge.yml");
     let dashboards = provider["providers"][0]["options"]["path"]
@@ -155,7 +162,7 @@ fn compose_services_files_ports_and_environment_are_real() {
 fn the_dockerfile_runs_serve_as_a_non_root_user_with_a_spool_volume() {
     let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
     for line in [
-        "EXPOSE 8080",
+        "EXPOSE 8080 9464",
         "VOLUME /var/lib/comm100-bridge/spool",
         "USER 10001:10001",
         r#"ENTRYPOINT ["comm100-bridge", "serve"]"#,
@@ -198,6 +205,17 @@ fn the_kubernetes_base_is_consistent() {
         container["livenessProbe"]["httpGet"]["path"].as_str(),
         Some("/healthz")
     );
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"].as_str(), Some("admin"));
+    }
+    let admin_port = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .expect("the container names its admin port")["containerPort"]
+        .as_u64()
+        .unwrap();
     assert_eq!(
         container["readinessProbe"]["httpGet"]["path"].as_str(),
         Some("/readyz")
@@ -234,6 +252,29 @@ fn the_kubernetes_base_is_consistent() {
         .collect();
     let toml: toml::Value =
         toml::from_str(&std::fs::read_to_string(dir.join("bridge.toml")).unwrap()).unwrap();
+    assert_eq!(
+        toml["admin"]["listen"].as_str(),
+        Some(format!("0.0.0.0:{admin_port}").as_str()),
+        "the probes' port is not where the bridge serves them"
+    );
+    // The ServiceMonitor scrapes the admin port, which one Service only names.
+    let monitor = yaml("deploy/kubernetes/servicemonitor.yaml");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"].as_str(),
+        Some("admin")
+    );
+    let services = std::fs::read_to_string(dir.join("service.yaml")).unwrap();
+    let with_admin = serde_yaml_ng::Deserializer::from_str(&services)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|svc| {
+            svc["spec"]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "admin")
+        })
+        .count();
+    assert_eq!(with_admin, 1, "each pod would be scraped once per Service");
     assert!(
         mounts.contains(&toml["spool"]["dir"].as_str().unwrap()),
         "the spool dir is not on the volume"

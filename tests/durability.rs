@@ -77,7 +77,7 @@ async fn an_outage_under_load_loses_nothing_answered_2xx_and_keeps_per_chat_orde
         acked.statuses
     );
     wait_for_metric(
-        &bridge.url("/metrics"),
+        &bridge.admin("/metrics"),
         "comm100_bridge_spool_events",
         0.0,
         Duration::from_secs(60),
@@ -91,7 +91,7 @@ async fn an_outage_under_load_loses_nothing_answered_2xx_and_keeps_per_chat_orde
 async fn restart_and_drain(config: &Path) -> Process {
     let restarted = Process::start(config);
     wait_for_metric(
-        &restarted.url("/metrics"),
+        &restarted.admin("/metrics"),
         "comm100_bridge_spool_events",
         0.0,
         Duration::from_secs(60),
@@ -270,7 +270,7 @@ async fn a_record_kafka_rejects_for_good_goes_to_the_dead_letter_topic() {
     assert_eq!(body.header("dlq_reason"), Some("invalid_json"));
     assert!(!dlq.iter().any(|r| r.raw == b"not from a sender"));
 
-    let metrics = get(&bridge.url("/metrics")).await.text;
+    let metrics = get(&bridge.admin("/metrics")).await.text;
     assert!(
         metrics.contains("comm100_bridge_dlq_total{reason=\"record_too_large\"} 1"),
         "{metrics}"
@@ -294,7 +294,7 @@ async fn readiness_stays_up_while_the_spool_can_accept_and_drops_when_draining()
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
     // Under load the first record may miss the short Kafka wait and be spooled: durable either way.
     assert!(post(&hook, &[], event("r", 0)).await.status.is_success());
-    let metrics = bridge.url("/metrics");
+    let metrics = bridge.admin("/metrics");
     wait_for_metric(
         &metrics,
         "comm100_bridge_kafka_brokers_up",
@@ -305,7 +305,7 @@ async fn readiness_stays_up_while_the_spool_can_accept_and_drops_when_draining()
     cluster.broker_down(-1).unwrap();
     // Once the producer's statistics say no broker is up, records go straight to the spool.
     wait_for_metric(
-        &bridge.url("/metrics"),
+        &bridge.admin("/metrics"),
         "comm100_bridge_kafka_brokers_up",
         0.0,
         Duration::from_secs(10),
@@ -319,11 +319,11 @@ async fn readiness_stays_up_while_the_spool_can_accept_and_drops_when_draining()
         "spooling waited for Kafka: {:?}",
         started.elapsed()
     );
-    let ready = get(&bridge.url("/readyz")).await;
+    let ready = get(&bridge.admin("/readyz")).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     assert_eq!(ready.json["spooling"], true);
 
-    let readyz = bridge.url("/readyz");
+    let readyz = bridge.admin("/readyz");
     bridge.begin_stop();
     // Draining: the listener is closed, so readiness is no longer served at all.
     wait_until_async(
@@ -374,7 +374,7 @@ async fn without_a_spool_readiness_drops_while_a_connected_broker_acknowledges_n
     );
     // Ready once the producer's statistics report the broker.
     wait_for_status(
-        &bridge.url("/readyz"),
+        &bridge.admin("/readyz"),
         StatusCode::OK,
         Duration::from_secs(10),
     )
@@ -392,7 +392,7 @@ async fn without_a_spool_readiness_drops_while_a_connected_broker_acknowledges_n
         "{}",
         answer.text
     );
-    let ready = get(&bridge.url("/readyz")).await;
+    let ready = get(&bridge.admin("/readyz")).await;
     assert_eq!(
         ready.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -415,6 +415,6 @@ async fn without_a_spool_readiness_drops_while_a_connected_broker_acknowledges_n
         post(&hook, &[], event("bare", 2)).await.status,
         StatusCode::OK
     );
-    assert_eq!(get(&bridge.url("/readyz")).await.status, StatusCode::OK);
+    assert_eq!(get(&bridge.admin("/readyz")).await.status, StatusCode::OK);
     bridge.stop().await.unwrap();
 }

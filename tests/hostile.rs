@@ -75,9 +75,13 @@ fn cases() -> Vec<Case> {
         case("DELETE on the webhook", h, "", 405, Some("method_not_allowed")).method(Method::DELETE),
         case("PATCH on the webhook", h, "{}", 405, Some("method_not_allowed")).method(Method::PATCH),
         case("OPTIONS on the webhook", h, "", 405, Some("method_not_allowed")).method(Method::OPTIONS),
-        case("POST on /healthz", "/healthz", "{}", 405, Some("method_not_allowed")),
-        case("POST on /metrics", "/metrics", "{}", 405, Some("method_not_allowed")),
-        case("POST on /readyz", "/readyz", "{}", 405, Some("method_not_allowed")),
+        // The admin routes are on the admin listener only.
+        case("POST on /healthz", "/healthz", "{}", 404, Some("not_found")),
+        case("POST on /metrics", "/metrics", "{}", 404, Some("not_found")),
+        case("POST on /readyz", "/readyz", "{}", 404, Some("not_found")),
+        case("GET /metrics on the webhook port", "/metrics", "", 404, Some("not_found")).method(Method::GET),
+        case("GET /readyz on the webhook port", "/readyz", "", 404, Some("not_found")).method(Method::GET),
+        case("GET /healthz on the webhook port", "/healthz", "", 404, Some("not_found")).method(Method::GET),
         case("unknown path", "/webhooks/comm1000", "{}", 404, Some("not_found")),
         case("path traversal", "/webhooks/comm100/../../etc/passwd", "{}", 404, Some("not_found")),
         case("encoded slash in the site", "/webhooks/comm100/a%2Fb", "{}", 404, Some("not_found")),
@@ -355,7 +359,7 @@ async fn idle_keep_alive_connections_are_closed() {
     })
     .await
     .expect("the idle connection was never closed");
-    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 404"));
     assert!(
         closed >= Duration::from_millis(250) && closed < Duration::from_secs(2),
         "{closed:?}"
@@ -376,6 +380,10 @@ async fn a_flood_with_kafka_down_gets_429_and_503_fast_with_bounded_memory() {
 listen = "127.0.0.1:0"
 max_inflight_requests = 16
 max_inflight_bytes = 4194304
+# One address floods here: the in-flight budget, not the per-client limit, is under test.
+max_connections_per_client = 1024
+[admin]
+listen = "127.0.0.1:0"
 [auth]
 tokens = ["{TOKEN}"]
 [kafka]
@@ -576,7 +584,7 @@ async fn addresses_forwarded_headers_and_site_tokens_over_http() {
             assert_eq!(answer.json["error"]["message"], "a valid token is required");
         }
     }
-    let metrics = get(&bridge.url("/metrics")).await.text;
+    let metrics = get(&bridge.admin("/metrics")).await.text;
     assert_eq!(metric(&metrics, "comm100_bridge_auth_failures_total"), 8.0);
     assert!(
         metrics.contains("comm100_bridge_auth_failures_total{reason=\"address_not_allowed\"} 6"),
@@ -636,9 +644,14 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     assert!(first.read(&mut buf).await.unwrap() > 0);
 
     let waiting = tokio::spawn({
-        let url = bridge.url("/healthz");
+        let url = bridge.url("/webhooks/comm100");
         async move { get(&url).await.status }
     });
+    // Probes have the admin listener's own budget: they do not wait.
+    let probe = tokio::time::timeout(Duration::from_secs(2), get(&bridge.admin("/healthz")))
+        .await
+        .expect("a probe queued behind the webhook listener's connections");
+    assert_eq!(probe.status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !waiting.is_finished(),
@@ -649,6 +662,93 @@ async fn connections_past_the_limit_wait_until_one_closes() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    bridge.stop().await.unwrap();
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.0/8 is all local).
+async fn connect_from(from: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether the server closes `stream` without a byte of answer, within a second.
+async fn closed_unanswered(stream: &mut tokio::net::TcpStream) -> bool {
+    let _ = stream
+        .write_all(b"GET /webhooks/comm100 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_refused_at_accept_by_address_and_per_client_limit() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.http.max_connections_per_client = 50;
+    c.http.keep_alive_timeout_ms = 60_000;
+    c.http.header_read_timeout_ms = 60_000;
+    let bridge = Bridge::start(c.clone()).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+
+    // 200 idle connections from one address: 50 are kept, the rest closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(connect_from("127.0.0.2", bridge.addr).await);
+    }
+    let mut refused = 0;
+    for stream in idle.iter_mut().skip(50) {
+        if closed_unanswered(stream).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 150);
+    // Meanwhile another sender and the probes get through at once.
+    let started = Instant::now();
+    assert_eq!(
+        post(&hook, &[], event("legit", 0)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(get(&bridge.admin("/readyz")).await.status, StatusCode::OK);
+    assert_eq!(get(&bridge.admin("/metrics")).await.status, StatusCode::OK);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The admin listener serves nothing else.
+    assert_eq!(
+        post(
+            &bridge.admin(&format!("/webhooks/comm100?token={TOKEN}")),
+            &[],
+            event("a", 0)
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    drop(idle);
+    bridge.stop().await.unwrap();
+
+    // An address outside the allowlist is closed before a byte is read.
+    c.auth.allowed_cidrs = vec!["127.0.0.1/32".parse().unwrap()];
+    let bridge = Bridge::start(c).await;
+    let mut outsider = connect_from("127.0.0.3", bridge.addr).await;
+    assert!(closed_unanswered(&mut outsider).await);
+    let allowed = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    assert_eq!(
+        post(&allowed, &[], event("allowed", 0)).await.status,
+        StatusCode::OK
+    );
+    let metrics = get(&bridge.admin("/metrics")).await.text;
+    assert!(
+        metrics.contains("comm100_bridge_auth_failures_total{reason=\"address_not_allowed\"} 1"),
+        "{metrics}"
+    );
+    report(&format!(
+        "connections: 200 idle from one address, 150 closed at accept (limit 50); another sender and the probes answered in {} ms; an address outside the allowlist closed before a byte was read",
+        took.as_millis()
+    ));
     bridge.stop().await.unwrap();
 }

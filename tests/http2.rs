@@ -38,7 +38,7 @@ fn webhook(body: impl Into<Bytes>) -> Request<Full<Bytes>> {
 /// Waits until the in-flight gauge reads 0.
 async fn inflight_back_to_zero(bridge: &Bridge) {
     wait_for_metric(
-        &bridge.url("/metrics"),
+        &bridge.admin("/metrics"),
         "comm100_bridge_inflight_requests",
         0.0,
         Duration::from_secs(10),
@@ -108,7 +108,7 @@ async fn http2_when_on_bounds_streams_survives_resets_and_header_floods() {
         let pending =
             tokio::spawn(async move { sender.send_request(webhook(event("reset", seq))).await });
         wait_for_metric(
-            &bridge.url("/metrics"),
+            &bridge.admin("/metrics"),
             "comm100_bridge_inflight_requests",
             1.0,
             Duration::from_secs(10),
@@ -176,7 +176,7 @@ async fn http1_clients_that_leave_mid_request_give_back_what_they_held() {
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         wait_for_metric(
-            &bridge.url("/metrics"),
+            &bridge.admin("/metrics"),
             "comm100_bridge_inflight_requests",
             1.0,
             Duration::from_secs(10),

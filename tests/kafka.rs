@@ -158,6 +158,8 @@ fn bridge_config(dir: &Path, name: &str, brokers: &str, spool: bool, extra: &str
         r#"
 [http]
 listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
 [auth]
 tokens = ["{TOKEN}"]
 [kafka]
@@ -202,7 +204,7 @@ fn three_brokers(start: &[&str], min_insync: &str) -> (Kafka, tempfile::TempDir,
 /// in `TOPIC`, in per-chat order.
 async fn drained_and_verified(test: &str, bridge: &Process, kafka: &Kafka, acked: &Acked) {
     wait_for_metric(
-        &bridge.url("/metrics"),
+        &bridge.admin("/metrics"),
         "comm100_bridge_spool_events",
         0.0,
         Duration::from_secs(120),
@@ -525,7 +527,7 @@ async fn losing_the_quorum_spools_then_drains_in_order() {
         Duration::from_secs(60),
     )
     .await;
-    let ready = get(&bridge.url("/readyz")).await;
+    let ready = get(&bridge.admin("/readyz")).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     assert_eq!(ready.json["spooling"], true, "{}", ready.text);
 
@@ -544,12 +546,12 @@ async fn losing_the_quorum_spools_then_drains_in_order() {
         );
     }
     wait_for_status(
-        &bare.url("/readyz"),
+        &bare.admin("/readyz"),
         StatusCode::SERVICE_UNAVAILABLE,
         Duration::from_secs(10),
     )
     .await;
-    let bare_ready = get(&bare.url("/readyz")).await;
+    let bare_ready = get(&bare.admin("/readyz")).await;
     report(&format!(
         "kafka: quorum lost: spooling bridge ready and spooling; bridge without spool answered 503 and /readyz 503 {:.1} s after the kill ({})",
         (killed.elapsed()).as_secs_f64(),
@@ -568,7 +570,7 @@ async fn losing_the_quorum_spools_then_drains_in_order() {
     )
     .await;
     wait_for_status(
-        &bare.url("/readyz"),
+        &bare.admin("/readyz"),
         StatusCode::OK,
         Duration::from_secs(60),
     )
@@ -772,12 +774,12 @@ async fn sasl_scram_over_tls_acls_and_missing_topics() {
     );
     let mut wrong = Process::start(&wrong_config);
     let took = wait_for_status(
-        &wrong.url("/readyz"),
+        &wrong.admin("/readyz"),
         StatusCode::SERVICE_UNAVAILABLE,
         Duration::from_secs(15),
     )
     .await;
-    let ready = get(&wrong.url("/readyz")).await;
+    let ready = get(&wrong.admin("/readyz")).await;
     let reason = ready.json["reason"].as_str().unwrap_or_default().to_owned();
     assert!(reason.contains("authentication"), "{}", ready.text);
     let spooled = post(&webhook_url(&wrong), &[], event("wrong-password", 0)).await;
@@ -796,7 +798,7 @@ async fn sasl_scram_over_tls_acls_and_missing_topics() {
     std::fs::write(&wrong_config, fixed).unwrap();
     let fixed = Process::start(&wrong_config);
     wait_for_metric(
-        &fixed.url("/metrics"),
+        &fixed.admin("/metrics"),
         "comm100_bridge_spool_events",
         0.0,
         Duration::from_secs(60),

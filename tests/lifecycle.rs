@@ -38,7 +38,7 @@ async fn an_oversized_record_never_holds_up_the_spool() {
     cluster.broker_up(-1).unwrap();
     acked.record("after", 2, Some(post(&hook, &[], event("after", 2)).await));
     wait_for_metric(
-        &bridge.url("/metrics"),
+        &bridge.admin("/metrics"),
         "comm100_bridge_spool_events",
         0.0,
         Duration::from_secs(30),
@@ -54,7 +54,7 @@ async fn an_oversized_record_never_holds_up_the_spool() {
     let letter = assert_envelope(&bootstrap, &big_id, TOPIC, 1_000_000)
         .raw
         .len();
-    let metrics = get(&bridge.url("/metrics")).await.text;
+    let metrics = get(&bridge.admin("/metrics")).await.text;
     assert_eq!(
         metric_series(
             &metrics,
@@ -70,7 +70,7 @@ async fn an_oversized_record_never_holds_up_the_spool() {
 
     // With Kafka up (and known to be), the same record is dead-lettered at once.
     wait_for_metric(
-        &bridge.url("/metrics"),
+        &bridge.admin("/metrics"),
         "comm100_bridge_kafka_brokers_up",
         1.0,
         Duration::from_secs(10),
@@ -113,7 +113,7 @@ async fn replay_dead_letters_a_record_the_broker_refuses_and_moves_on() {
     );
     cluster.broker_up(-1).unwrap();
     wait_for_metric(
-        &bridge.url("/metrics"),
+        &bridge.admin("/metrics"),
         "comm100_bridge_spool_events",
         0.0,
         Duration::from_secs(30),
@@ -217,7 +217,7 @@ async fn scale_in_with_kafka_back_drains_the_spool_before_exit() {
     // Replay has failed a few rounds and is backing off when Kafka returns and, at once,
     // the pod is told to go.
     wait_for_metric(
-        &bridge.url("/metrics"),
+        &bridge.admin("/metrics"),
         "comm100_bridge_kafka_retries_total",
         2.0,
         Duration::from_secs(20),

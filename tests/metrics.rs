@@ -25,7 +25,7 @@ fn samples(exposition: &str) -> BTreeMap<String, f64> {
 }
 
 async fn scrape(bridge: &Bridge) -> BTreeMap<String, f64> {
-    samples(&get(&bridge.url("/metrics")).await.text)
+    samples(&get(&bridge.admin("/metrics")).await.text)
 }
 
 /// `after - before` for every series that changed.
@@ -211,8 +211,8 @@ async fn readiness_follows_the_brokers_when_there_is_no_spool() {
     c.kafka.properties.insert("reconnect.backoff.ms", "50");
     c.kafka.properties.insert("reconnect.backoff.max.ms", "500");
     let bridge = Bridge::start(c).await;
-    let readyz = bridge.url("/readyz");
-    let healthz = bridge.url("/healthz");
+    let readyz = bridge.admin("/readyz");
+    let healthz = bridge.admin("/healthz");
     wait_for_status(&readyz, StatusCode::OK, Duration::from_secs(10)).await;
 
     cluster.broker_down(-1).unwrap();

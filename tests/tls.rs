@@ -84,6 +84,7 @@ async fn https_with_a_certificate_that_reloads_without_dropping_connections() {
     let cluster = cluster();
     let mut c = config(&cluster.bootstrap_servers());
     c.http.tls = Some(files.clone());
+    c.http.expose_admin_routes = true;
     c.http.keep_alive_timeout_ms = 60_000;
     c.http.header_read_timeout_ms = 60_000;
     let bridge = Bridge::start(c).await;
@@ -183,6 +184,7 @@ async fn sighup_with_tls_reloads_the_certificate_and_the_token_files() {
                 "auth",
                 &format!("tokens_file = {:?}", tokens.display().to_string()),
             ),
+            ("http", "expose_admin_routes = true"),
             (
                 "http.tls",
                 &format!("cert = {:?}", cert_path.display().to_string()),

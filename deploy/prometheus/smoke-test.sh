@@ -42,7 +42,7 @@ echo "== promtool check metrics"
 promtool check metrics <"$work/scrape.txt"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-sed -e "s|bridge:8080|$addr|" -e 's|scrape_interval: 15s|scrape_interval: 1s|' \
+sed -e "s|bridge:9464|$addr|" -e 's|scrape_interval: 15s|scrape_interval: 1s|' \
   "$here/prometheus.yml" >"$work/prometheus.yml"
 cp "$here/alerts.yml" "$work/alerts.yml"
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \

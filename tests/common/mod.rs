@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use comm100_bridge::config::{Config, Secret};
 use comm100_bridge::route::Router;
-use comm100_bridge::{serve, ServeError};
+use comm100_bridge::{serve, Listeners, ServeError};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -72,6 +72,8 @@ pub fn spool_dir() -> PathBuf {
 /// A running bridge; stop it with [`Bridge::stop`].
 pub struct Bridge {
     pub addr: SocketAddr,
+    /// The admin listener's address, when `admin.listen` is not `""`.
+    pub admin_addr: Option<SocketAddr>,
     spool_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), ServeError>>,
@@ -81,13 +83,23 @@ impl Bridge {
     pub async fn start(config: Config) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin = match config.admin.listen {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|a| a.local_addr().unwrap());
+        let listeners = Listeners {
+            webhook: listener,
+            admin,
+        };
         let spool_dir = config.spool.dir.clone();
         let (tx, rx) = oneshot::channel();
-        let handle = tokio::spawn(serve(config, listener, async {
+        let handle = tokio::spawn(serve(config, listeners, async {
             let _ = rx.await;
         }));
         Self {
             addr,
+            admin_addr,
             spool_dir,
             shutdown: Some(tx),
             handle,
@@ -123,6 +135,11 @@ impl Bridge {
 
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// A URL on the admin listener (the webhook listener when there is none).
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr.unwrap_or(self.addr), path)
     }
 }
 
@@ -379,6 +396,8 @@ pub async fn wait_for_status(url: &str, status: StatusCode, bound: Duration) -> 
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener's address, when it is on.
+    pub admin_addr: Option<SocketAddr>,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
@@ -418,12 +437,18 @@ impl Process {
                 continue;
             };
             if v["fields"]["message"] == "comm100-bridge listening" {
-                break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+                let admin = v["fields"]["admin"].as_str().unwrap().parse().ok();
+                break (
+                    v["fields"]["addr"].as_str().unwrap().parse().unwrap(),
+                    admin,
+                );
             }
         };
+        let (addr, admin_addr) = addr;
         Self {
             child,
             addr,
+            admin_addr,
             lines,
             seen,
         }
@@ -431,6 +456,11 @@ impl Process {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the admin listener (the webhook listener when there is none).
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_addr.unwrap_or(self.addr), path)
     }
 
     pub fn signal(&self, signal: &str) {
@@ -477,6 +507,7 @@ pub fn write_config(
 ) -> PathBuf {
     let mut tables: Vec<(String, Vec<String>)> = [
         ("http", vec![r#"listen = "127.0.0.1:0""#.to_owned()]),
+        ("admin", vec![r#"listen = "127.0.0.1:0""#.to_owned()]),
         ("auth", vec![format!(r#"tokens = ["{TOKEN}"]"#)]),
         ("kafka", vec![format!(r#"brokers = ["{bootstrap}"]"#)]),
         (
@@ -576,7 +607,7 @@ pub fn assert_envelope(bootstrap: &str, id: &str, topic: &str, larger_than: u64)
 /// acknowledged and a summary.
 pub async fn post_across_sigterm(mut bridge: Process, delay: Duration) -> (Acked, String) {
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
-    let readyz = bridge.url("/readyz");
+    let readyz = bridge.admin("/readyz");
     assert!(post(&hook, &[], event("warm-up", 0))
         .await
         .status

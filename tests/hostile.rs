@@ -56,6 +56,11 @@ impl Case {
     }
 }
 
+fn base64_encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     e.write_all(bytes).unwrap();
@@ -166,6 +171,51 @@ fn cases() -> Vec<Case> {
         case("truncated gzip", h, { let g = gzip(&chat_ended); g[..g.len() / 2].to_vec() }, 400, Some("invalid_gzip")).header("content-encoding", "gzip"),
         case("brotli", h, chat_ended.clone(), 415, Some("unsupported_encoding")).header("content-encoding", "br"),
         case("identity encoding", h, chat_ended.clone(), 200, None).header("content-encoding", "identity"),
+        // Tokens: at most four are looked at per request.
+        case("1,000 token= parameters, the valid one first", &format!("/webhooks/comm100?token={TOKEN}{}", "&token=x".repeat(999)), r#"{"event":"online"}"#, 200, None),
+        case("1,000 token= parameters, the valid one last", &format!("/webhooks/comm100?{}token={TOKEN}", "token=x&".repeat(999)), r#"{"event":"online"}"#, 401, Some("unauthorized")),
+        case("the valid token fifth in the query", &format!("/webhooks/comm100?token=a&token=b&token=c&token=d&token={TOKEN}"), r#"{"event":"online"}"#, 401, Some("unauthorized")),
+        case("three wrong in the query, the valid one as Bearer", "/webhooks/comm100?token=a&token=b&token=c", r#"{"event":"online"}"#, 200, None).header("authorization", &format!("Bearer {TOKEN}")),
+        case("four wrong in the query, the valid one as Bearer", "/webhooks/comm100?token=a&token=b&token=c&token=d", r#"{"event":"online"}"#, 401, Some("unauthorized")).header("authorization", &format!("Bearer {TOKEN}")),
+        case("the valid token second in the query", &format!("/webhooks/comm100?token=x&token={TOKEN}"), r#"{"event":"online"}"#, 200, None),
+        case("percent-encoded token", &format!("/webhooks/comm100?token={}", TOKEN.bytes().map(|b| format!("%{b:02X}")).collect::<String>()), r#"{"event":"online"}"#, 200, None),
+        case("lowercase bearer", "/webhooks/comm100", r#"{"event":"online"}"#, 200, None).header("authorization", &format!("bearer {TOKEN}")),
+        case("basic with an empty password", "/webhooks/comm100", "{}", 401, Some("unauthorized")).header("authorization", "Basic Y29tbTEwMDo="),
+        case("token in X-Bridge-Token", "/webhooks/comm100", r#"{"event":"online"}"#, 200, None).header("x-bridge-token", TOKEN),
+        case("token as the Basic password", "/webhooks/comm100", r#"{"event":"online"}"#, 200, None).header("authorization", &format!("Basic {}", base64_encode(&format!("comm100:{TOKEN}")))),
+        case("HEAD on the webhook", h, "", 405, None).method(Method::HEAD),
+        case("1,000 unrelated query parameters", &format!("{h}{}", "&x=1".repeat(1000)), r#"{"event":"online"}"#, 200, None),
+        // Forwarded headers from a peer that is not a trusted proxy change nothing.
+        case("X-Forwarded-For from an untrusted peer", h, r#"{"event":"online"}"#, 200, None).header("x-forwarded-for", "203.0.113.9"),
+        case("Forwarded from an untrusted peer", h, r#"{"event":"online"}"#, 200, None).header("forwarded", "for=203.0.113.9"),
+        case("garbage X-Forwarded-For from an untrusted peer", h, r#"{"event":"online"}"#, 200, None).header("x-forwarded-for", "not an address"),
+        // Paths.
+        case("trailing slash", &format!("/webhooks/comm100/?token={TOKEN}"), r#"{"event":"online"}"#, 200, None),
+        case("double slash", &format!("//webhooks/comm100?token={TOKEN}"), "{}", 404, Some("not_found")),
+        case("a valid site label", &format!("/webhooks/comm100/eu-1.a_b?token={TOKEN}"), r#"{"event":"online"}"#, 200, None),
+        // Event values.
+        case("event with spaces around it", h, r#"{"event":"  chat_ended  "}"#, 200, None),
+        case("event in capitals", h, r#"{"event":"CHAT_ENDED"}"#, 200, None),
+        case("the misspelled wrap-up event", h, r#"{"event":"chat_wraped_up"}"#, 200, None),
+        // Encodings, second pass.
+        case("GZIP in capitals", h, gzip(&chat_ended), 200, None).header("content-encoding", "GZIP"),
+        case("x-gzip", h, gzip(&chat_ended), 200, None).header("content-encoding", "x-gzip"),
+        case("a list of encodings", h, gzip(&chat_ended), 415, Some("unsupported_encoding")).header("content-encoding", "gzip, identity"),
+        case("gzip of invalid JSON", h, gzip(b"{not json"), 400, Some("invalid_json")).header("content-encoding", "gzip"),
+        case("gzip of an array", h, gzip(b"[1,2]"), 400, Some("invalid_json")).header("content-encoding", "gzip"),
+        case("two gzip members", h, { let mut g = gzip(b"{\"event\":"); g.extend(gzip(b"\"online\"}")); g }, 200, None).header("content-encoding", "gzip"),
+        // Bodies that cost more to parse than their size.
+        case("a body exactly at the limit", h, { let mut b = br#"{"event":"online"}"#.to_vec(); b.resize(768 << 10, b' '); b }, 200, None),
+        case("one byte over the limit", h, { let mut b = br#"{"event":"online"}"#.to_vec(); b.resize((768 << 10) + 1, b' '); b }, 413, Some("body_too_large")),
+        case("200,000 zeros in an array", h, format!("{{\"event\":\"online\",\"x\":[{}0]}}", "0,".repeat(200_000)), 200, None),
+        case("40,000 unknown keys", h, {
+            let mut o = serde_json::Map::new();
+            o.insert("event".into(), json!("online"));
+            for i in 0..40_000 { o.insert(format!("k{i}"), json!(i)); }
+            serde_json::Value::Object(o).to_string()
+        }, 200, None),
+        case("100,000 newline escapes", h, format!("{{\"event\":\"chat_ended\",\"chat\":{{\"chat_transcript\":\"{}\"}}}}", "\\n".repeat(100_000)), 200, None),
+        case("50,000 unicode escapes", h, format!("{{\"event\":\"online\",\"x\":\"{}\"}}", "\\u00e9".repeat(50_000)), 200, None),
         // Heads hyper refuses before the bridge sees them.
         case("a 20 KiB header", h, "{}", 431, None).header("x-padding", &"a".repeat(20 << 10)),
     ];

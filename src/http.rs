@@ -521,13 +521,17 @@ async fn spool_it(app: &App, spool: &Spool, message: &Message, deadline: Instant
     }
 }
 
-enum Gunzip {
+/// Why a gzip body was refused.
+#[derive(Debug)]
+pub enum Gunzip {
+    /// It decompresses to more than the limit.
     TooLarge,
     Invalid(std::io::Error),
 }
 
-/// Decompresses a gzip body, refusing to produce more than `max` bytes.
-fn gunzip(body: &[u8], max: usize) -> Result<Bytes, Gunzip> {
+/// Decompresses a gzip body (one or more members), refusing to produce more than `max`
+/// bytes.
+pub fn gunzip(body: &[u8], max: usize) -> Result<Bytes, Gunzip> {
     use std::io::Read;
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max));
     flate2::read::MultiGzDecoder::new(body)

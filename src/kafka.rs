@@ -472,6 +472,30 @@ impl Publisher {
         }
     }
 
+    /// Publishes the bytes of a spooled frame that is not a record to the dead-letter
+    /// topic (header `dlq_reason: unreadable_spool_record`; at most the first 64 KiB, with
+    /// `dlq_original_bytes`), waiting at most the Kafka wait.
+    pub async fn dead_letter_unreadable(&self, payload: &[u8]) -> Result<(), PublishError> {
+        const REASON: &str = "unreadable_spool_record";
+        let kept = &payload[..payload.len().min(BODY_PREFIX_BYTES)];
+        let headers = [
+            (Cow::Borrowed(DLQ_REASON), Cow::Borrowed(REASON)),
+            (
+                Cow::Borrowed("dlq_original_bytes"),
+                Cow::Owned(payload.len().to_string()),
+            ),
+        ];
+        let pending = self.enqueue_raw(&self.dlq_topic, None, &headers, kept)?;
+        match tokio::time::timeout(self.deadline, pending.wait()).await {
+            Ok(Ok(_)) => {
+                self.shared.metrics.dlq.with_label_values(&[REASON]).inc();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(PublishError::Kafka(e)),
+            Err(_) => Err(PublishError::Timeout(self.deadline)),
+        }
+    }
+
     /// The dead letter of `message` for this producer's dead-letter topic and size limit.
     pub fn dead_letter_of(&self, message: &Message, reason: Rejection) -> Message {
         dead_letter_of(message, reason, &self.dlq_topic, self.max_message_bytes)

@@ -28,11 +28,12 @@ pub const ROUTES: [(&str, &[u16]); 5] = [
 pub const FAILURE_REASONS: [&str; 4] = ["timeout", "kafka_error", "spool_full", "spool_error"];
 
 /// Reasons of `dlq_total`: permanent Kafka rejections, then rejected request bodies.
-pub const DLQ_REASONS: [&str; 6] = [
+pub const DLQ_REASONS: [&str; 7] = [
     "record_too_large",
     "topic_authorization_failed",
     "unknown_topic",
     "invalid_record",
+    "unreadable_spool_record",
     "invalid_json",
     "missing_event",
 ];

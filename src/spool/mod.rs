@@ -70,9 +70,19 @@ pub struct Position {
 /// Records read from the spool, oldest first, with the position after each.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub messages: Vec<Message>,
+    pub entries: Vec<Spooled>,
     pub ends: Vec<Position>,
     pub sizes: Vec<u64>,
+}
+
+/// One frame read back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spooled {
+    Record(Message),
+    /// A frame whose checksum holds but which is not a record (written by an incompatible
+    /// version, or altered on disk): its bytes, for the dead-letter topic, so it holds up
+    /// nothing behind it.
+    Unreadable(Vec<u8>),
 }
 
 /// A handle on the spool; clones share it.
@@ -260,7 +270,7 @@ impl Spool {
             (state.read, state.segments.clone())
         };
         let mut batch = Batch::default();
-        while batch.messages.len() < max_events {
+        while batch.entries.len() < max_events {
             let end = match segments.get(&pos.segment) {
                 Some(&end) if pos.offset < end => end,
                 // Past the end of this segment, or the segment is gone: on to the next one.
@@ -280,7 +290,7 @@ impl Spool {
             file.seek(SeekFrom::Start(pos.offset))
                 .map_err(|e| self.io(e))?;
             let mut reader = BufReader::with_capacity(256 << 10, file);
-            while pos.offset < end && batch.messages.len() < max_events {
+            while pos.offset < end && batch.entries.len() < max_events {
                 let payload = match read_frame(&mut reader, end - pos.offset) {
                     Ok(Some(payload)) => payload,
                     Ok(None) | Err(_) => {
@@ -290,11 +300,16 @@ impl Spool {
                         )))
                     }
                 };
-                let message: Message =
-                    serde_json::from_slice(&payload).map_err(|e| self.io(io::Error::other(e)))?;
                 let size = FRAME_HEADER + payload.len() as u64;
+                let entry = match serde_json::from_slice::<Message>(&payload) {
+                    Ok(message) => Spooled::Record(message),
+                    Err(e) => {
+                        tracing::error!(segment = pos.segment, offset = pos.offset, error = %e, "a spooled frame is not a record; it goes to the dead-letter topic as it is");
+                        Spooled::Unreadable(payload)
+                    }
+                };
                 pos.offset += size;
-                batch.messages.push(message);
+                batch.entries.push(entry);
                 batch.ends.push(pos);
                 batch.sizes.push(size);
             }

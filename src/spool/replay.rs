@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Batch, Spool};
+use super::{Batch, Spool, Spooled};
 use crate::kafka::{Publisher, Rejection};
 use crate::metrics::Metrics;
 
@@ -86,7 +86,7 @@ async fn run(
         }
         let reader = spool.clone();
         let batch = match tokio::task::spawn_blocking(move || reader.read_batch(BATCH)).await {
-            Ok(Ok(batch)) if !batch.messages.is_empty() => batch,
+            Ok(Ok(batch)) if !batch.entries.is_empty() => batch,
             Ok(Ok(_)) => continue,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the spool; retrying");
@@ -101,7 +101,7 @@ async fn run(
                 return;
             }
         };
-        let total = batch.messages.len();
+        let total = batch.entries.len();
         let done = send(&publisher, &batch).await;
         if done > 0 {
             let bytes = batch.sizes[..done].iter().sum();
@@ -140,12 +140,20 @@ async fn run(
 /// Sends a batch in order and returns how many leading records are done: acknowledged, or
 /// rejected for good and in the dead-letter topic ([`Publisher::settle`]).
 async fn send(publisher: &Publisher, batch: &Batch) -> usize {
-    let mut queued = Vec::with_capacity(batch.messages.len());
-    for message in &batch.messages {
+    let mut queued = Vec::with_capacity(batch.entries.len());
+    for entry in &batch.entries {
+        let message = match entry {
+            Spooled::Record(message) => message,
+            // Sent in its turn below.
+            Spooled::Unreadable(_) => {
+                queued.push(None);
+                continue;
+            }
+        };
         match publisher.enqueue(message) {
-            Ok(pending) => queued.push(Ok(pending)),
+            Ok(pending) => queued.push(Some(Ok(pending))),
             // Refused at once and for good (too large): settled below, in its turn.
-            Err(e) if Rejection::of(&e).is_some() => queued.push(Err(e)),
+            Err(e) if Rejection::of(&e).is_some() => queued.push(Some(Err(e))),
             // Stop here so nothing overtakes the record that could not be queued.
             Err(e) => {
                 tracing::warn!(id = %message.id, error = %e, "cannot queue a spooled record");
@@ -155,7 +163,23 @@ async fn send(publisher: &Publisher, batch: &Batch) -> usize {
     }
     let mut done = 0;
     let mut blocked = false;
-    for (message, queued) in batch.messages.iter().zip(queued) {
+    for (entry, queued) in batch.entries.iter().zip(queued) {
+        let (message, queued) = match (entry, queued) {
+            (Spooled::Record(message), Some(queued)) => (message, queued),
+            (Spooled::Unreadable(bytes), _) => {
+                if !blocked {
+                    match publisher.dead_letter_unreadable(bytes).await {
+                        Ok(()) => done += 1,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an unreadable spooled frame was not dead-lettered");
+                            blocked = true;
+                        }
+                    }
+                }
+                continue;
+            }
+            (Spooled::Record(_), None) => unreachable!("every record is queued or refused"),
+        };
         let result = match queued {
             Ok(pending) => pending.wait().await,
             Err(e) => Err(e),

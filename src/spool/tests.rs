@@ -35,7 +35,16 @@ fn open(dir: &Path) -> Spool {
 }
 
 fn read_all(spool: &Spool) -> Vec<Message> {
-    spool.read_batch(usize::MAX).unwrap().messages
+    spool
+        .read_batch(usize::MAX)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| match e {
+            Spooled::Record(m) => m,
+            Spooled::Unreadable(bytes) => panic!("unreadable: {bytes:?}"),
+        })
+        .collect()
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -77,7 +86,7 @@ async fn commit_moves_the_cursor_deletes_replayed_segments_and_survives_reopen()
     }
     let before = segments(dir.path()).len();
     let batch = spool.read_batch(25).unwrap();
-    assert_eq!(batch.messages.len(), 25);
+    assert_eq!(batch.entries.len(), 25);
     let bytes = batch.sizes.iter().sum();
     spool.commit(batch.ends[24], 25, bytes).unwrap();
     assert_eq!(spool.pending_events(), 15);
@@ -306,4 +315,29 @@ async fn the_spool_is_private_to_its_owner() {
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     let _reopened = open(&dir);
     assert_eq!(mode(&dir), 0o700);
+}
+
+#[tokio::test]
+async fn a_frame_that_is_not_a_record_reads_back_as_unreadable_and_holds_up_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    spool.append(&message(0)).await.unwrap();
+    spool.close();
+    drop(spool);
+    // A frame whose checksum holds but which is not a record, then a good one.
+    let segment = segments(dir.path()).pop().unwrap();
+    let mut file = fs::OpenOptions::new().append(true).open(&segment).unwrap();
+    file.write_all(&encode_frame(b"not a record")).unwrap();
+    file.write_all(&encode_frame(&serde_json::to_vec(&message(2)).unwrap()))
+        .unwrap();
+    drop(file);
+    let spool = open(dir.path());
+    assert_eq!(spool.pending_events(), 3);
+    let batch = spool.read_batch(usize::MAX).unwrap();
+    assert_eq!(batch.entries.len(), 3);
+    assert_eq!(
+        batch.entries[1],
+        Spooled::Unreadable(b"not a record".to_vec())
+    );
+    assert!(matches!(&batch.entries[2], Spooled::Record(m) if m.value == message(2).value));
 }

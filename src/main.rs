@@ -125,37 +125,38 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the bridge");
-                let _ = ctrl_c.await;
-                return;
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a SIGTERM that arrives while the bridge
+/// starts is a shutdown, not the default action that ends the process on the spot. Call
+/// it inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let streams =
+        signal(SignalKind::interrupt()).and_then(|int| Ok((int, signal(SignalKind::terminate())?)));
+    async move {
+        match streams {
+            Ok((mut int, mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot handle SIGINT and SIGTERM; stop the bridge with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
+        tracing::info!("shutdown requested");
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
 }
 
 fn run_serve(config_file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_file)?;
     init_logging(&config);
     runtime()?.block_on(async {
+        let shutdown = shutdown_signal();
         let listeners = Listeners::bind(&config).await?;
-        serve(config, listeners, shutdown_signal()).await?;
+        serve(config, listeners, shutdown).await?;
         Ok(())
     })
 }
@@ -165,6 +166,7 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
     init_logging(&defaults);
     let router = Router::new(&defaults.topics);
     runtime()?.block_on(async {
+        let shutdown = shutdown_signal();
         let cluster =
             dev::start_cluster(3, &router).context("cannot start the embedded Kafka cluster")?;
         let bootstrap = cluster.bootstrap_servers();
@@ -198,7 +200,7 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
             webhook: listener,
             admin: None,
         };
-        serve(config, listeners, shutdown_signal()).await?;
+        serve(config, listeners, shutdown).await?;
         // Stop the consumer before the cluster it reads from goes away.
         printer.abort();
         let _ = printer.await;

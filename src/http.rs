@@ -1,5 +1,6 @@
 //! HTTP: routes, body limit, auth and JSON answers; the accept loop with graceful shutdown.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -7,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{
     ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::auth::LiveAuth;
-use crate::event::{Record, RejectError, Site, Timestamp};
+use crate::event::{Exceeded, Meter, RejectError, Site, Timestamp};
 use crate::kafka::{Delivered, Publisher, Rejection, Settled};
 use crate::metrics::Metrics;
 use crate::route::Message;
@@ -337,22 +338,27 @@ async fn webhook(
         return too_large("body");
     }
 
-    // Reserve the memory this request may hold before reading any of it.
-    let mut reserve = declared.map_or(app.max_body_bytes, |n| n as usize);
+    // Reserve the memory this request may hold before reading any of it: the body (twice
+    // with gzip: as received and decompressed), and a start for its record and parse tree.
+    // A body of unknown length is read into a buffer that grows by doubling: twice the limit.
+    let mut reserve = declared.map_or(2 * app.max_body_bytes, |n| n as usize) + START_BYTES;
     if gzip {
         reserve += app.max_body_bytes;
     }
-    let Some(_held) = app.budget.try_acquire(reserve) else {
+    let busy = || {
         let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
             "the bridge is at its in-flight limit (http.max_inflight_requests / http.max_inflight_bytes); retry shortly",
         );
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1u64));
-        return r;
+        r
+    };
+    let Some((_request, held)) = app.budget.try_acquire(reserve) else {
+        return busy();
     };
 
-    let read = Limited::new(body, app.max_body_bytes).collect();
+    let read = read_body(body, declared.map_or(0, |n| n as usize), app.max_body_bytes);
     let body = match tokio::time::timeout(app.body_read_timeout, read).await {
         Err(_) => {
             return error(
@@ -361,8 +367,8 @@ async fn webhook(
                 "the body was not received within http.body_read_timeout_ms",
             )
         }
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large("body"),
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return too_large("body"),
         Ok(Err(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -388,27 +394,33 @@ async fn webhook(
     };
 
     let site_label = site.as_ref().map(|s| s.as_str().to_owned());
-    let record = match Record::from_body(&body, site, Timestamp::now()) {
-        Ok(record) => record,
+    let parsed = {
+        let grow = |n| app.budget.grow(&held, n);
+        let meter = Meter::new(START_BYTES, &grow);
+        app.router.route_body(&body, site, Timestamp::now(), &meter)
+    };
+    let message = match parsed {
+        Ok(message) => message,
+        Err(RejectError::Memory(Exceeded::Busy)) => return busy(),
         Err(e) => {
             let status = match e {
                 RejectError::InvalidJson(_) => StatusCode::BAD_REQUEST,
                 RejectError::MissingEvent => StatusCode::UNPROCESSABLE_ENTITY,
+                RejectError::Memory(_) => StatusCode::PAYLOAD_TOO_LARGE,
             };
             if app.dead_letter_rejected {
+                let room = app.budget.try_dead_letter(body.len());
                 app.publisher
-                    .dead_letter_body(body, e.code(), site_label.as_deref());
+                    .dead_letter_body(body, e.code(), site_label.as_deref(), room);
             }
             return error(status, e.code(), &e.to_string());
         }
     };
-    let (id, kind) = (record.id, record.kind.as_str());
-    let type_metrics = app.metrics.of(record.kind);
+    let (id, kind) = (message.id, message.kind.as_str());
+    let type_metrics = app.metrics.of(message.kind);
     type_metrics.received.inc();
-
-    let message = app.router.route(&record);
-    // The message holds what is still needed; the record's strings need not wait for Kafka.
-    drop(record);
+    // The record's memory stays reserved until the answer: the producer holds its copy.
+    let _held = held;
     let response = match deliver(app, &message).await {
         Outcome::Published(delivered) => {
             #[derive(Serialize)]
@@ -502,23 +514,51 @@ async fn spool_it(app: &App, spool: &Spool, message: &Message, deadline: Instant
     let budget = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(budget, spool.append(message)).await {
         Ok(Ok(())) => Outcome::Spooled,
-        Ok(Err(e @ SpoolError::Full(_))) => Outcome::Failed {
-            reason: "spool_full",
-            message: e.to_string(),
-        },
         Ok(Err(e)) => {
-            // The detail (with its path) is for the operator's log, not for the sender.
-            tracing::error!(id = %message.id, error = %e, "cannot spool the record");
-            Outcome::Failed {
-                reason: "spool_error",
-                message: "the spool could not take the record".to_owned(),
+            if !matches!(e, SpoolError::Full(_)) {
+                tracing::error!(id = %message.id, error = %e, "cannot spool the record");
             }
+            spool_failure(&e)
         }
         Err(_) => Outcome::Failed {
             reason: "spool_error",
             message: "the spool did not sync in time".to_owned(),
         },
     }
+}
+
+/// What the sender is told when the spool refuses a record: whether it is full, never the
+/// detail (with its path), which is for the operator's log.
+fn spool_failure(e: &SpoolError) -> Outcome {
+    match e {
+        SpoolError::Full(_) => Outcome::Failed {
+            reason: "spool_full",
+            message: e.to_string(),
+        },
+        _ => Outcome::Failed {
+            reason: "spool_error",
+            message: "the spool could not take the record".to_owned(),
+        },
+    }
+}
+
+/// Reads a body of at most `max` bytes into one buffer of `expected` bytes to start with,
+/// so that it is held once; `None` if it is longer.
+async fn read_body(
+    mut body: Incoming,
+    expected: usize,
+    max: usize,
+) -> Result<Option<Bytes>, hyper::Error> {
+    let mut buffer = BytesMut::with_capacity(expected.min(max));
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if buffer.len() + data.len() > max {
+                return Ok(None);
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(buffer.freeze()))
 }
 
 /// Why a gzip body was refused.
@@ -544,34 +584,66 @@ pub fn gunzip(body: &[u8], max: usize) -> Result<Bytes, Gunzip> {
     Ok(Bytes::from(out))
 }
 
-/// The global in-flight budget: webhook requests, and the body bytes they may hold.
+/// The global in-flight budget: webhook requests, and the memory they may hold (their
+/// bodies, parse trees and records); and, apart, the memory of rejected bodies on their way
+/// to the dead-letter topic.
 pub struct Budget {
     requests: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
+    /// The most one request may hold.
+    per_request: usize,
+    dead_letters: Arc<Semaphore>,
 }
 
+/// What a request is granted past its body before it asks for more: the record of a typical
+/// payload twice over and its parse tree.
+const START_BYTES: usize = 48 << 10;
+
+/// One request may hold at most this many times `http.max_body_bytes`.
+pub const REQUEST_BODIES: usize = 24;
+
 impl Budget {
-    pub fn new(max_requests: usize, max_bytes: usize) -> Self {
+    pub fn new(max_requests: usize, max_bytes: usize, max_body_bytes: usize) -> Self {
         Self {
             requests: Arc::new(Semaphore::new(max_requests)),
             bytes: Arc::new(Semaphore::new(max_bytes)),
+            per_request: max_body_bytes.saturating_mul(REQUEST_BODIES).min(max_bytes),
+            dead_letters: Arc::new(Semaphore::new(max_bytes / 4)),
         }
     }
 
     /// One request and `bytes` bytes, or `None` at once if either is exhausted.
-    fn try_acquire(
-        &self,
-        bytes: usize,
-    ) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
+    fn try_acquire(&self, bytes: usize) -> Option<(OwnedSemaphorePermit, Held)> {
         let request = self.requests.clone().try_acquire_owned().ok()?;
-        let bytes = u32::try_from(bytes).ok()?;
-        let held = match bytes {
-            0 => None,
-            n => Some(self.bytes.clone().try_acquire_many_owned(n).ok()?),
-        };
-        Some((request, held))
+        let bytes = self.try_bytes(&self.bytes, bytes)?;
+        Some((request, Held(RefCell::new(bytes))))
+    }
+
+    fn try_bytes(&self, from: &Arc<Semaphore>, n: usize) -> Option<OwnedSemaphorePermit> {
+        from.clone()
+            .try_acquire_many_owned(u32::try_from(n).ok()?)
+            .ok()
+    }
+
+    /// `n` more bytes for the request holding `held`, within what one request may hold.
+    fn grow(&self, held: &Held, n: usize) -> Result<(), Exceeded> {
+        let mut held = held.0.borrow_mut();
+        if held.num_permits().saturating_add(n) > self.per_request {
+            return Err(Exceeded::Limit);
+        }
+        let more = self.try_bytes(&self.bytes, n).ok_or(Exceeded::Busy)?;
+        held.merge(more);
+        Ok(())
+    }
+
+    /// Room for a rejected body of `len` bytes in the producer's queue, if its share has it.
+    fn try_dead_letter(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        self.try_bytes(&self.dead_letters, len.max(1))
     }
 }
+
+/// The bytes of the budget one request holds; more are added as its parse tree grows.
+struct Held(RefCell<OwnedSemaphorePermit>);
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut r = error(
@@ -882,6 +954,30 @@ impl Drop for GaugeGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spool_failures_tell_the_sender_no_path() {
+        let errors = [
+            SpoolError::Io {
+                dir: "/var/lib/secret-spool".into(),
+                error: std::io::Error::other("disk on fire"),
+            },
+            SpoolError::Locked {
+                dir: "/var/lib/secret-spool".into(),
+                holder: "1".into(),
+            },
+            SpoolError::TooLarge { size: 2, limit: 1 },
+            SpoolError::Closed,
+            SpoolError::Full(10),
+        ];
+        for e in &errors {
+            let Outcome::Failed { message, .. } = spool_failure(e) else {
+                panic!("{e} is a failure");
+            };
+            assert!(!message.contains('/'), "{message}");
+            assert!(!message.contains("disk on fire"), "{message}");
+        }
+    }
 
     #[test]
     fn tokens_in_the_query_are_redacted_for_logs() {

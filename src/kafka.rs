@@ -11,6 +11,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{Config, KafkaConfig};
 use crate::metrics::Metrics;
@@ -530,8 +531,25 @@ impl Publisher {
     }
 
     /// Publishes a rejected request body, as received, to the dead-letter topic in the
-    /// background; the sender's answer does not wait for it.
-    pub fn dead_letter_body(&self, body: Bytes, reason: &'static str, site: Option<&str>) {
+    /// background; the sender's answer does not wait for it. `room` is the body's share of
+    /// the memory set aside for such copies, held until Kafka answers; without it the copy
+    /// is not made, and `dlq_dropped_total` counts it.
+    pub fn dead_letter_body(
+        &self,
+        body: Bytes,
+        reason: &'static str,
+        site: Option<&str>,
+        room: Option<OwnedSemaphorePermit>,
+    ) {
+        let metrics = self.shared.metrics.clone();
+        let Some(room) = room else {
+            metrics.dlq_dropped.with_label_values(&[reason]).inc();
+            tracing::debug!(
+                reason,
+                "no room to copy a rejected body to the dead-letter topic"
+            );
+            return;
+        };
         let mut headers = vec![(Cow::Borrowed(DLQ_REASON), Cow::Borrowed(reason))];
         if let Some(site) = site {
             headers.push((Cow::Borrowed("dlq_site"), Cow::Owned(site.to_owned())));
@@ -539,15 +557,17 @@ impl Publisher {
         let pending = match self.enqueue_raw(&self.dlq_topic, None, &headers, &body) {
             Ok(pending) => pending,
             Err(e) => {
+                metrics.dlq_dropped.with_label_values(&[reason]).inc();
                 tracing::warn!(reason, error = %e, "cannot publish a rejected body to the dead-letter topic");
                 return;
             }
         };
-        let metrics = self.shared.metrics.clone();
         tokio::spawn(async move {
+            let _room = room;
             match pending.wait().await {
                 Ok(_) => metrics.dlq.with_label_values(&[reason]).inc(),
                 Err(e) => {
+                    metrics.dlq_dropped.with_label_values(&[reason]).inc();
                     tracing::warn!(reason, error = %e, "cannot publish a rejected body to the dead-letter topic")
                 }
             }

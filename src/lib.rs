@@ -145,6 +145,7 @@ pub async fn serve(
         budget: http::Budget::new(
             config.http.max_inflight_requests,
             config.http.max_inflight_bytes,
+            config.http.max_body_bytes,
         ),
         limits: http::ConnectionLimits {
             http2: config.http.http2,

@@ -28,7 +28,7 @@ pub const ROUTES: [(&str, &[u16]); 5] = [
 pub const FAILURE_REASONS: [&str; 4] = ["timeout", "kafka_error", "spool_full", "spool_error"];
 
 /// Reasons of `dlq_total`: permanent Kafka rejections, then rejected request bodies.
-pub const DLQ_REASONS: [&str; 7] = [
+pub const DLQ_REASONS: [&str; 8] = [
     "record_too_large",
     "topic_authorization_failed",
     "unknown_topic",
@@ -36,7 +36,11 @@ pub const DLQ_REASONS: [&str; 7] = [
     "unreadable_spool_record",
     "invalid_json",
     "missing_event",
+    "body_too_complex",
 ];
+
+/// Reasons of `dlq_dropped_total`: the rejected bodies that may be copied to the DLQ.
+pub const REJECTED_BODY_REASONS: [&str; 3] = ["invalid_json", "missing_event", "body_too_complex"];
 
 /// Reasons of `auth_failures_total`.
 pub const AUTH_REASONS: [&str; 4] = [
@@ -64,6 +68,7 @@ pub struct Metrics {
     pub spool_bytes: IntGauge,
     pub kafka_retries: prometheus::IntCounter,
     pub dlq: IntCounterVec,
+    pub dlq_dropped: IntCounterVec,
     pub inflight_requests: IntGauge,
     pub kafka_producer_queue_messages: IntGauge,
     pub kafka_brokers_up: IntGauge,
@@ -188,6 +193,14 @@ impl Metrics {
                 &["reason"],
             )
             .unwrap(),
+            dlq_dropped: IntCounterVec::new(
+                Opts::new(
+                    "dlq_dropped_total",
+                    "Rejected bodies (answered 4xx) not copied to the dead-letter topic: the memory set aside for such copies was full, or Kafka did not take them; by reason.",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
             inflight_requests: IntGauge::new("inflight_requests", "Webhook requests being served.")
                 .unwrap(),
             kafka_producer_queue_messages: IntGauge::new(
@@ -228,6 +241,7 @@ impl Metrics {
             Box::new(m.spool_bytes.clone()),
             Box::new(m.kafka_retries.clone()),
             Box::new(m.dlq.clone()),
+            Box::new(m.dlq_dropped.clone()),
             Box::new(m.inflight_requests.clone()),
             Box::new(m.kafka_producer_queue_messages.clone()),
             Box::new(m.kafka_brokers_up.clone()),
@@ -262,6 +276,9 @@ impl Metrics {
         }
         for reason in DLQ_REASONS {
             m.dlq.with_label_values(&[reason]);
+        }
+        for reason in REJECTED_BODY_REASONS {
+            m.dlq_dropped.with_label_values(&[reason]);
         }
         for reason in AUTH_REASONS {
             m.auth_failures.with_label_values(&[reason]);

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::config::TopicsConfig;
-use crate::event::{EventType, Record};
+use crate::event::{EventType, Meter, Record, RejectError, Site, Timestamp};
 
 /// `ce_source` of records without a site label.
 pub const CE_SOURCE: &str = "/comm100/livechat";
@@ -61,6 +61,25 @@ impl Router {
     /// Every topic the bridge publishes to.
     pub fn topics(&self) -> &[String] {
         &self.topics
+    }
+
+    /// Parses, normalizes and routes one body, counting on `meter` all it takes: the record
+    /// twice (the bridge's copy and the producer's, which outlive the parse) and the parse
+    /// tree beside them.
+    pub fn route_body(
+        &self,
+        body: &[u8],
+        site: Option<Site>,
+        received_at: Timestamp,
+        meter: &Meter,
+    ) -> Result<Message, RejectError> {
+        let room = 2 * crate::config::record_room(body.len());
+        meter.charge(room).map_err(RejectError::Memory)?;
+        let record = Record::from_body_metered(body, site, received_at, meter)?;
+        let message = self.route(&record);
+        let more = (2 * message.value.capacity()).saturating_sub(room);
+        meter.charge(more).map_err(RejectError::Memory)?;
+        Ok(message)
     }
 
     /// Serializes `record` and attaches its topic, key and headers.

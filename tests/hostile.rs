@@ -67,6 +67,16 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// An `online` event with `n` more keys.
+fn unknown_keys(n: usize) -> String {
+    let mut o = serde_json::Map::new();
+    o.insert("event".into(), json!("online"));
+    for i in 0..n {
+        o.insert(format!("k{i}"), json!(i));
+    }
+    serde_json::Value::Object(o).to_string()
+}
+
 fn cases() -> Vec<Case> {
     let hook = format!("/webhooks/comm100?token={TOKEN}");
     let h = hook.as_str();
@@ -207,13 +217,12 @@ fn cases() -> Vec<Case> {
         // Bodies that cost more to parse than their size.
         case("a body exactly at the limit", h, { let mut b = br#"{"event":"online"}"#.to_vec(); b.resize(768 << 10, b' '); b }, 200, None),
         case("one byte over the limit", h, { let mut b = br#"{"event":"online"}"#.to_vec(); b.resize((768 << 10) + 1, b' '); b }, 413, Some("body_too_large")),
-        case("200,000 zeros in an array", h, format!("{{\"event\":\"online\",\"x\":[{}0]}}", "0,".repeat(200_000)), 200, None),
-        case("40,000 unknown keys", h, {
-            let mut o = serde_json::Map::new();
-            o.insert("event".into(), json!("online"));
-            for i in 0..40_000 { o.insert(format!("k{i}"), json!(i)); }
-            serde_json::Value::Object(o).to_string()
-        }, 200, None),
+        // Past 24 × http.max_body_bytes of parse tree and record, a body is refused.
+        case("20,000 zeros in an array", h, format!("{{\"event\":\"online\",\"x\":[{}0]}}", "0,".repeat(20_000)), 200, None),
+        case("200,000 zeros in an array", h, format!("{{\"event\":\"online\",\"x\":[{}0]}}", "0,".repeat(200_000)), 413, Some("body_too_complex")),
+        case("4,000 unknown keys", h, unknown_keys(4_000), 200, None),
+        case("40,000 unknown keys", h, unknown_keys(40_000), 413, Some("body_too_complex")),
+        case("100,000 empty objects in a known list", h, format!("{{\"event\":\"chat_ended\",\"chat\":{{\"attachment\":[{}{{}}]}}}}", "{},".repeat(100_000)), 413, Some("body_too_complex")),
         case("100,000 newline escapes", h, format!("{{\"event\":\"chat_ended\",\"chat\":{{\"chat_transcript\":\"{}\"}}}}", "\\n".repeat(100_000)), 200, None),
         case("50,000 unicode escapes", h, format!("{{\"event\":\"online\",\"x\":\"{}\"}}", "\\u00e9".repeat(50_000)), 200, None),
         // Heads hyper refuses before the bridge sees them.
@@ -271,7 +280,7 @@ async fn hostile_requests_get_their_documented_answers_and_the_bridge_survives()
         cases.len(),
         failures.join("\n")
     );
-    assert!(cases.len() >= 60);
+    assert!(cases.len() >= 120, "{}", cases.len());
 
     let body = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();
     let answer = post(
@@ -801,4 +810,245 @@ async fn connections_are_refused_at_accept_by_address_and_per_client_limit() {
         took.as_millis()
     ));
     bridge.stop().await.unwrap();
+}
+
+/// Bodies that cost many times their size once parsed: a long array of zeros, 50,000
+/// unknown keys, a transcript of `\n` escapes, and a list of empty objects where the payload
+/// has objects of a known shape.
+fn costly_bodies(size: usize) -> Vec<(&'static str, Bytes)> {
+    let zeros = format!(
+        r#"{{"event":"chat_ended","chat":{{"id":"c1"}},"x":[{}0]}}"#,
+        "0,".repeat((size - 64) / 2)
+    );
+    let keys: String = (0..50_000)
+        .map(|i| format!(r#""k{i:07}":[0,0,0],"#))
+        .collect();
+    let keys = format!(r#"{{"event":"chat_ended",{keys}"chat":{{"id":"c1"}}}}"#);
+    let escapes = format!(
+        r#"{{"event":"chat_ended","chat":{{"id":"c1","transcript":"{}"}}}}"#,
+        "\\n".repeat((size - 80) / 2)
+    );
+    let objects = format!(
+        r#"{{"event":"chat_ended","chat":{{"id":"c1","attachment":[{}{{}}]}}}}"#,
+        "{},".repeat((size - 80) / 3)
+    );
+    [
+        ("zeros", zeros),
+        ("unknown keys", keys),
+        ("escapes", escapes),
+        ("empty objects", objects),
+    ]
+    .into_iter()
+    .map(|(name, body)| {
+        assert!(body.len() <= size, "{name}: {}", body.len());
+        (name, Bytes::from(body))
+    })
+    .collect()
+}
+
+/// Posts `body` `times` times on one connection after another; the statuses seen.
+async fn post_times(hook: String, body: Bytes, times: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..times {
+        let request = Request::post(&hook).body(Full::new(body.clone())).unwrap();
+        statuses.push(
+            client()
+                .request(request)
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0),
+        );
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bodies_that_cost_more_to_parse_stay_within_the_memory_budget() {
+    const BODY: usize = 1 << 20;
+    const BUDGET: u64 = 32 << 20;
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &cluster.bootstrap_servers(),
+        &dir.path().join("spool"),
+        &[
+            ("http", &format!("max_body_bytes = {BODY}")),
+            ("http", &format!("max_inflight_bytes = {BUDGET}")),
+            ("http", "max_connections_per_client = 1024"),
+            ("kafka.properties", r#""message.max.bytes" = "1300000""#),
+        ],
+    );
+    let bridge = Process::start(&config);
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    assert_eq!(
+        post(&hook, &[], r#"{"event":"online","operator_id":1}"#)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let baseline = bridge.peak_rss();
+
+    const CLIENTS: usize = 12;
+    const TIMES: usize = 4;
+    let bodies = costly_bodies(BODY);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, body) in &bodies {
+        for _ in 0..CLIENTS {
+            let (name, hook, body) = (*name, hook.clone(), body.clone());
+            tasks.spawn(async move { (name, post_times(hook, body, TIMES).await) });
+        }
+    }
+    let mut by_body: std::collections::BTreeMap<&str, std::collections::BTreeMap<u16, usize>> =
+        Default::default();
+    while let Some(done) = tasks.join_next().await {
+        let (name, statuses) = done.unwrap();
+        for status in statuses {
+            *by_body.entry(name).or_default().entry(status).or_default() += 1;
+        }
+    }
+    let peak = bridge.peak_rss();
+    eprintln!(
+        "peak {} MiB baseline {} MiB {by_body:?}",
+        peak >> 20,
+        baseline >> 20
+    );
+    for (name, statuses) in &by_body {
+        assert!(
+            statuses.keys().all(|s| [200, 202, 413, 429].contains(s)),
+            "{name}: {statuses:?}"
+        );
+    }
+    // The escapes and zeros bodies are ordinary enough to be taken when the budget allows.
+    assert!(
+        by_body["escapes"].get(&200).copied().unwrap_or(0) > 0,
+        "{by_body:?}"
+    );
+    // The budget, plus what the process holds besides requests (librdkafka's buffers, the
+    // allocator's free lists).
+    const SLACK: u64 = 40 << 20;
+    assert!(
+        peak - baseline < BUDGET + SLACK,
+        "peak RSS {} MiB over a baseline of {} MiB, budget {} MiB: {by_body:?}",
+        peak >> 20,
+        baseline >> 20,
+        BUDGET >> 20
+    );
+    report(&format!(
+        "costly bodies: {} clients × {TIMES} posts of {} KiB bodies ({}) at once, in-flight budget {} MiB: {by_body:?}; peak RSS {} MiB (baseline {} MiB)",
+        CLIENTS * bodies.len(),
+        BODY >> 10,
+        bodies.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+        BUDGET >> 20,
+        peak >> 20,
+        baseline >> 20
+    ));
+    assert_eq!(
+        post(&hook, &[], r#"{"event":"online","operator_id":1}"#)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_rejected_bodies_with_the_dlq_on_and_kafka_slow_stays_bounded() {
+    const BODY: usize = 256 << 10;
+    const BUDGET: u64 = 16 << 20;
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &cluster.bootstrap_servers(),
+        &dir.path().join("spool"),
+        &[
+            ("http", &format!("max_inflight_bytes = {BUDGET}")),
+            ("http", "max_connections_per_client = 1024"),
+            ("dlq", "rejected_bodies = true"),
+        ],
+    );
+    let bridge = Process::start(&config);
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    assert_eq!(
+        post(&hook, &[], r#"{"event":"online","operator_id":1}"#)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let baseline = bridge.peak_rss();
+    cluster
+        .broker_round_trip_time(1, Duration::from_secs(1))
+        .unwrap();
+
+    const CLIENTS: usize = 32;
+    const TIMES: usize = 20;
+    let body = Bytes::from(format!(
+        "{{\"event\":\"chat_ended\",\"x\":\"{}",
+        "a".repeat(BODY - 64)
+    ));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        tasks.spawn(post_times(hook.clone(), body.clone(), TIMES));
+    }
+    let mut statuses: std::collections::BTreeMap<u16, usize> = Default::default();
+    while let Some(done) = tasks.join_next().await {
+        for status in done.unwrap() {
+            *statuses.entry(status).or_default() += 1;
+        }
+    }
+    let took = started.elapsed();
+    let peak = bridge.peak_rss();
+    assert_eq!(
+        statuses.get(&400).copied(),
+        Some(CLIENTS * TIMES),
+        "{statuses:?}"
+    );
+    const SLACK: u64 = 40 << 20;
+    assert!(
+        peak - baseline < BUDGET + SLACK,
+        "peak RSS {} MiB over a baseline of {} MiB, budget {} MiB",
+        peak >> 20,
+        baseline >> 20,
+        BUDGET >> 20
+    );
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    // Every rejected body is either in the dead-letter topic or counted as not copied.
+    let metrics = bridge.admin("/metrics");
+    let started_wait = Instant::now();
+    let (copied, dropped) = loop {
+        let text = get(&metrics).await.text;
+        let copied = metric(&text, "comm100_bridge_dlq_total");
+        let dropped = metric(&text, "comm100_bridge_dlq_dropped_total");
+        if copied + dropped == (CLIENTS * TIMES) as f64 {
+            break (copied, dropped);
+        }
+        assert!(
+            started_wait.elapsed() < Duration::from_secs(30),
+            "copied {copied} + dropped {dropped} != {}",
+            CLIENTS * TIMES
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        dropped > 0.0,
+        "the flood should overrun the dead-letter share"
+    );
+    let found = consume_all(
+        &cluster.bootstrap_servers(),
+        "comm100.dlq",
+        Duration::from_secs(20),
+        |out| out.len() as f64 >= copied,
+    )
+    .len();
+    assert_eq!(found as f64, copied);
+    report(&format!(
+        "rejected-body flood: {} × 400 of {} KiB in {} ms with the DLQ on and a 1 s broker round trip; {copied} copied to the DLQ, {dropped} not copied (share full); peak RSS {} MiB (baseline {} MiB, budget {} MiB)",
+        CLIENTS * TIMES,
+        BODY >> 10,
+        took.as_millis(),
+        peak >> 20,
+        baseline >> 20,
+        BUDGET >> 20
+    ));
 }

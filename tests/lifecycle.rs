@@ -63,7 +63,7 @@ async fn an_oversized_record_never_holds_up_the_spool() {
         1.0
     );
     report(&format!(
-        "oversized record: 1 record of 1.08 MB spooled as its {letter}-byte envelope, \
+        "oversized record: 1 record of 1.0 MB spooled as its {letter}-byte envelope, \
          {} normal records published behind it, spool back to 0",
         acked.ids.len()
     ));

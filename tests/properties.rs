@@ -1,11 +1,15 @@
 //! Property tests of parse + normalize: arbitrary bytes never panic, and arbitrary JSON put
 //! where Comm100's fields go always yields a record whose published form parses back and is
-//! byte for byte what `serde_json` writes for it.
+//! byte for byte what `serde_json` writes for it; and the memory meter counts at least what
+//! parsing, normalizing and routing a body really allocates.
 
 mod common;
 
 use comm100_bridge::config::Config as BridgeConfig;
-use comm100_bridge::event::{EventType, Record, Site, Timestamp};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use comm100_bridge::event::{EventType, Meter, Record, Site, Timestamp};
 use comm100_bridge::route::Router;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -13,6 +17,68 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value};
 
 const CASES: u32 = 3000;
+
+/// The system allocator, counting on each thread the bytes it holds and their peak.
+struct Counting;
+
+thread_local! {
+    static HELD: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    let _ = HELD.try_with(|held| {
+        let now = held.get() + delta;
+        held.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-(layout.size() as isize));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // While it moves, both blocks are held.
+        count(new_size as isize);
+        count(-(layout.size() as isize));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The most this thread held at once while `f` ran, beyond what it held before.
+fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = HELD.with(Cell::get);
+    PEAK.with(|peak| peak.set(before));
+    let out = f();
+    (out, (PEAK.with(Cell::get) - before).max(0) as usize)
+}
+
+/// Checks that routing `body` allocates no more than the meter counted; the two figures.
+fn metered(router: &Router, body: &[u8]) -> Result<(usize, usize), TestCaseError> {
+    let meter = Meter::unlimited();
+    let (message, peak) =
+        peak_during(|| router.route_body(body, Site::parse("p"), Timestamp::now(), &meter));
+    drop(message);
+    prop_assert!(
+        peak <= meter.peak(),
+        "allocated {} bytes, counted {} for a body of {}",
+        peak,
+        meter.peak(),
+        body.len()
+    );
+    Ok((peak, meter.peak()))
+}
 
 /// Keys the normalizer looks at, so arbitrary values land in the interesting places.
 const KEYS: &[&str] = &[
@@ -188,5 +254,132 @@ fn arbitrary_json_payloads_normalize_to_records_that_parse_back() {
         .unwrap();
     common::report(&format!(
         "proptest: {CASES} arbitrary JSON payloads normalized and re-parsed"
+    ));
+}
+
+/// Bodies that cost many times their size once parsed, `size` bytes or less.
+fn costly_bodies(size: usize) -> Vec<(&'static str, String)> {
+    let fill = |unit: &str, overhead: usize| unit.repeat((size - overhead) / unit.len());
+    vec![
+        (
+            "zeros",
+            format!(r#"{{"event":"chat_ended","x":[{}0]}}"#, fill("0,", 64)),
+        ),
+        (
+            "unknown keys",
+            format!(
+                r#"{{"event":"chat_ended",{}"z":0}}"#,
+                (0..size / 24)
+                    .map(|i| format!(r#""k{i:07}":[0,0,0],"#))
+                    .collect::<String>()
+            ),
+        ),
+        (
+            "escapes",
+            format!(
+                r#"{{"event":"chat_ended","chat":{{"chat_transcript":"{}"}}}}"#,
+                fill("\\n", 80)
+            ),
+        ),
+        (
+            "escaped unknown",
+            format!(r#"{{"event":"chat_ended","x":"{}"}}"#, fill("\\u00e9", 80)),
+        ),
+        (
+            "empty objects",
+            format!(
+                r#"{{"event":"chat_ended","chat":{{"attachment":[{}{{}}]}}}}"#,
+                fill("{},", 80)
+            ),
+        ),
+        (
+            "objects in unknown",
+            format!(
+                r#"{{"event":"chat_ended","x":[{}{{}}]}}"#,
+                fill(r#"{"a":1},"#, 80)
+            ),
+        ),
+        (
+            "custom variables",
+            format!(
+                r#"{{"event":"chat_started","visitor":{{"custom_variables":[{}{{}}]}}}}"#,
+                fill(r#"{"name":"n","value":"v"},"#, 120)
+            ),
+        ),
+        (
+            "transcript lines",
+            format!(
+                r#"{{"event":"chat_ended","chat":{{"chat_transcript":"{}"}}}}"#,
+                fill("a\u{2299}", 80)
+            ),
+        ),
+        (
+            "escaped transcript lines",
+            format!(
+                r#"{{"event":"chat_ended","chat":{{"chat_transcript":"{}"}}}}"#,
+                fill("a\\n", 80)
+            ),
+        ),
+        (
+            "operator names",
+            format!(
+                r#"{{"event":"chat_transferred","chat":{{"operators":"{}"}}}}"#,
+                fill("a,", 80)
+            ),
+        ),
+        (
+            "mistyped list",
+            format!(
+                r#"{{"event":"chat_ended","chat":{{"attachment":[{}1]}}}}"#,
+                fill(r#"{"name":"n"},"#, 80)
+            ),
+        ),
+        (
+            "empty arrays",
+            format!(r#"{{"event":"chat_ended","x":[{}[]]}}"#, fill("[],", 64)),
+        ),
+        (
+            "nested",
+            format!(
+                r#"{{"event":"chat_ended","x":{}0{}}}"#,
+                "[".repeat(120),
+                "]".repeat(120)
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn the_meter_counts_at_least_what_a_body_takes() {
+    let router = router();
+    let mut worst: f64 = 0.0;
+    for path in common::samples() {
+        let body = std::fs::read(&path).unwrap();
+        let (peak, counted) = metered(&router, &body).unwrap();
+        worst = worst.max(counted as f64 / body.len() as f64);
+        assert!(peak > 0, "{}", path.display());
+    }
+    let mut figures = Vec::new();
+    for (name, body) in costly_bodies(256 << 10) {
+        let (peak, counted) =
+            metered(&router, body.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        figures.push(format!(
+            "{name} {:.1}x (allocated {:.1}x)",
+            counted as f64 / body.len() as f64,
+            peak as f64 / body.len() as f64
+        ));
+    }
+    let mut runner = TestRunner::new(Config {
+        cases: CASES,
+        ..Config::default()
+    });
+    runner
+        .run(&payload(), |payload| {
+            metered(&router, &serde_json::to_vec(&payload).unwrap()).map(drop)
+        })
+        .unwrap();
+    common::report(&format!(
+        "meter: {CASES} arbitrary payloads, the samples and 256 KiB costly bodies each allocate no more than counted; counted per body byte: {}",
+        figures.join(", ")
     ));
 }

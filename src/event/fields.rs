@@ -7,7 +7,8 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::shape::{Kind, Object, Raw, Shape};
+use super::meter::Meter;
+use super::shape::{Kind, Object, Raw, Shape, MAP_ENTRY};
 use super::time::Timestamp;
 
 /// A string of a record: borrowed from the body unless it had escapes or was converted.
@@ -15,16 +16,56 @@ pub type Text<'a> = Cow<'a, str>;
 
 /// One payload object being normalized: its known keys are taken one by one; what is left,
 /// plus the values of an unexpected type, becomes `extra`.
-pub(crate) struct Fields<'a> {
+/// What normalizing allocates past the parse tree (lists, split text, values moved to
+/// `extra`) is counted on the meter first; once it refuses, nothing more is built and the
+/// record is refused.
+pub(crate) struct Fields<'a, 'm> {
     object: Object<'a>,
     extra: Map<String, Value>,
+    meter: &'m Meter<'m>,
 }
 
-impl<'a> Fields<'a> {
-    pub(crate) fn new(object: Object<'a>) -> Self {
+impl<'a, 'm> Fields<'a, 'm> {
+    pub(crate) fn new(object: Object<'a>, meter: &'m Meter<'m>) -> Self {
         Self {
             object,
             extra: Map::new(),
+            meter,
+        }
+    }
+
+    /// Counts `n` bytes about to be allocated; false once the meter refuses.
+    fn charge(&self, n: usize) -> bool {
+        self.meter.refused().is_none() && self.meter.charge(n).is_ok()
+    }
+
+    /// Room for a vector of `n` items of `T`.
+    fn charge_items<T>(&self, n: usize) -> bool {
+        self.charge(n.saturating_mul(std::mem::size_of::<T>()))
+    }
+
+    /// The parts of `text` that `parts` picks, borrowed from the body when `text` is.
+    fn split(&self, text: Text<'a>, parts: fn(&str) -> Vec<&str>) -> Vec<Text<'a>> {
+        // At most one part per separator byte (`\n`, `,`, or the first byte of `⊙`) and
+        // one more; each is held as a `&str`, then as a `Text`, with the text if it is copied.
+        let most = 1 + text
+            .bytes()
+            .filter(|b| matches!(b, b'\n' | b',' | 0xE2))
+            .count();
+        let copied = if matches!(text, Cow::Owned(_)) {
+            text.len()
+        } else {
+            0
+        };
+        if !self.charge_items::<(&str, Text)>(most) || !self.charge(copied) {
+            return Vec::new();
+        }
+        match text {
+            Cow::Borrowed(text) => parts(text).into_iter().map(Cow::Borrowed).collect(),
+            Cow::Owned(text) => parts(&text)
+                .into_iter()
+                .map(|part| Cow::Owned(part.to_owned()))
+                .collect(),
         }
     }
 
@@ -35,7 +76,9 @@ impl<'a> Fields<'a> {
 
     /// Keeps a value of an unexpected type under `extra`.
     fn mistyped(&mut self, key: &str, raw: Raw<'a>) {
-        self.extra.insert(key.to_owned(), raw.into_value());
+        if self.charge(key.len() + MAP_ENTRY + raw.value_cost()) {
+            self.extra.insert(key.to_owned(), raw.into_value());
+        }
     }
 
     /// Applies `convert` to the value of `key`; on `None` the raw value goes to `extra`.
@@ -124,7 +167,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn transcript(&mut self, key: &str) -> Vec<Text<'a>> {
         match self.take(key) {
             None => Vec::new(),
-            Some(Raw::Str(s)) => split(s, transcript_lines),
+            Some(Raw::Str(s)) => self.split(s, transcript_lines),
             Some(other) => {
                 self.mistyped(key, other);
                 Vec::new()
@@ -136,14 +179,18 @@ impl<'a> Fields<'a> {
     pub(crate) fn operators(&mut self, key: &str) -> Vec<Text<'a>> {
         match self.take(key) {
             None => Vec::new(),
-            Some(Raw::Str(s)) => split(s, operator_names),
-            Some(Raw::Json(Value::Array(items))) if items.iter().all(Value::is_string) => items
-                .into_iter()
-                .filter_map(|item| match item {
-                    Value::String(name) => Some(Cow::Owned(name)),
-                    _ => None,
-                })
-                .collect(),
+            Some(Raw::Str(s)) => self.split(s, operator_names),
+            Some(Raw::Json(Value::Array(items)))
+                if items.iter().all(Value::is_string) && self.charge_items::<Text>(items.len()) =>
+            {
+                items
+                    .into_iter()
+                    .filter_map(|item| match item {
+                        Value::String(name) => Some(Cow::Owned(name)),
+                        _ => None,
+                    })
+                    .collect()
+            }
             Some(other) => {
                 self.mistyped(key, other);
                 Vec::new()
@@ -155,10 +202,10 @@ impl<'a> Fields<'a> {
     pub(crate) fn object<T>(
         &mut self,
         key: &str,
-        normalize: impl FnOnce(Fields<'a>) -> T,
+        normalize: impl FnOnce(Fields<'a, 'm>) -> T,
     ) -> Option<T> {
         match self.take(key)? {
-            Raw::Object(object) => Some(normalize(Fields::new(object))),
+            Raw::Object(object) => Some(normalize(Fields::new(object, self.meter))),
             other => {
                 self.mistyped(key, other);
                 None
@@ -168,7 +215,7 @@ impl<'a> Fields<'a> {
 
     /// A list of objects, each normalized by `item`; if the value is not an array or an item
     /// is not an object, the whole raw value goes to `extra` and the list is empty.
-    fn objects<T>(&mut self, key: &str, item: impl Fn(Fields<'a>) -> T) -> Vec<T> {
+    fn objects<T>(&mut self, key: &str, item: impl Fn(Fields<'a, 'm>) -> T) -> Vec<T> {
         match self.take(key) {
             Some(raw) => self.items(key, raw, item),
             None => Vec::new(),
@@ -176,13 +223,18 @@ impl<'a> Fields<'a> {
     }
 
     /// The items of the value `raw` of `key`, as [`Fields::objects`].
-    fn items<T>(&mut self, key: &str, raw: Raw<'a>, item: impl Fn(Fields<'a>) -> T) -> Vec<T> {
+    fn items<T>(&mut self, key: &str, raw: Raw<'a>, item: impl Fn(Fields<'a, 'm>) -> T) -> Vec<T> {
         match raw {
-            Raw::List(items) if items.iter().all(|i| matches!(i, Raw::Object(_))) => items
-                .into_iter()
-                .filter_map(Raw::into_object)
-                .map(|object| item(Fields::new(object)))
-                .collect(),
+            Raw::List(items)
+                if items.iter().all(|i| matches!(i, Raw::Object(_)))
+                    && self.charge_items::<T>(items.len()) =>
+            {
+                let mut out = Vec::with_capacity(items.len());
+                for object in items.into_iter().filter_map(Raw::into_object) {
+                    out.push(item(Fields::new(object, self.meter)));
+                }
+                out
+            }
             other => {
                 self.mistyped(key, other);
                 Vec::new()
@@ -210,20 +262,24 @@ impl<'a> Fields<'a> {
     pub(crate) fn attachments(&mut self, key: &str) -> Vec<Attachment<'a>> {
         match self.take(key) {
             None => Vec::new(),
-            Some(Raw::Object(object)) => Attachment::normalize(Fields::new(object))
+            Some(Raw::Object(object)) => Attachment::normalize(Fields::new(object, self.meter))
                 .into_iter()
                 .collect(),
-            Some(raw) => self
-                .items(key, raw, Attachment::normalize)
-                .into_iter()
-                .flatten()
-                .collect(),
+            Some(raw) => {
+                let items = self.items(key, raw, Attachment::normalize);
+                if !self.charge_items::<Attachment>(items.len()) {
+                    return Vec::new();
+                }
+                items.into_iter().flatten().collect()
+            }
         }
     }
 
     /// Whatever keys were not taken, plus the mistyped values.
     pub(crate) fn finish(mut self) -> Map<String, Value> {
-        self.extra.append(&mut self.object.into_map());
+        if self.charge(self.object.leftover_cost()) {
+            self.extra.append(&mut self.object.into_map());
+        }
         self.extra
     }
 }
@@ -242,7 +298,7 @@ impl<'a> CustomVariable<'a> {
         keys: &[("name", Kind::Json), ("value", Kind::Json)],
     };
 
-    fn normalize(mut f: Fields<'a>) -> Self {
+    fn normalize(mut f: Fields<'a, '_>) -> Self {
         Self {
             name: f.text("name"),
             value: f.text("value"),
@@ -271,7 +327,7 @@ impl<'a> CustomField<'a> {
         ],
     };
 
-    fn normalize(mut f: Fields<'a>) -> Self {
+    fn normalize(mut f: Fields<'a, '_>) -> Self {
         let id = match f.id("id") {
             Some(id) => Some(id),
             None => f.id("field_id"),
@@ -304,7 +360,7 @@ impl<'a> Attachment<'a> {
     };
 
     /// `None` for an object with neither name nor uri.
-    fn normalize(mut f: Fields<'a>) -> Option<Self> {
+    fn normalize(mut f: Fields<'a, '_>) -> Option<Self> {
         let name = f.text("name");
         let uri = match f.text("uri") {
             Some(uri) => Some(uri),
@@ -402,17 +458,6 @@ pub fn operator_names(names: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The parts of `text` that `parts` picks, borrowed from the body when `text` is.
-fn split<'a>(text: Text<'a>, parts: fn(&str) -> Vec<&str>) -> Vec<Text<'a>> {
-    match text {
-        Cow::Borrowed(text) => parts(text).into_iter().map(Cow::Borrowed).collect(),
-        Cow::Owned(text) => parts(&text)
-            .into_iter()
-            .map(|part| Cow::Owned(part.to_owned()))
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,8 +489,12 @@ mod tests {
         ],
     };
 
-    fn fields(v: Value) -> Fields<'static> {
-        Fields::new(Object::from_map(&TEST, v.as_object().unwrap().clone()))
+    fn fields(v: Value) -> Fields<'static, 'static> {
+        let meter = Box::leak(Box::new(Meter::unlimited()));
+        Fields::new(
+            Object::from_map(&TEST, v.as_object().unwrap().clone()),
+            meter,
+        )
     }
 
     #[test]

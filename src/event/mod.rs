@@ -6,6 +6,7 @@
 //! or one without a string `event`, is rejected.
 
 mod fields;
+mod meter;
 mod objects;
 mod shape;
 mod time;
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use fields::{Attachment, CustomField, CustomVariable, Text, VisitorStatus};
+pub use meter::{Exceeded, Grow, Meter};
 pub use objects::{Agent, AgentStatus, Chat, OfflineMessage, Visitor, Wrapup};
 pub use time::Timestamp;
 
@@ -141,6 +143,9 @@ pub enum RejectError {
     /// A JSON object without a string `event`.
     #[error("the payload has no string \"event\" field; Comm100 always sends one")]
     MissingEvent,
+    /// Its parse tree would take more memory than the request may hold.
+    #[error("{0}")]
+    Memory(Exceeded),
 }
 
 impl RejectError {
@@ -149,6 +154,8 @@ impl RejectError {
         match self {
             Self::InvalidJson(_) => "invalid_json",
             Self::MissingEvent => "missing_event",
+            Self::Memory(Exceeded::Limit) => "body_too_complex",
+            Self::Memory(Exceeded::Busy) => "too_many_requests",
         }
     }
 }
@@ -183,14 +190,28 @@ impl<'a> Record<'a> {
         site: Option<Site>,
         received_at: Timestamp,
     ) -> Result<Self, RejectError> {
-        let invalid = |e| RejectError::InvalidJson(format!("the body is not valid JSON: {e}"));
+        Self::from_body_metered(body, site, received_at, &Meter::unlimited())
+    }
+
+    /// [`from_body`](Self::from_body), counting the parse tree on `meter` and stopping when
+    /// it refuses more.
+    pub fn from_body_metered(
+        body: &'a [u8],
+        site: Option<Site>,
+        received_at: Timestamp,
+        meter: &Meter,
+    ) -> Result<Self, RejectError> {
+        let invalid = |e: serde_json::Error| match meter.refused() {
+            Some(exceeded) => RejectError::Memory(exceeded),
+            None => RejectError::InvalidJson(format!("the body is not valid JSON: {e}")),
+        };
         // One pass over the whole body is cheaper than serde_json's check of every string;
         // outside strings, JSON is ASCII, so the two accept the same bodies.
         let text = std::str::from_utf8(body).map_err(|e| {
             RejectError::InvalidJson(format!("the body is not valid UTF-8 JSON: {e}"))
         })?;
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let raw = Read(Kind::Object(&PAYLOAD))
+        let raw = Read(Kind::Object(&PAYLOAD), meter)
             .deserialize(&mut deserializer)
             .map_err(invalid)?;
         deserializer.end().map_err(invalid)?;
@@ -203,12 +224,16 @@ impl<'a> Record<'a> {
                 )))
             }
         };
-        Self::normalize(Fields::new(object), body, site, received_at)
+        let record = Self::normalize(Fields::new(object, meter), body, site, received_at)?;
+        match meter.refused() {
+            Some(exceeded) => Err(RejectError::Memory(exceeded)),
+            None => Ok(record),
+        }
     }
 
     /// Normalizes the payload object `f` of `body`.
     fn normalize(
-        mut f: Fields<'a>,
+        mut f: Fields<'a, '_>,
         body: &'a [u8],
         site: Option<Site>,
         received_at: Timestamp,

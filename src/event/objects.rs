@@ -90,7 +90,7 @@ impl<'a> Visitor<'a> {
         ],
     };
 
-    pub(crate) fn normalize(mut f: Fields<'a>) -> Self {
+    pub(crate) fn normalize(mut f: Fields<'a, '_>) -> Self {
         let mut visitor = Self {
             browser: f.text("browser"),
             chat_id: f.id("chat_id"),
@@ -188,7 +188,7 @@ impl<'a> Chat<'a> {
         ],
     };
 
-    pub(crate) fn normalize(mut f: Fields<'a>) -> Self {
+    pub(crate) fn normalize(mut f: Fields<'a, '_>) -> Self {
         Self {
             attachment: f.attachments("attachment"),
             transcript: f.transcript("chat_transcript"),
@@ -257,7 +257,7 @@ impl<'a> OfflineMessage<'a> {
         ],
     };
 
-    pub(crate) fn normalize(mut f: Fields<'a>) -> Self {
+    pub(crate) fn normalize(mut f: Fields<'a, '_>) -> Self {
         Self {
             attachment: f.attachments("attachment"),
             company: f.text("company"),
@@ -300,7 +300,7 @@ impl<'a> Wrapup<'a> {
         ],
     };
 
-    pub(crate) fn normalize(mut f: Fields<'a>) -> Self {
+    pub(crate) fn normalize(mut f: Fields<'a, '_>) -> Self {
         Self {
             category: f.text("category"),
             comment: f.text("comment"),

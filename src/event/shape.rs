@@ -4,11 +4,12 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::mem::size_of;
 
-use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::{Map, Number, Value};
+
+use super::meter::Meter;
 
 /// The keys the normalizer reads from one kind of object, each with what its value is read as.
 /// Keys are looked for from just after the previous one, so listing them in the order
@@ -89,6 +90,19 @@ impl<'a> Raw<'a> {
         matches!(self, Self::Json(Value::Null))
     }
 
+    /// What [`into_value`](Self::into_value) allocates.
+    pub(crate) fn value_cost(&self) -> usize {
+        match self {
+            Self::Str(Cow::Borrowed(s)) => s.len(),
+            Self::Str(Cow::Owned(_)) | Self::Json(_) => 0,
+            Self::Object(object) => object.leftover_cost(),
+            Self::List(items) => items
+                .iter()
+                .map(Self::value_cost)
+                .fold(items.len() * size_of::<Value>(), usize::saturating_add),
+        }
+    }
+
     /// The value as plain JSON.
     pub(crate) fn into_value(self) -> Value {
         match self {
@@ -164,6 +178,25 @@ impl<'a> Object<'a> {
         i
     }
 
+    /// What [`into_map`](Self::into_map) allocates beyond what reading the unknown keys
+    /// counted: the map itself, and the keys of the shape still held, with a sort of all.
+    pub(crate) fn leftover_cost(&self) -> usize {
+        let held = self.slots.iter().enumerate().filter_map(|(i, slot)| {
+            let (_, raw) = slot.as_ref()?;
+            Some(self.shape.keys[i].0.len() + MAP_ENTRY + raw.value_cost())
+        });
+        let (count, cost) = held.fold((0, 0), |(n, c), cost| (n + 1, c + cost));
+        if count == 0 && self.unknown.is_empty() {
+            return 0;
+        }
+        let sort = if count > 0 {
+            (self.unknown.len() + count) * size_of::<(u32, String, Value)>()
+        } else {
+            0
+        };
+        MAP_START + cost + sort
+    }
+
     /// What was not taken, as a JSON object in the sender's key order.
     pub(crate) fn into_map(self) -> Map<String, Value> {
         let Self {
@@ -189,11 +222,11 @@ impl<'a> Object<'a> {
     }
 }
 
-/// Reads any JSON value as the kind says.
+/// Reads any JSON value as the kind says, counting what the tree takes on `meter`.
 #[derive(Clone, Copy)]
-pub(crate) struct Read(pub(crate) Kind);
+pub(crate) struct Read<'m, 'g>(pub(crate) Kind, pub(crate) &'m Meter<'g>);
 
-impl<'de> DeserializeSeed<'de> for Read {
+impl<'de> DeserializeSeed<'de> for Read<'_, '_> {
     type Value = Raw<'de>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Raw<'de>, D::Error> {
@@ -201,7 +234,7 @@ impl<'de> DeserializeSeed<'de> for Read {
     }
 }
 
-impl<'de> Visitor<'de> for Read {
+impl<'de> Visitor<'de> for Read<'_, '_> {
     type Value = Raw<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -230,11 +263,13 @@ impl<'de> Visitor<'de> for Read {
         Ok(Raw::Str(Cow::Borrowed(s)))
     }
 
-    fn visit_str<E>(self, s: &str) -> Result<Raw<'de>, E> {
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Raw<'de>, E> {
+        self.1.take(s.len())?;
         Ok(Raw::Str(Cow::Owned(s.to_owned())))
     }
 
-    fn visit_string<E>(self, s: String) -> Result<Raw<'de>, E> {
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Raw<'de>, E> {
+        self.1.take(s.capacity())?;
         Ok(Raw::Str(Cow::Owned(s)))
     }
 
@@ -243,42 +278,120 @@ impl<'de> Visitor<'de> for Read {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw<'de>, A::Error> {
+        let meter = self.1;
         if let Kind::Objects(shape) = self.0 {
             let mut items = Vec::new();
-            while let Some(item) = seq.next_element_seed(Read(Kind::Object(shape)))? {
-                items.push(item);
+            while let Some(item) = seq.next_element_seed(Read(Kind::Object(shape), meter))? {
+                meter.push(&mut items, item)?;
             }
             return Ok(Raw::List(items));
         }
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Raw::Json(Value::Array(items)))
+        Json(meter).visit_seq(seq).map(Raw::Json)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
+        let meter = self.1;
         let shape = match self.0 {
             Kind::Object(shape) | Kind::Objects(shape) => shape,
-            Kind::Json => {
-                return Value::deserialize(MapAccessDeserializer::new(map)).map(Raw::Json)
-            }
+            Kind::Json => return Json(meter).visit_map(map).map(Raw::Json),
         };
         let mut object = Object::new(shape);
+        meter.take(object.slots.capacity() * size_of::<Option<(u32, Raw)>>())?;
         let mut position = 0u32;
         let mut next = 0;
         while let Some(key) = map.next_key_seed(KeyOf(shape, next))? {
             match key {
                 Key::Known(i) => {
                     next = i + 1;
-                    let raw = map.next_value_seed(Read(shape.keys[i].1))?;
+                    let raw = map.next_value_seed(Read(shape.keys[i].1, meter))?;
                     object.put(i, position, raw);
                 }
-                Key::Unknown(key) => object.unknown.push((position, key, map.next_value()?)),
+                Key::Unknown(key) => {
+                    // The key, and its entry in the `extra` map it moves to.
+                    meter.take(key.capacity() + MAP_ENTRY)?;
+                    let value = map.next_value_seed(Json(meter))?;
+                    meter.push(&mut object.unknown, (position, key, value))?;
+                }
             }
             position = position.saturating_add(1);
         }
         Ok(Raw::Object(object))
+    }
+}
+
+/// Reads any JSON value as plain JSON, counting what it takes on the meter.
+#[derive(Clone, Copy)]
+struct Json<'m, 'g>(&'m Meter<'g>);
+
+/// What one entry of a JSON object takes beyond its key's text: the entry (hash, key,
+/// value) and its index slot, twice over for the growth of both.
+pub(crate) const MAP_ENTRY: usize = 2 * (size_of::<(u64, String, Value)>() + size_of::<usize>());
+
+/// What a JSON object takes for its first entry: room for four entries and their index.
+const MAP_START: usize = 4 * (size_of::<(u64, String, Value)>() + size_of::<usize>()) + 32;
+
+impl<'de> DeserializeSeed<'de> for Json<'_, '_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Json<'_, '_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+        self.0.take(s.len())?;
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+        self.0.take(s.capacity())?;
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            self.0.push(&mut items, item)?;
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let start = if object.is_empty() { MAP_START } else { 0 };
+            self.0.take(start + key.capacity() + MAP_ENTRY)?;
+            let value = map.next_value_seed(self)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -332,7 +445,9 @@ mod tests {
 
     fn read(text: &str) -> Object<'_> {
         let mut de = serde_json::Deserializer::from_str(text);
-        let raw = Read(Kind::Object(&OUTER)).deserialize(&mut de).unwrap();
+        let raw = Read(Kind::Object(&OUTER), &Meter::unlimited())
+            .deserialize(&mut de)
+            .unwrap();
         raw.into_object().expect("an object")
     }
 

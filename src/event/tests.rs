@@ -332,7 +332,8 @@ fn streaming_reader_agrees_with_a_parsed_map() {
             let now = Timestamp::now();
             let streamed = Record::from_body(body.as_bytes(), None, now);
             let map: Map<String, Value> = serde_json::from_str(&body).unwrap();
-            let fields = Fields::new(shape::Object::from_map(&PAYLOAD, map));
+            let meter = Meter::unlimited();
+            let fields = Fields::new(shape::Object::from_map(&PAYLOAD, map), &meter);
             let reference = Record::normalize(fields, body.as_bytes(), None, now);
             match (streamed, reference) {
                 (Ok(mut a), Ok(b)) => {

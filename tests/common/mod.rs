@@ -565,11 +565,14 @@ pub fn rewrite_unnoticed(path: &Path, text: &str) {
 }
 
 /// A valid event whose record is over the producer's default `message.max.bytes`
-/// (1,000,000): 40,000 empty custom variables, 120 KB posted, 1.08 MB normalized.
+/// (1,000,000).
 pub fn oversized_event(chat: &str) -> String {
+    // Each `a\n` (3 bytes) becomes a transcript line `"a",` (4 bytes): a 750 KB body that
+    // fits http.max_body_bytes makes a record over message.max.bytes.
     json!({
         "event": "chat_transferred",
-        "visitor": {"chat_id": chat, "custom_variables": vec![json!({}); 40_000]},
+        "visitor": {"chat_id": chat},
+        "chat": {"chat_transcript": "a\n".repeat(250_000)},
         "seq": 0,
     })
     .to_string()

@@ -326,7 +326,7 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
             (answer.json.clone(), golden, normalized(&sample)),
         );
     }
-    assert_eq!(posted.len(), 13);
+    assert_eq!(posted.len(), samples().len());
 
     // Read back with rdkafka, exactly where each answer points.
     for (id, (answer, golden, expected)) in &posted {
@@ -363,6 +363,7 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
     }
 
     // Kafka's own Java consumer, headers printed.
+    let count = posted.len().to_string();
     let java = kafka.tool(&[
         "org.apache.kafka.tools.consumer.ConsoleConsumer",
         "--bootstrap-server",
@@ -371,7 +372,7 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
         "comm100\\..*",
         "--from-beginning",
         "--max-messages",
-        "13",
+        &count,
         "--timeout-ms",
         "60000",
         "--formatter-property",
@@ -412,7 +413,7 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
         assert_eq!(value["type"], golden["type"]);
         java_seen += 1;
     }
-    assert_eq!(java_seen, 13, "{java}");
+    assert_eq!(java_seen, posted.len(), "{java}");
 
     // The Python CloudEvents SDK's Kafka binding, reading with confluent-kafka.
     let python = std::env::var("KAFKA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -428,7 +429,7 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
     let output = Command::new(&python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/cloudevents_reader.py"))
         .arg(kafka.bootstrap())
-        .arg("13")
+        .arg(&count)
         .args(&topics)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
@@ -457,10 +458,11 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
         }
         python_seen += 1;
     }
-    assert_eq!(python_seen, 13);
+    assert_eq!(python_seen, posted.len());
     report(&format!(
-        "kafka: 13 of 13 samples round-tripped through 3 brokers (replication 3, min.insync 2); \
-         Java console consumer read {java_seen}, Python CloudEvents SDK decoded {python_seen}"
+        "kafka: {python_seen} of {} samples round-tripped through 3 brokers (replication 3, min.insync 2); \
+         Java console consumer read {java_seen}, Python CloudEvents SDK decoded {python_seen}",
+        posted.len()
     ));
     bridge.signal("-TERM");
 }

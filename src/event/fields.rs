@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::meter::Meter;
 use super::shape::{Kind, Object, Raw, Shape, MAP_ENTRY};
-use super::time::Timestamp;
+use super::time::{Date, Timestamp};
 
 /// A string of a record: borrowed from the body unless it had escapes or was converted.
 pub type Text<'a> = Cow<'a, str>;
@@ -69,9 +69,17 @@ impl<'a, 'm> Fields<'a, 'm> {
         }
     }
 
-    /// Removes `key`; JSON `null` counts as absent.
+    /// Removes `key`; JSON `null` and an empty or blank string count as absent (rule 4:
+    /// whatever the field's type, `""` is null).
     pub(crate) fn take(&mut self, key: &str) -> Option<Raw<'a>> {
-        self.object.take(key).filter(|raw| !raw.is_null())
+        self.object
+            .take(key)
+            .filter(|raw| !raw.is_null() && !raw.is_blank())
+    }
+
+    /// Removes `key` as it was sent, blank or not.
+    pub(crate) fn take_raw(&mut self, key: &str) -> Option<Raw<'a>> {
+        self.object.take(key)
     }
 
     /// Keeps a value of an unexpected type under `extra`.
@@ -130,18 +138,18 @@ impl<'a, 'm> Fields<'a, 'm> {
 
     /// A date (rule 1).
     pub(crate) fn time(&mut self, key: &str) -> Option<Timestamp> {
-        match self.take(key)? {
-            Raw::Str(s) if s.is_empty() => None,
-            raw => {
-                let parsed = match &raw {
-                    Raw::Str(s) => Timestamp::parse_str(s),
-                    Raw::Json(value) => Timestamp::parse_value(value),
-                    _ => None,
-                };
-                if parsed.is_none() {
-                    self.mistyped(key, raw);
-                }
-                parsed
+        let raw = self.take(key)?;
+        let date = match &raw {
+            Raw::Str(s) => Date::of_str(s),
+            Raw::Json(value) => Date::of_value(value),
+            _ => Date::Invalid,
+        };
+        match date {
+            Date::At(t) => Some(t),
+            Date::Unset => None,
+            Date::Invalid => {
+                self.mistyped(key, raw);
+                None
             }
         }
     }
@@ -163,7 +171,7 @@ impl<'a, 'm> Fields<'a, 'm> {
         })
     }
 
-    /// Rule 8: transcript lines, split on `⊙` or newline, empty trailing lines dropped.
+    /// Rule 8: transcript messages (see [`transcript_lines`]).
     pub(crate) fn transcript(&mut self, key: &str) -> Vec<Text<'a>> {
         match self.take(key) {
             None => Vec::new(),
@@ -244,12 +252,12 @@ impl<'a, 'm> Fields<'a, 'm> {
 
     /// Rule 5: `custom_variables` or `custom_variable` → `[{"name","value"}]`.
     pub(crate) fn custom_variables(&mut self) -> Vec<CustomVariable<'a>> {
-        let key = if self.object.has("custom_variables") {
-            "custom_variables"
-        } else {
-            "custom_variable"
-        };
-        self.objects(key, CustomVariable::normalize)
+        let mut all = self.objects("custom_variables", CustomVariable::normalize);
+        let singular = self.objects("custom_variable", CustomVariable::normalize);
+        if !singular.is_empty() && self.charge_items::<CustomVariable>(all.len() + singular.len()) {
+            all.extend(singular);
+        }
+        all
     }
 
     /// Rule 5: `custom_fields` (or `fields` of a wrap-up) → `[{"id","name","value"}]`.
@@ -359,7 +367,7 @@ impl<'a> Attachment<'a> {
         ],
     };
 
-    /// `None` for an object with neither name nor uri.
+    /// `None` for an object that holds nothing at all: no non-empty value under any key.
     fn normalize(mut f: Fields<'a, '_>) -> Option<Self> {
         let name = f.text("name");
         let uri = match f.text("uri") {
@@ -367,7 +375,8 @@ impl<'a> Attachment<'a> {
             None => f.text("url"),
         };
         let extra = f.finish();
-        (name.is_some() || uri.is_some()).then_some(Self { name, uri, extra })
+        let holds_something = name.is_some() || uri.is_some() || extra.values().any(non_empty);
+        holds_something.then_some(Self { name, uri, extra })
     }
 }
 
@@ -434,19 +443,32 @@ pub fn utc_offset_minutes(zone: &str) -> Option<i32> {
     (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
 }
 
-/// Rule 8: transcript lines, split on `⊙` or newline, empty trailing lines dropped.
+/// Rule 8: transcript messages. A transcript with `⊙` is split on `⊙` only, so a newline
+/// inside a message stays in it; one without (older payloads) is split on newlines. Empty
+/// and blank entries are dropped wherever they are.
 pub fn transcript_lines(transcript: &str) -> Vec<&str> {
-    // Two single-character splits: each finds its character with memchr, where one split on
-    // either character would decode the text character by character.
-    let mut lines: Vec<&str> = transcript
-        .split('\n')
-        .flat_map(|l| l.split('\u{2299}'))
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .collect();
-    while lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
+    let mut lines: Vec<&str> = if transcript.contains('\u{2299}') {
+        transcript.split('\u{2299}').collect()
+    } else {
+        transcript
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .collect()
+    };
+    lines.retain(|l| !l.trim().is_empty());
     lines
+}
+
+/// Whether a kept value holds anything: not null, not a blank string, not an empty array
+/// or object.
+fn non_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::String(s) => !s.trim().is_empty(),
+        Value::Array(items) => items.iter().any(non_empty),
+        Value::Object(map) => map.values().any(non_empty),
+        Value::Bool(_) | Value::Number(_) => true,
+    }
 }
 
 /// Rule 9: comma-separated agent names → names.
@@ -539,6 +561,64 @@ mod tests {
         assert!(f.finish().is_empty());
     }
 
+    /// Rule 4: a blank string is null whatever the field's type, and `[]` for a list.
+    #[test]
+    fn blank_strings_are_null_for_every_field_type() {
+        let mut f = fields(json!({
+            "a": " ", "int": "", "d": "\t", "e": "  \n", "arr": "", "obj": "",
+            "custom_fields": "", "name": "x"
+        }));
+        assert_eq!(f.text("a"), None);
+        assert_eq!(f.count("int"), None);
+        assert_eq!(f.time("d"), None);
+        assert_eq!(f.id("e"), None);
+        assert!(f.attachments("arr").is_empty());
+        assert!(f.attachments("obj").is_empty());
+        assert!(f.custom_fields("custom_fields").is_empty());
+        assert_eq!(f.text("name").as_deref(), Some("x"));
+        assert!(f.finish().is_empty(), "nothing under extra");
+    }
+
+    /// Rule 5: both spellings give one list, plural first; null or [] hides nothing.
+    #[test]
+    fn both_custom_variable_spellings_are_kept() {
+        let both = json!({
+            "custom_variables": [{"name": "a", "value": "1"}],
+            "custom_variable": [{"name": "b", "value": "2"}]
+        });
+        let names = |v: Value| -> Vec<Option<String>> {
+            fields(v)
+                .custom_variables()
+                .into_iter()
+                .map(|c| c.name.map(|n| n.into_owned()))
+                .collect()
+        };
+        assert_eq!(names(both), [Some("a".into()), Some("b".into())]);
+        for hidden in [json!(null), json!([]), json!("")] {
+            let v = json!({"custom_variables": hidden, "custom_variable": [{"name": "b"}]});
+            assert_eq!(names(v), [Some("b".into())]);
+            let v = json!({"custom_variable": hidden, "custom_variables": [{"name": "a"}]});
+            assert_eq!(names(v), [Some("a".into())]);
+        }
+    }
+
+    /// Rule 10: an attachment is dropped only when it holds nothing at all.
+    #[test]
+    fn attachments_are_dropped_only_when_empty() {
+        let mut f = fields(json!({
+            "arr": [
+                {"name": "", "uri": "", "size": 2048},
+                {"name": "", "uri": " ", "note": "", "more": [null, ""]},
+                {"url": "https://x/y"}
+            ]
+        }));
+        let kept = f.attachments("arr");
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[0].name, None);
+        assert_eq!(kept[0].extra, *json!({"size": 2048}).as_object().unwrap());
+        assert_eq!(kept[1].uri.as_deref(), Some("https://x/y"));
+    }
+
     #[test]
     fn time_zones() {
         assert_eq!(utc_offset_minutes("GMT -08:00"), Some(-480));
@@ -569,14 +649,17 @@ mod tests {
             if let Some(m) = utc_offset_minutes(&s) {
                 proptest::prop_assert!(m.abs() <= 14 * 60 + 59);
             }
-            let mut lines: Vec<&str> = s
-                .split(['\u{2299}', '\n'])
-                .map(|l| l.strip_suffix('\r').unwrap_or(l))
-                .collect();
-            while lines.last().is_some_and(|l| l.is_empty()) {
-                lines.pop();
+            let lines = transcript_lines(&s);
+            proptest::prop_assert!(lines.iter().all(|l| !l.trim().is_empty()));
+            if s.contains('\u{2299}') {
+                // Split on ⊙ only: every message is a piece between two of them.
+                let circled_dot = '\u{2299}';
+                proptest::prop_assert!(lines.iter().all(|l| !l.contains(circled_dot)));
+                let pieces: Vec<&str> = s.split('\u{2299}').collect();
+                proptest::prop_assert!(lines.iter().all(|l| pieces.contains(l)));
+            } else {
+                proptest::prop_assert!(lines.iter().all(|l| !l.contains('\n')));
             }
-            proptest::prop_assert_eq!(transcript_lines(&s), lines);
             for name in operator_names(&s) {
                 proptest::prop_assert!(!name.is_empty() && name.trim() == name && !name.contains(','));
             }
@@ -587,13 +670,18 @@ mod tests {
     }
 
     #[test]
-    fn transcripts_split_on_circled_dot_or_newline() {
+    fn transcripts_split_on_circled_dot_only_else_on_newlines() {
         assert_eq!(
             transcript_lines("a⊙[03:30:01] b: hi⊙c.(03:36:59)⊙"),
             ["a", "[03:30:01] b: hi", "c.(03:36:59)"]
         );
         assert_eq!(transcript_lines("a\nb\r\nc\n"), ["a", "b", "c"]);
-        assert_eq!(transcript_lines("a⊙⊙b"), ["a", "", "b"]);
+        assert_eq!(transcript_lines("a\n\n\nb"), ["a", "b"]);
+        // With ⊙, a newline stays inside its message; empty entries go wherever they are.
+        assert_eq!(
+            transcript_lines("[03:30:01] b: line one\nline two⊙⊙ ⊙c"),
+            ["[03:30:01] b: line one\nline two", "c"]
+        );
         assert!(transcript_lines("⊙").is_empty());
     }
 

@@ -238,12 +238,14 @@ impl<'a> Record<'a> {
         site: Option<Site>,
         received_at: Timestamp,
     ) -> Result<Self, RejectError> {
-        let Some(Raw::Str(event)) = f.take("event") else {
+        let Some(Raw::Str(event)) = f.take_raw("event") else {
             return Err(RejectError::MissingEvent);
         };
         let (kind, status) = EventType::classify(&event);
 
-        let top_chat_id = f.id("chat_id");
+        // An offline message has no chat: a `chat_id` it carries is kept under `extra`.
+        let offline = kind == EventType::OfflineMessageSubmitted;
+        let top_chat_id = if offline { None } else { f.id("chat_id") };
         let visitor = f.object("visitor", Visitor::normalize);
         let chat = f.object("chat", Chat::normalize);
         let offline_message = f.object("offline_message", OfflineMessage::normalize);
@@ -253,9 +255,13 @@ impl<'a> Record<'a> {
             status,
         });
 
-        let chat_id = top_chat_id
-            .or_else(|| chat.as_ref().and_then(|c| c.id.clone()))
-            .or_else(|| visitor.as_ref().and_then(|v| v.chat_id.clone()));
+        let chat_id = if offline {
+            None
+        } else {
+            top_chat_id
+                .or_else(|| chat.as_ref().and_then(|c| c.id.clone()))
+                .or_else(|| visitor.as_ref().and_then(|v| v.chat_id.clone()))
+        };
         let occurred_at = match kind {
             EventType::OfflineMessageSubmitted => offline_message.as_ref().and_then(|m| m.time),
             EventType::ChatWrappedUp => wrapup.as_ref().and_then(|w| w.time),

@@ -31,6 +31,7 @@ pub(crate) enum Kind {
 }
 
 impl Shape {
+    #[cfg(test)]
     fn index(&self, key: &str) -> Option<usize> {
         self.index_from(0, key)
     }
@@ -88,6 +89,11 @@ impl<'a> Raw<'a> {
 
     pub(crate) fn is_null(&self) -> bool {
         matches!(self, Self::Json(Value::Null))
+    }
+
+    /// An empty string, or one of whitespace only.
+    pub(crate) fn is_blank(&self) -> bool {
+        matches!(self, Self::Str(s) if s.trim().is_empty())
     }
 
     /// What [`into_value`](Self::into_value) allocates.
@@ -159,6 +165,7 @@ impl<'a> Object<'a> {
     }
 
     /// Whether `key` (a key of the shape) was present, `null` included.
+    #[cfg(test)]
     pub(crate) fn has(&self, key: &str) -> bool {
         self.shape
             .index(key)

@@ -348,3 +348,37 @@ fn streaming_reader_agrees_with_a_parsed_map() {
         })
         .unwrap();
 }
+
+/// An offline message has no chat: `chat_id` is null, and a top-level one is kept in `extra`.
+#[test]
+fn an_offline_message_has_no_chat_id() {
+    let r = record(json!({
+        "event": "offline_message_submitted",
+        "offline_message": {"id": "m-1"},
+        "visitor": {"chat_id": "m-1"}
+    }));
+    assert_eq!(r.chat_id, None);
+    assert_eq!(r.key(), Some("m-1"));
+    assert_eq!(value(&r)["visitor"]["chat_id"], "m-1");
+    let r = record(json!({
+        "event": "offline_message_submitted",
+        "chat_id": "c-9",
+        "offline_message": {"id": "m-1"}
+    }));
+    assert_eq!(r.chat_id, None);
+    assert_eq!(r.extra["chat_id"], "c-9");
+}
+
+/// Rule 1 reaches `occurred_at` and so `ce_time`: a date that cannot be written is null.
+#[test]
+fn an_unwritable_event_time_leaves_occurred_at_null() {
+    let r = record(json!({
+        "event": "chat_ended",
+        "chat": {"id": "c", "end_time": "/Date(1584416219000000)/"}
+    }));
+    assert_eq!(r.occurred_at, None);
+    assert_eq!(
+        value(&r)["chat"]["extra"]["end_time"],
+        "/Date(1584416219000000)/"
+    );
+}

@@ -20,13 +20,21 @@ impl Timestamp {
     }
 
     /// Parses a JSON date value: `/Date(n)/`, `/Date(n±hhmm)/`, a bare epoch number
-    /// (as a JSON number or a string of digits) or ISO-8601.
-    ///
-    /// Epoch numbers with 10 or fewer digits are seconds, longer ones milliseconds.
-    /// The `±hhmm` of the .NET form names the sender's zone; the number is already UTC.
+    /// (as a JSON number or a string of digits) or ISO-8601. Only a date of years
+    /// 0001–9999 that is not one of .NET's "no date" sentinels is an instant.
     pub fn parse_value(value: &Value) -> Option<Self> {
+        Date::of_value(value).instant()
+    }
+
+    /// Parses a date string; see [`Timestamp::parse_value`].
+    pub fn parse_str(s: &str) -> Option<Self> {
+        Date::of_str(s).instant()
+    }
+
+    /// Any instant the text forms name, before the range and sentinel checks.
+    fn any_value(value: &Value) -> Option<Self> {
         match value {
-            Value::String(s) => Self::parse_str(s),
+            Value::String(s) => Self::any_str(s),
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
                     Self::from_epoch(i)
@@ -43,16 +51,23 @@ impl Timestamp {
         }
     }
 
-    /// Parses a date string; see [`Timestamp::parse_value`].
-    pub fn parse_str(s: &str) -> Option<Self> {
+    fn any_str(s: &str) -> Option<Self> {
         let s = s.trim();
-        if let Some(inner) = s.strip_prefix("/Date(").and_then(|r| r.strip_suffix(")/")) {
+        if let Some(inner) = strip_dotnet(s) {
             return Self::parse_dotnet(inner);
         }
         if is_epoch_digits(s) {
             return Self::from_epoch(s.parse().ok()?);
         }
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+            return Some(Self(dt.with_timezone(&Utc)));
+        }
+        // ISO-8601 with a `±hhmm` offset, or with none (taken as UTC).
+        const ZONED: [&str; 2] = ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"];
+        if let Some(dt) = ZONED
+            .iter()
+            .find_map(|f| DateTime::parse_from_str(s, f).ok())
+        {
             return Some(Self(dt.with_timezone(&Utc)));
         }
         const NAIVE: [&str; 2] = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"];
@@ -92,6 +107,58 @@ impl Timestamp {
             Self::from_millis(n)
         }
     }
+}
+
+/// A date value as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Date {
+    /// An instant of years 0001–9999.
+    At(Timestamp),
+    /// .NET's `DateTime.MinValue` or `DateTime.MaxValue`: the sender's "no date".
+    Unset,
+    /// Not a date, or one outside years 0001–9999, which RFC 3339 cannot write.
+    Invalid,
+}
+
+/// `DateTime.MinValue`, 0001-01-01T00:00:00Z, in Unix milliseconds.
+const MIN_VALUE_MS: i64 = -62_135_596_800_000;
+/// `DateTime.MaxValue` to the millisecond, 9999-12-31T23:59:59.999Z.
+const MAX_VALUE_MS: i64 = 253_402_300_799_999;
+
+impl Date {
+    pub fn of_value(value: &Value) -> Self {
+        Self::of(Timestamp::any_value(value))
+    }
+
+    pub fn of_str(s: &str) -> Self {
+        Self::of(Timestamp::any_str(s))
+    }
+
+    fn of(t: Option<Timestamp>) -> Self {
+        let Some(t) = t else { return Self::Invalid };
+        let ms = t.0.timestamp_millis();
+        if ms == MIN_VALUE_MS || ms == MAX_VALUE_MS {
+            Self::Unset
+        } else if (1..=9999).contains(&t.0.year()) {
+            Self::At(t)
+        } else {
+            Self::Invalid
+        }
+    }
+
+    pub fn instant(self) -> Option<Timestamp> {
+        match self {
+            Self::At(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The inside of `/Date(...)/`, the prefix matched case-insensitively.
+fn strip_dotnet(s: &str) -> Option<&str> {
+    let inner = s.strip_suffix(")/")?;
+    let prefix = inner.get(..6)?;
+    prefix.eq_ignore_ascii_case("/Date(").then(|| &inner[6..])
 }
 
 fn is_epoch_digits(s: &str) -> bool {
@@ -213,6 +280,51 @@ mod tests {
             norm(json!("/Date(-86400000000)/")).unwrap(),
             "1967-04-07T00:00:00.000Z"
         );
+    }
+
+    /// Rule 1: every date written has a four-digit year; .NET's "no date" is no date.
+    #[test]
+    fn dates_outside_years_1_to_9999_are_invalid_and_sentinels_are_no_date() {
+        for (value, expected) in [
+            (json!("/Date(1584416219000000)/"), Date::Invalid),
+            (json!(1584416219000000_i64), Date::Invalid),
+            (json!("1584416219000000"), Date::Invalid),
+            (json!("10000-01-01T00:00:00Z"), Date::Invalid),
+            (json!("/Date(-62135596800001)/"), Date::Invalid),
+            (json!("/Date(-62135596800000)/"), Date::Unset),
+            (json!("/Date(-62135596800000+0000)/"), Date::Unset),
+            (json!("0001-01-01T00:00:00"), Date::Unset),
+            (json!("0001-01-01T00:00:00Z"), Date::Unset),
+            (json!("/Date(253402300799999)/"), Date::Unset),
+            (json!("9999-12-31T23:59:59.9999999"), Date::Unset),
+        ] {
+            assert_eq!(Date::of_value(&value), expected, "{value}");
+        }
+        let first = Date::of_str("0001-01-01T00:00:00.001Z").instant().unwrap();
+        assert_eq!(first.to_string(), "0001-01-01T00:00:00.001Z");
+        let last = Date::of_str("9999-12-31T23:59:59.998Z").instant().unwrap();
+        assert_eq!(last.to_string(), "9999-12-31T23:59:59.998Z");
+    }
+
+    /// Rule 1: `/Date(` in any case; ISO offsets `Z`, `±hh:mm` or `±hhmm`.
+    #[test]
+    fn lower_case_dotnet_dates_and_offsets_without_a_colon() {
+        for text in [
+            "/date(1584423203253)/",
+            "/DATE(1584423203253-0500)/",
+            "2020-03-17T05:33:23.253Z",
+            "2020-03-17T05:33:23.253+0000",
+            "2020-03-17T13:33:23.253+0800",
+            "2020-03-17T13:33:23.253+08:00",
+            "2020-03-17T00:03:23.253-0530",
+            "2020-03-17 13:33:23.253+0800",
+        ] {
+            assert_eq!(
+                norm(json!(text)).as_deref(),
+                Some("2020-03-17T05:33:23.253Z"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

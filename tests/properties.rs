@@ -243,16 +243,7 @@ fn mutated_sample() -> impl Strategy<Value = Value> {
 fn validators() -> std::collections::HashMap<&'static str, jsonschema::Validator> {
     EventType::ALL
         .iter()
-        .map(|kind| {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(format!("schemas/{}.schema.json", kind.as_str()));
-            let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            let validator = jsonschema::draft202012::options()
-                .should_validate_formats(true)
-                .build(&schema)
-                .unwrap();
-            (kind.as_str(), validator)
-        })
+        .map(|kind| (kind.as_str(), common::validator(kind.as_str())))
         .collect()
 }
 

@@ -4,20 +4,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use comm100_bridge::event::{Record, Site, Timestamp};
-use common::{fixtures_dir, samples};
+use common::{fixtures_dir, samples, validator};
 use serde_json::{json, Value};
-
-fn validator(kind: &str) -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{kind}.schema.json"));
-    let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 fn errors(kind: &str, record: &Value) -> Vec<String> {
     validator(kind)

@@ -813,3 +813,13 @@ pub async fn wait_for_metric(url: &str, name: &str, value: f64, bound: Duration)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The JSON Schema of records of type `kind`, from `schemas/`, checking formats.
+pub fn validator(kind: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{kind}.schema.json"));
+    let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

@@ -27,23 +27,18 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::auth::LiveAuth;
+use crate::delivery::{Delivery, Outcome};
 use crate::event::{Exceeded, Meter, RejectError, Site, Timestamp};
-use crate::kafka::{Delivered, Publisher, Rejection, Settled};
 use crate::metrics::Metrics;
-use crate::route::Message;
 use crate::route::Router;
-use crate::spool::{Spool, SpoolError};
 
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
     pub auth: Arc<LiveAuth>,
     pub router: Router,
-    pub publisher: Publisher,
-    pub spool: Option<Spool>,
+    pub delivery: Delivery,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
-    /// How long a request may take to make its record durable.
-    pub deadline: Duration,
     /// Publish the bodies of 400/422 answers to the dead-letter topic.
     pub dead_letter_rejected: bool,
     /// `Retry-After` of a 503, in seconds.
@@ -75,17 +70,6 @@ pub struct ConnectionLimits {
     pub keep_alive_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
-}
-
-/// What became of a record.
-enum Outcome {
-    Published(Delivered),
-    Spooled,
-    DeadLettered(&'static str),
-    Failed {
-        reason: &'static str,
-        message: String,
-    },
 }
 
 type Body = Full<Bytes>;
@@ -237,7 +221,7 @@ async fn dispatch(
 }
 
 fn readyz(app: &App) -> Response<Body> {
-    let up = app.publisher.brokers_up().max(0);
+    let up = app.delivery.publisher.brokers_up().max(0);
     let not_ready = |reason: &str| {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -248,10 +232,10 @@ fn readyz(app: &App) -> Response<Body> {
         return not_ready("shutting down");
     }
     // A configuration error: traffic should stay with replicas that can publish.
-    if let Some(problem) = app.publisher.authentication_error() {
+    if let Some(problem) = app.delivery.publisher.authentication_error() {
         return not_ready(&problem);
     }
-    match &app.spool {
+    match &app.delivery.spool {
         Some(spool) if up > 0 || spool.has_room() => json_response(
             StatusCode::OK,
             &json!({
@@ -262,7 +246,7 @@ fn readyz(app: &App) -> Response<Body> {
         ),
         Some(_) => not_ready("no Kafka broker is connected and the spool is full"),
         None if up == 0 => not_ready("no Kafka broker is connected"),
-        None if app.publisher.not_acknowledging() => {
+        None if app.delivery.publisher.not_acknowledging() => {
             not_ready("Kafka is not acknowledging records and there is no spool")
         }
         None => json_response(
@@ -410,8 +394,12 @@ async fn webhook(
             };
             if app.dead_letter_rejected {
                 let room = app.budget.try_dead_letter(body.len());
-                app.publisher
-                    .dead_letter_body(body, e.code(), site_label.as_deref(), room);
+                app.delivery.publisher.dead_letter_body(
+                    body,
+                    e.code(),
+                    site_label.as_deref(),
+                    room,
+                );
             }
             return error(status, e.code(), &e.to_string());
         }
@@ -421,7 +409,7 @@ async fn webhook(
     type_metrics.received.inc();
     // The record's memory stays reserved until the answer: the producer holds its copy.
     let _held = held;
-    let response = match deliver(app, &message).await {
+    let response = match app.delivery.deliver(&message).await {
         Outcome::Published(delivered) => {
             #[derive(Serialize)]
             struct Published<'a> {
@@ -470,76 +458,6 @@ async fn webhook(
         }
     };
     response
-}
-
-/// Makes `message` durable: in Kafka, else in the spool, within the deadline. While the
-/// spool holds records, or no broker is connected, new records go straight behind them
-/// so that no record overtakes an older one of the same key.
-async fn deliver(app: &App, message: &Message) -> Outcome {
-    let deadline = Instant::now() + app.deadline;
-    if let Some(spool) = &app.spool {
-        if spool.pending_events() > 0 || app.publisher.known_down() {
-            return spool_it(app, spool, message, deadline).await;
-        }
-    }
-    let error = match app.publisher.publish(message).await {
-        Ok(Settled::Published(delivered)) => return Outcome::Published(delivered),
-        Ok(Settled::DeadLettered(reason)) => return Outcome::DeadLettered(reason.as_str()),
-        Err(e) => e,
-    };
-    match &app.spool {
-        Some(spool) => {
-            tracing::info!(id = %message.id, r#type = message.kind.as_str(), error = %error, "Kafka did not acknowledge the record in time; spooling it");
-            spool_it(app, spool, message, deadline).await
-        }
-        None => Outcome::Failed {
-            reason: error.reason(),
-            message: error.to_string(),
-        },
-    }
-}
-
-/// Appends `message` to the spool within what is left of the deadline. A record the
-/// producer can never send is spooled as its dead letter, so replay never meets it.
-async fn spool_it(app: &App, spool: &Spool, message: &Message, deadline: Instant) -> Outcome {
-    let letter;
-    let message = if app.publisher.fits(message) {
-        message
-    } else {
-        letter = app
-            .publisher
-            .dead_letter_of(message, Rejection::RecordTooLarge);
-        &letter
-    };
-    let budget = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(budget, spool.append(message)).await {
-        Ok(Ok(())) => Outcome::Spooled,
-        Ok(Err(e)) => {
-            if !matches!(e, SpoolError::Full(_)) {
-                tracing::error!(id = %message.id, error = %e, "cannot spool the record");
-            }
-            spool_failure(&e)
-        }
-        Err(_) => Outcome::Failed {
-            reason: "spool_error",
-            message: "the spool did not sync in time".to_owned(),
-        },
-    }
-}
-
-/// What the sender is told when the spool refuses a record: whether it is full, never the
-/// detail (with its path), which is for the operator's log.
-fn spool_failure(e: &SpoolError) -> Outcome {
-    match e {
-        SpoolError::Full(_) => Outcome::Failed {
-            reason: "spool_full",
-            message: e.to_string(),
-        },
-        _ => Outcome::Failed {
-            reason: "spool_error",
-            message: "the spool could not take the record".to_owned(),
-        },
-    }
 }
 
 /// Reads a body of at most `max` bytes into one buffer of `expected` bytes to start with,
@@ -954,30 +872,6 @@ impl Drop for GaugeGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spool_failures_tell_the_sender_no_path() {
-        let errors = [
-            SpoolError::Io {
-                dir: "/var/lib/secret-spool".into(),
-                error: std::io::Error::other("disk on fire"),
-            },
-            SpoolError::Locked {
-                dir: "/var/lib/secret-spool".into(),
-                holder: "1".into(),
-            },
-            SpoolError::TooLarge { size: 2, limit: 1 },
-            SpoolError::Closed,
-            SpoolError::Full(10),
-        ];
-        for e in &errors {
-            let Outcome::Failed { message, .. } = spool_failure(e) else {
-                panic!("{e} is a failure");
-            };
-            assert!(!message.contains('/'), "{message}");
-            assert!(!message.contains("disk on fire"), "{message}");
-        }
-    }
 
     #[test]
     fn tokens_in_the_query_are_redacted_for_logs() {

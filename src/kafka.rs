@@ -42,6 +42,10 @@ impl PublishError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Timeout(_) => "timeout",
+            // librdkafka's own message.timeout.ms passed: Kafka did not acknowledge in time.
+            Self::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)) => {
+                "timeout"
+            }
             Self::Kafka(_) => "kafka_error",
         }
     }

@@ -1,14 +1,17 @@
 //! comm100-bridge: Comm100 Live Chat webhooks in, one normalized record per event out, on its
 //! own Kafka topic.
 //!
-//! The pipeline, one module per stage: [`http`] (routes, auth, limits) → [`event`] (parse +
-//! normalize) → [`route`] (topic, key, headers) → [`kafka`] (idempotent `acks=all` producer,
-//! dead letters) or, when Kafka cannot acknowledge in time, [`spool`] (durable local log,
-//! replayed in order). [`reload`] re-reads token files and the certificate on SIGHUP.
+//! The pipeline, one module per stage: [`http`] (routes, auth, limits, one answer per way a
+//! request is refused) → [`event`] (parse + normalize, memory metered) → [`route`] (topic,
+//! key, headers) → [`delivery`] (make it durable: [`kafka`], an idempotent `acks=all`
+//! producer with dead letters, or, when Kafka cannot acknowledge in time, [`spool`], a
+//! durable local log replayed in order), with [`metrics`] beside every stage. [`reload`]
+//! re-reads token files and the certificate on SIGHUP.
 //! [`serve`] runs it as a function of a configuration, a listener and a shutdown signal.
 
 pub mod auth;
 pub mod config;
+pub mod delivery;
 pub mod dev;
 pub mod event;
 pub mod http;
@@ -29,6 +32,7 @@ use tokio::sync::watch;
 
 use crate::auth::LiveAuth;
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::kafka::Publisher;
 use crate::metrics::Metrics;
 use crate::route::Router;
@@ -133,11 +137,9 @@ pub async fn serve(
     let app = Arc::new(http::App {
         auth,
         router: Router::new(&config.topics),
-        publisher: publisher.clone(),
-        spool: spool.clone(),
+        delivery: Delivery::new(publisher.clone(), spool.clone(), deadline),
         metrics: metrics.clone(),
         max_body_bytes: config.http.max_body_bytes,
-        deadline,
         dead_letter_rejected: config.dlq.rejected_bodies,
         retry_after_secs: deadline.as_secs().max(1),
         draining: AtomicBool::new(false),

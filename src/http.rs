@@ -30,6 +30,7 @@ use crate::auth::LiveAuth;
 use crate::delivery::{Delivery, Outcome};
 use crate::event::{Exceeded, Meter, RejectError, Site, Timestamp};
 use crate::metrics::Metrics;
+use crate::route::Message;
 use crate::route::Router;
 
 /// Everything a request handler needs, shared by all connections.
@@ -262,64 +263,29 @@ async fn webhook(
     site: Option<Site>,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    if let Err(e) = app.auth.current().check(&parts, peer.ip(), site.as_ref()) {
-        app.metrics
-            .auth_failures
-            .with_label_values(&[e.reason()])
-            .inc();
-        if e.is_forbidden() {
-            return error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this client may not post here",
-            );
-        }
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid token is required",
-        );
-        r.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"comm100-bridge\""),
-        );
-        return r;
+    match accept(app, peer, site, req).await {
+        Ok(response) => response,
+        Err(refused) => refused.response(app),
     }
+}
 
-    let gzip = match parts
-        .headers
-        .get(CONTENT_ENCODING)
-        .map(HeaderValue::as_bytes)
-    {
-        None => false,
-        Some(v) if v.eq_ignore_ascii_case(b"identity") => false,
-        Some(v) if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") => true,
-        Some(_) => {
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                "Content-Encoding may be gzip or identity",
-            )
-        }
-    };
-    let too_large = |what: &str| {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!(
-                "the {what} exceeds http.max_body_bytes ({} bytes)",
-                app.max_body_bytes
-            ),
-        )
-    };
+/// Authorize, read the body, parse, deliver, answer.
+async fn accept(
+    app: &App,
+    peer: SocketAddr,
+    site: Option<Site>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Refused> {
+    let (parts, body) = req.into_parts();
+    authorize(app, &parts, peer, site.as_ref())?;
+    let gzip = content_encoding(&parts.headers)?;
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
-        return too_large("body");
+        return Err(Refusal::TooLarge.because("the body"));
     }
 
     // Reserve the memory this request may hold before reading any of it: the body (twice
@@ -329,53 +295,11 @@ async fn webhook(
     if gzip {
         reserve += app.max_body_bytes;
     }
-    let busy = || {
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            "the bridge is at its in-flight limit (http.max_inflight_requests / http.max_inflight_bytes); retry shortly",
-        );
-        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1u64));
-        r
-    };
-    let Some((_request, held)) = app.budget.try_acquire(reserve) else {
-        return busy();
-    };
-
-    let read = read_body(body, declared.map_or(0, |n| n as usize), app.max_body_bytes);
-    let body = match tokio::time::timeout(app.body_read_timeout, read).await {
-        Err(_) => {
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the body was not received within http.body_read_timeout_ms",
-            )
-        }
-        Ok(Ok(Some(body))) => body,
-        Ok(Ok(None)) => return too_large("body"),
-        Ok(Err(e)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "body_unreadable",
-                &format!("the request body could not be read: {e}"),
-            )
-        }
-    };
-    let body = if gzip {
-        match gunzip(&body, app.max_body_bytes) {
-            Ok(body) => body,
-            Err(Gunzip::TooLarge) => return too_large("decompressed body"),
-            Err(Gunzip::Invalid(e)) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_gzip",
-                    &format!("the body is not valid gzip: {e}"),
-                )
-            }
-        }
-    } else {
-        body
-    };
+    let (_request, held) = app
+        .budget
+        .try_acquire(reserve)
+        .ok_or(Refusal::Busy.plain())?;
+    let body = read(app, body, declared, gzip).await?;
 
     let site_label = site.as_ref().map(|s| s.as_str().to_owned());
     let parsed = {
@@ -385,12 +309,12 @@ async fn webhook(
     };
     let message = match parsed {
         Ok(message) => message,
-        Err(RejectError::Memory(Exceeded::Busy)) => return busy(),
+        Err(RejectError::Memory(Exceeded::Busy)) => return Err(Refusal::Busy.plain()),
         Err(e) => {
-            let status = match e {
-                RejectError::InvalidJson(_) => StatusCode::BAD_REQUEST,
-                RejectError::MissingEvent => StatusCode::UNPROCESSABLE_ENTITY,
-                RejectError::Memory(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            let refusal = match e {
+                RejectError::InvalidJson(_) => Refusal::InvalidJson,
+                RejectError::MissingEvent => Refusal::MissingEvent,
+                RejectError::Memory(_) => Refusal::TooComplex,
             };
             if app.dead_letter_rejected {
                 let room = app.budget.try_dead_letter(body.len());
@@ -401,15 +325,75 @@ async fn webhook(
                     room,
                 );
             }
-            return error(status, e.code(), &e.to_string());
+            return Err(refusal.because(e));
         }
     };
-    let (id, kind) = (message.id, message.kind.as_str());
-    let type_metrics = app.metrics.of(message.kind);
-    type_metrics.received.inc();
+    app.metrics.of(message.kind).received.inc();
     // The record's memory stays reserved until the answer: the producer holds its copy.
     let _held = held;
-    let response = match app.delivery.deliver(&message).await {
+    answer(app, &message, app.delivery.deliver(&message).await)
+}
+
+/// Checks the token, the site and the client's address.
+fn authorize(
+    app: &App,
+    parts: &http::request::Parts,
+    peer: SocketAddr,
+    site: Option<&Site>,
+) -> Result<(), Refused> {
+    app.auth
+        .current()
+        .check(parts, peer.ip(), site)
+        .map_err(|e| {
+            app.metrics
+                .auth_failures
+                .with_label_values(&[e.reason()])
+                .inc();
+            match e.is_forbidden() {
+                true => Refusal::Forbidden.plain(),
+                false => Refusal::Unauthorized.plain(),
+            }
+        })
+}
+
+/// Whether the body is gzip: `gzip`, `x-gzip` or `identity` (any case) are accepted.
+fn content_encoding(headers: &http::HeaderMap) -> Result<bool, Refused> {
+    match headers.get(CONTENT_ENCODING).map(HeaderValue::as_bytes) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case(b"identity") => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") => Ok(true),
+        Some(_) => Err(Refusal::UnsupportedEncoding.plain()),
+    }
+}
+
+/// The whole body, decompressed, within the body timeout and the size limit.
+async fn read(
+    app: &App,
+    body: Incoming,
+    declared: Option<u64>,
+    gzip: bool,
+) -> Result<Bytes, Refused> {
+    let read = read_body(body, declared.map_or(0, |n| n as usize), app.max_body_bytes);
+    let body = match tokio::time::timeout(app.body_read_timeout, read).await {
+        Err(_) => return Err(Refusal::BodyTimeout.plain()),
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return Err(Refusal::TooLarge.because("the body")),
+        Ok(Err(e)) => return Err(Refusal::BodyUnreadable.because(e)),
+    };
+    if !gzip {
+        return Ok(body);
+    }
+    gunzip(&body, app.max_body_bytes).map_err(|e| match e {
+        Gunzip::TooLarge => Refusal::TooLarge.because("the decompressed body"),
+        Gunzip::Invalid(e) => Refusal::InvalidGzip.because(e),
+    })
+}
+
+/// The answer to a delivered record: 200, 202, or a refusal (503).
+fn answer(app: &App, message: &Message, outcome: Outcome) -> Result<Response<Body>, Refused> {
+    let (id, kind) = (message.id, message.kind.as_str());
+    let type_metrics = app.metrics.of(message.kind);
+    Ok(match outcome {
         Outcome::Published(delivered) => {
             #[derive(Serialize)]
             struct Published<'a> {
@@ -447,17 +431,152 @@ async fn webhook(
         } => {
             type_metrics.failed(reason).inc();
             tracing::warn!(id = %id, r#type = kind, topic = message.topic, error = %text, "record not made durable; answering 503");
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "kafka_unavailable",
-                &format!("{text}; retry later"),
-            );
-            r.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(app.retry_after_secs));
-            r
+            return Err(Refusal::Unavailable.because(format_args!("{text}; retry later")));
         }
-    };
-    response
+    })
+}
+
+/// Every way a webhook request is refused. Each knows its status, its error code and its
+/// headers; the statuses of `http_requests_total{route="webhook"}` come from [`Refusal::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Unauthorized,
+    Forbidden,
+    UnsupportedEncoding,
+    TooLarge,
+    Busy,
+    BodyTimeout,
+    BodyUnreadable,
+    InvalidGzip,
+    InvalidJson,
+    MissingEvent,
+    TooComplex,
+    Unavailable,
+}
+
+/// A refusal with what to tell the sender.
+#[derive(Debug)]
+struct Refused {
+    refusal: Refusal,
+    message: String,
+}
+
+impl Refusal {
+    pub const ALL: [Self; 12] = [
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::UnsupportedEncoding,
+        Self::TooLarge,
+        Self::Busy,
+        Self::BodyTimeout,
+        Self::BodyUnreadable,
+        Self::InvalidGzip,
+        Self::InvalidJson,
+        Self::MissingEvent,
+        Self::TooComplex,
+        Self::Unavailable,
+    ];
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge | Self::TooComplex => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy => StatusCode::TOO_MANY_REQUESTS,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyUnreadable | Self::InvalidGzip | Self::InvalidJson => StatusCode::BAD_REQUEST,
+            Self::MissingEvent => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `code` of the JSON error body.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::UnsupportedEncoding => "unsupported_encoding",
+            Self::TooLarge => "body_too_large",
+            Self::Busy => "too_many_requests",
+            Self::BodyTimeout => "body_timeout",
+            Self::BodyUnreadable => "body_unreadable",
+            Self::InvalidGzip => "invalid_gzip",
+            Self::InvalidJson => "invalid_json",
+            Self::MissingEvent => "missing_event",
+            Self::TooComplex => "body_too_complex",
+            Self::Unavailable => "kafka_unavailable",
+        }
+    }
+
+    /// With the message it always carries.
+    fn plain(self) -> Refused {
+        let message = match self {
+            Self::Unauthorized => "a valid token is required",
+            Self::Forbidden => "this client may not post here",
+            Self::UnsupportedEncoding => "Content-Encoding may be gzip or identity",
+            Self::Busy => "the bridge is at its in-flight limit (http.max_inflight_requests / http.max_inflight_bytes); retry shortly",
+            Self::BodyTimeout => "the body was not received within http.body_read_timeout_ms",
+            _ => self.code(),
+        };
+        Refused {
+            refusal: self,
+            message: message.to_owned(),
+        }
+    }
+
+    /// With a message about `detail`.
+    fn because(self, detail: impl std::fmt::Display) -> Refused {
+        let message = match self {
+            Self::TooLarge => format!("{detail} exceeds http.max_body_bytes"),
+            Self::BodyUnreadable => format!("the request body could not be read: {detail}"),
+            Self::InvalidGzip => format!("the body is not valid gzip: {detail}"),
+            _ => detail.to_string(),
+        };
+        Refused {
+            refusal: self,
+            message,
+        }
+    }
+}
+
+impl Refused {
+    fn response(self, app: &App) -> Response<Body> {
+        let Self { refusal, message } = self;
+        let message = match refusal {
+            Refusal::TooLarge => format!("{message} ({} bytes)", app.max_body_bytes),
+            _ => message,
+        };
+        let mut r = error(refusal.status(), refusal.code(), &message);
+        let headers = r.headers_mut();
+        match refusal {
+            Refusal::Unauthorized => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"comm100-bridge\""),
+                );
+            }
+            Refusal::Busy => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            Refusal::Unavailable => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(app.retry_after_secs));
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
+/// The statuses the webhook route answers with: 200, 202, 405 and every refusal's.
+pub fn webhook_statuses() -> Vec<u16> {
+    let mut statuses: Vec<u16> = [200, 202, 405]
+        .into_iter()
+        .chain(Refusal::ALL.map(|r| r.status().as_u16()))
+        .collect();
+    statuses.sort_unstable();
+    statuses.dedup();
+    statuses
 }
 
 /// Reads a body of at most `max` bytes into one buffer of `expected` bytes to start with,
@@ -872,6 +991,37 @@ impl Drop for GaugeGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Its place in [`Refusal::ALL`]; the match breaks the build when a refusal is added.
+    fn position(refusal: Refusal) -> usize {
+        match refusal {
+            Refusal::Unauthorized => 0,
+            Refusal::Forbidden => 1,
+            Refusal::UnsupportedEncoding => 2,
+            Refusal::TooLarge => 3,
+            Refusal::Busy => 4,
+            Refusal::BodyTimeout => 5,
+            Refusal::BodyUnreadable => 6,
+            Refusal::InvalidGzip => 7,
+            Refusal::InvalidJson => 8,
+            Refusal::MissingEvent => 9,
+            Refusal::TooComplex => 10,
+            Refusal::Unavailable => 11,
+        }
+    }
+
+    #[test]
+    fn every_refusal_is_listed_once_with_its_own_code_and_a_status_the_metrics_know() {
+        for (i, refusal) in Refusal::ALL.into_iter().enumerate() {
+            assert_eq!(position(refusal), i, "{refusal:?}");
+            assert!(refusal.status().is_client_error() || refusal.status().is_server_error());
+            assert!(webhook_statuses().contains(&refusal.status().as_u16()));
+        }
+        let mut codes: Vec<&str> = Refusal::ALL.map(Refusal::code).to_vec();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Refusal::ALL.len());
+    }
 
     #[test]
     fn tokens_in_the_query_are_redacted_for_logs() {

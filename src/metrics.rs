@@ -12,17 +12,16 @@ use crate::event::EventType;
 const PREFIX: &str = "comm100_bridge";
 
 /// Route labels of `http_requests_total` and `http_request_duration_seconds`, each with
-/// every status the bridge answers on it.
-pub const ROUTES: [(&str, &[u16]); 5] = [
-    (
-        "webhook",
-        &[200, 202, 400, 401, 403, 405, 408, 413, 415, 422, 429, 503],
-    ),
-    ("healthz", &[200, 405]),
-    ("readyz", &[200, 405, 503]),
-    ("metrics", &[200, 405]),
-    ("other", &[404]),
-];
+/// every status the bridge answers on it (the webhook's from [`crate::http::Refusal`]).
+pub fn routes() -> Vec<(&'static str, Vec<u16>)> {
+    vec![
+        ("webhook", crate::http::webhook_statuses()),
+        ("healthz", vec![200, 405]),
+        ("readyz", vec![200, 405, 503]),
+        ("metrics", vec![200, 405]),
+        ("other", vec![404]),
+    ]
+}
 
 /// Reasons of `events_failed_total`.
 pub const FAILURE_REASONS: [&str; 4] = ["timeout", "kafka_error", "spool_full", "spool_error"];
@@ -257,11 +256,12 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("registered once");
-        for (route, statuses) in ROUTES {
-            m.http_request_duration.with_label_values(&[route]);
+        let routes = routes();
+        for (route, statuses) in &routes {
+            m.http_request_duration.with_label_values(&[*route]);
             for status in statuses {
                 m.http_requests
-                    .with_label_values(&[route, &status.to_string()]);
+                    .with_label_values(&[*route, status.to_string().as_str()]);
             }
         }
         for kind in EventType::ALL {
@@ -299,7 +299,7 @@ impl Metrics {
                 }
             })
             .collect();
-        m.routes = ROUTES
+        m.routes = routes
             .iter()
             .map(|(route, statuses)| RouteMetrics {
                 route,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use comm100_bridge::event::EventType;
-use comm100_bridge::metrics::{AUTH_REASONS, DLQ_REASONS, FAILURE_REASONS, ROUTES};
+use comm100_bridge::metrics::{routes, AUTH_REASONS, DLQ_REASONS, FAILURE_REASONS};
 use common::*;
 use http::StatusCode;
 
@@ -86,7 +86,7 @@ async fn every_labelled_series_exists_at_zero_on_start() {
             "comm100_bridge_auth_failures_total{{reason=\"{reason}\"}}"
         ));
     }
-    for (route, statuses) in ROUTES {
+    for (route, statuses) in routes() {
         for status in statuses {
             // The scrape itself is counted after it is rendered.
             expect(format!(

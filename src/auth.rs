@@ -35,6 +35,15 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every failure: the `reason` values of `auth_failures_total`.
+    pub const ALL: [Self; 4] = [
+        Self::MissingToken,
+        Self::InvalidToken,
+        Self::WrongSite,
+        Self::AddressNotAllowed,
+    ];
+
+    /// The `reason` label of `auth_failures_total`.
     pub fn reason(self) -> &'static str {
         match self {
             Self::MissingToken => "missing_token",

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::kafka::{Delivered, Publisher, Rejection, Settled};
+use crate::metrics::FailureReason;
 use crate::route::Message;
 use crate::spool::{Spool, SpoolError};
 
@@ -22,8 +23,7 @@ pub enum Outcome {
     DeadLettered(&'static str),
     /// Neither in Kafka nor in the spool: the sender must retry.
     Failed {
-        /// The `reason` label of `events_failed_total`.
-        reason: &'static str,
+        reason: FailureReason,
         /// For the sender: says what failed, never a path.
         message: String,
     },
@@ -99,7 +99,7 @@ impl Delivery {
                 spool_failure(&e)
             }
             Err(_) => Outcome::Failed {
-                reason: "spool_error",
+                reason: FailureReason::SpoolError,
                 message: "the spool did not sync in time".to_owned(),
             },
         }
@@ -111,11 +111,11 @@ impl Delivery {
 fn spool_failure(e: &SpoolError) -> Outcome {
     match e {
         SpoolError::Full(_) => Outcome::Failed {
-            reason: "spool_full",
+            reason: FailureReason::SpoolFull,
             message: e.to_string(),
         },
         _ => Outcome::Failed {
-            reason: "spool_error",
+            reason: FailureReason::SpoolError,
             message: "the spool could not take the record".to_owned(),
         },
     }
@@ -212,7 +212,7 @@ mod tests {
             matches!(
                 outcome,
                 Outcome::Failed {
-                    reason: "timeout",
+                    reason: FailureReason::Timeout,
                     ..
                 }
             ),

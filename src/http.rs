@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::auth::LiveAuth;
 use crate::delivery::{Delivery, Outcome};
 use crate::event::{Exceeded, Meter, RejectError, Site, Timestamp};
-use crate::metrics::Metrics;
+use crate::metrics::{DlqReason, Metrics};
 use crate::route::Message;
 use crate::route::Router;
 
@@ -311,19 +311,16 @@ async fn accept(
         Ok(message) => message,
         Err(RejectError::Memory(Exceeded::Busy)) => return Err(Refusal::Busy.plain()),
         Err(e) => {
-            let refusal = match e {
-                RejectError::InvalidJson(_) => Refusal::InvalidJson,
-                RejectError::MissingEvent => Refusal::MissingEvent,
-                RejectError::Memory(_) => Refusal::TooComplex,
+            let (refusal, reason) = match e {
+                RejectError::InvalidJson(_) => (Refusal::InvalidJson, DlqReason::InvalidJson),
+                RejectError::MissingEvent => (Refusal::MissingEvent, DlqReason::MissingEvent),
+                RejectError::Memory(_) => (Refusal::TooComplex, DlqReason::BodyTooComplex),
             };
             if app.dead_letter_rejected {
                 let room = app.budget.try_dead_letter(body.len());
-                app.delivery.publisher.dead_letter_body(
-                    body,
-                    e.code(),
-                    site_label.as_deref(),
-                    room,
-                );
+                app.delivery
+                    .publisher
+                    .dead_letter_body(body, reason, site_label.as_deref(), room);
             }
             return Err(refusal.because(e));
         }
@@ -345,10 +342,7 @@ fn authorize(
         .current()
         .check(parts, peer.ip(), site)
         .map_err(|e| {
-            app.metrics
-                .auth_failures
-                .with_label_values(&[e.reason()])
-                .inc();
+            app.metrics.auth_failed(e);
             match e.is_forbidden() {
                 true => Refusal::Forbidden.plain(),
                 false => Refusal::Unauthorized.plain(),
@@ -782,9 +776,7 @@ pub async fn run(
             let auth = app.auth.current();
             if !auth.connection_allowed(ip) {
                 app.metrics
-                    .auth_failures
-                    .with_label_values(&["address_not_allowed"])
-                    .inc();
+                    .auth_failed(crate::auth::AuthError::AddressNotAllowed);
                 continue;
             }
             if let Some(max) = limits.max_connections_per_client {

@@ -14,7 +14,7 @@ use rdkafka::ClientContext;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{Config, KafkaConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{DlqReason, FailureReason, Metrics};
 use std::borrow::Cow;
 
 use bytes::Bytes;
@@ -39,14 +39,14 @@ pub enum PublishError {
 
 impl PublishError {
     /// The `reason` label of `events_failed_total`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> FailureReason {
         match self {
-            Self::Timeout(_) => "timeout",
+            Self::Timeout(_) => FailureReason::Timeout,
             // librdkafka's own message.timeout.ms passed: Kafka did not acknowledge in time.
             Self::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)) => {
-                "timeout"
+                FailureReason::Timeout
             }
-            Self::Kafka(_) => "kafka_error",
+            Self::Kafka(_) => FailureReason::KafkaError,
         }
     }
 }
@@ -59,6 +59,17 @@ pub enum Rejection {
     TopicAuthorizationFailed,
     UnknownTopic,
     InvalidRecord,
+}
+
+impl From<Rejection> for DlqReason {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::RecordTooLarge => Self::RecordTooLarge,
+            Rejection::TopicAuthorizationFailed => Self::TopicAuthorizationFailed,
+            Rejection::UnknownTopic => Self::UnknownTopic,
+            Rejection::InvalidRecord => Self::InvalidRecord,
+        }
+    }
 }
 
 impl Rejection {
@@ -90,12 +101,7 @@ impl Rejection {
 
     /// The `dlq_reason` header and the `reason` label of `dlq_total`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RecordTooLarge => "record_too_large",
-            Self::TopicAuthorizationFailed => "topic_authorization_failed",
-            Self::UnknownTopic => "unknown_topic",
-            Self::InvalidRecord => "invalid_record",
-        }
+        DlqReason::from(self).as_str()
     }
 
     fn parse(reason: &str) -> Option<Self> {
@@ -428,7 +434,7 @@ impl Publisher {
             Ok(delivered) => {
                 return Ok(match dead_letter_reason(message) {
                     Some(reason) => {
-                        metrics.dlq.with_label_values(&[reason.as_str()]).inc();
+                        metrics.dead_lettered(reason.into());
                         Settled::DeadLettered(reason)
                     }
                     None => {
@@ -457,7 +463,7 @@ impl Publisher {
         }
         match sent {
             Ok(()) => {
-                metrics.dlq.with_label_values(&[reason.as_str()]).inc();
+                metrics.dead_lettered(reason.into());
                 Ok(Settled::DeadLettered(reason))
             }
             Err(e) => {
@@ -481,10 +487,10 @@ impl Publisher {
     /// topic (header `dlq_reason: unreadable_spool_record`; at most the first 64 KiB, with
     /// `dlq_original_bytes`), waiting at most the Kafka wait.
     pub async fn dead_letter_unreadable(&self, payload: &[u8]) -> Result<(), PublishError> {
-        const REASON: &str = "unreadable_spool_record";
+        const REASON: DlqReason = DlqReason::UnreadableSpoolRecord;
         let kept = &payload[..payload.len().min(BODY_PREFIX_BYTES)];
         let headers = [
-            (Cow::Borrowed(DLQ_REASON), Cow::Borrowed(REASON)),
+            (Cow::Borrowed(DLQ_REASON), Cow::Borrowed(REASON.as_str())),
             (
                 Cow::Borrowed("dlq_original_bytes"),
                 Cow::Owned(payload.len().to_string()),
@@ -493,7 +499,7 @@ impl Publisher {
         let pending = self.enqueue_raw(&self.dlq_topic, None, &headers, kept)?;
         match tokio::time::timeout(self.deadline, pending.wait()).await {
             Ok(Ok(_)) => {
-                self.shared.metrics.dlq.with_label_values(&[REASON]).inc();
+                self.shared.metrics.dead_lettered(REASON);
                 Ok(())
             }
             Ok(Err(e)) => Err(PublishError::Kafka(e)),
@@ -541,38 +547,38 @@ impl Publisher {
     pub fn dead_letter_body(
         &self,
         body: Bytes,
-        reason: &'static str,
+        reason: DlqReason,
         site: Option<&str>,
         room: Option<OwnedSemaphorePermit>,
     ) {
         let metrics = self.shared.metrics.clone();
         let Some(room) = room else {
-            metrics.dlq_dropped.with_label_values(&[reason]).inc();
+            metrics.dead_letter_dropped(reason);
             tracing::debug!(
-                reason,
+                reason = reason.as_str(),
                 "no room to copy a rejected body to the dead-letter topic"
             );
             return;
         };
-        let mut headers = vec![(Cow::Borrowed(DLQ_REASON), Cow::Borrowed(reason))];
+        let mut headers = vec![(Cow::Borrowed(DLQ_REASON), Cow::Borrowed(reason.as_str()))];
         if let Some(site) = site {
             headers.push((Cow::Borrowed("dlq_site"), Cow::Owned(site.to_owned())));
         }
         let pending = match self.enqueue_raw(&self.dlq_topic, None, &headers, &body) {
             Ok(pending) => pending,
             Err(e) => {
-                metrics.dlq_dropped.with_label_values(&[reason]).inc();
-                tracing::warn!(reason, error = %e, "cannot publish a rejected body to the dead-letter topic");
+                metrics.dead_letter_dropped(reason);
+                tracing::warn!(reason = reason.as_str(), error = %e, "cannot publish a rejected body to the dead-letter topic");
                 return;
             }
         };
         tokio::spawn(async move {
             let _room = room;
             match pending.wait().await {
-                Ok(_) => metrics.dlq.with_label_values(&[reason]).inc(),
+                Ok(_) => metrics.dead_lettered(reason),
                 Err(e) => {
-                    metrics.dlq_dropped.with_label_values(&[reason]).inc();
-                    tracing::warn!(reason, error = %e, "cannot publish a rejected body to the dead-letter topic")
+                    metrics.dead_letter_dropped(reason);
+                    tracing::warn!(reason = reason.as_str(), error = %e, "cannot publish a rejected body to the dead-letter topic")
                 }
             }
         });

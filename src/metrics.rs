@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::auth::AuthError;
 use crate::event::EventType;
 
 const PREFIX: &str = "comm100_bridge";
@@ -23,31 +25,80 @@ pub fn routes() -> Vec<(&'static str, Vec<u16>)> {
     ]
 }
 
-/// Reasons of `events_failed_total`.
-pub const FAILURE_REASONS: [&str; 4] = ["timeout", "kafka_error", "spool_full", "spool_error"];
+/// Declares the values of one label as an enum with `ALL` and `as_str`, so that no label
+/// value is a free string that could fall into another series.
+macro_rules! label_values {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)+
+        }
 
-/// Reasons of `dlq_total`: permanent Kafka rejections, then rejected request bodies.
-pub const DLQ_REASONS: [&str; 8] = [
-    "record_too_large",
-    "topic_authorization_failed",
-    "unknown_topic",
-    "invalid_record",
-    "unreadable_spool_record",
-    "invalid_json",
-    "missing_event",
-    "body_too_complex",
-];
+        impl $name {
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
 
-/// Reasons of `dlq_dropped_total`: the rejected bodies that may be copied to the DLQ.
-pub const REJECTED_BODY_REASONS: [&str; 3] = ["invalid_json", "missing_event", "body_too_complex"];
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+    };
+}
 
-/// Reasons of `auth_failures_total`.
-pub const AUTH_REASONS: [&str; 4] = [
-    "missing_token",
-    "invalid_token",
-    "wrong_site",
-    "address_not_allowed",
-];
+label_values! {
+    /// Why a record was not made durable (answered 503): `reason` of `events_failed_total`.
+    FailureReason {
+        Timeout => "timeout",
+        KafkaError => "kafka_error",
+        SpoolFull => "spool_full",
+        SpoolError => "spool_error",
+    }
+}
+
+label_values! {
+    /// Why something went to the dead-letter topic: `reason` of `dlq_total` (permanent Kafka
+    /// rejections, then rejected request bodies) and the `dlq_reason` header.
+    DlqReason {
+        RecordTooLarge => "record_too_large",
+        TopicAuthorizationFailed => "topic_authorization_failed",
+        UnknownTopic => "unknown_topic",
+        InvalidRecord => "invalid_record",
+        UnreadableSpoolRecord => "unreadable_spool_record",
+        InvalidJson => "invalid_json",
+        MissingEvent => "missing_event",
+        BodyTooComplex => "body_too_complex",
+    }
+}
+
+impl DlqReason {
+    /// The reasons of rejected request bodies: `reason` of `dlq_dropped_total`.
+    pub const REJECTED_BODIES: &'static [Self] =
+        &[Self::InvalidJson, Self::MissingEvent, Self::BodyTooComplex];
+}
+
+/// Registers `metric` (just built, so it always is valid and new) in `registry`.
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<C>,
+) -> C {
+    let metric = metric.expect("a constant, valid metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+/// A registered counter with `labels`.
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+/// A registered gauge.
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help))
+}
 
 /// Every metric the bridge exports, registered in its own registry.
 #[derive(Clone)]
@@ -65,7 +116,7 @@ pub struct Metrics {
     pub events_spooled: IntCounterVec,
     pub spool_events: IntGauge,
     pub spool_bytes: IntGauge,
-    pub kafka_retries: prometheus::IntCounter,
+    pub spool_replay_retries: prometheus::IntCounter,
     pub dlq: IntCounterVec,
     pub dlq_dropped: IntCounterVec,
     pub inflight_requests: IntGauge,
@@ -86,13 +137,9 @@ pub struct TypeMetrics {
 }
 
 impl TypeMetrics {
-    /// `events_failed_total` for one of [`FAILURE_REASONS`].
-    pub fn failed(&self, reason: &str) -> &IntCounter {
-        let i = FAILURE_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        &self.failed[i]
+    /// `events_failed_total` of this type for `reason`.
+    pub fn failed(&self, reason: FailureReason) -> &IntCounter {
+        &self.failed[reason as usize]
     }
 }
 
@@ -108,148 +155,114 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some(PREFIX.to_owned()), None)
             .expect("a constant, valid metric prefix");
-        let m = Self {
-            http_requests: IntCounterVec::new(
-                Opts::new(
-                    "http_requests_total",
-                    "HTTP requests answered, by route and status.",
-                ),
+        let r = &registry;
+        let latency = || LATENCY_BUCKETS.to_vec();
+        let build_info = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new("build_info", "The running version; always 1."),
+                &["version"],
+            ),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let mut m = Self {
+            http_requests: counters(
+                r,
+                "http_requests_total",
+                "HTTP requests answered, by route and status.",
                 &["route", "status"],
-            )
-            .unwrap(),
-            http_request_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "http_request_duration_seconds",
-                    "Time from request arrival to response, by route.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-                &["route"],
-            )
-            .unwrap(),
-            events_received: IntCounterVec::new(
-                Opts::new(
-                    "events_received_total",
-                    "Webhook events parsed and normalized, by type.",
+            ),
+            http_request_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "http_request_duration_seconds",
+                        "Time from request arrival to response, by route.",
+                    )
+                    .buckets(latency()),
+                    &["route"],
                 ),
+            ),
+            events_received: counters(
+                r,
+                "events_received_total",
+                "Webhook events parsed and normalized, by type.",
                 &["type"],
-            )
-            .unwrap(),
-            events_published: IntCounterVec::new(
-                Opts::new(
-                    "events_published_total",
-                    "Records acknowledged by Kafka, by type.",
-                ),
+            ),
+            events_published: counters(
+                r,
+                "events_published_total",
+                "Records acknowledged by Kafka, by type.",
                 &["type"],
-            )
-            .unwrap(),
-            events_failed: IntCounterVec::new(
-                Opts::new(
-                    "events_failed_total",
-                    "Records Kafka did not acknowledge (answered 503), by type and reason.",
-                ),
+            ),
+            events_failed: counters(
+                r,
+                "events_failed_total",
+                "Records Kafka did not acknowledge (answered 503), by type and reason.",
                 &["type", "reason"],
-            )
-            .unwrap(),
-            kafka_delivery_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "kafka_delivery_duration_seconds",
-                    "Time from handing a record to the producer to its delivery report, by type.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            ),
+            kafka_delivery_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "kafka_delivery_duration_seconds",
+                        "Time from handing a record to the producer to its delivery report, by type.",
+                    )
+                    .buckets(latency()),
+                    &["type"],
+                ),
+            ),
+            auth_failures: counters(
+                r,
+                "auth_failures_total",
+                "Requests refused by authentication, by reason.",
+                &["reason"],
+            ),
+            events_spooled: counters(
+                r,
+                "events_spooled_total",
+                "Records written to the durable spool (answered 202), by type.",
                 &["type"],
-            )
-            .unwrap(),
-            auth_failures: IntCounterVec::new(
-                Opts::new(
-                    "auth_failures_total",
-                    "Requests refused by authentication, by reason.",
+            ),
+            spool_events: gauge(r, "spool_events", "Records in the spool awaiting replay."),
+            spool_bytes: gauge(r, "spool_bytes", "Size of the spool on disk, in bytes."),
+            spool_replay_retries: register(
+                r,
+                prometheus::IntCounter::new(
+                    "spool_replay_retries_total",
+                    "Spool replay rounds that Kafka did not fully acknowledge and that will be retried.",
                 ),
+            ),
+            dlq: counters(
+                r,
+                "dlq_total",
+                "Records and rejected bodies published to the dead-letter topic, by reason.",
                 &["reason"],
-            )
-            .unwrap(),
-            events_spooled: IntCounterVec::new(
-                Opts::new(
-                    "events_spooled_total",
-                    "Records written to the durable spool (answered 202), by type.",
-                ),
-                &["type"],
-            )
-            .unwrap(),
-            spool_events: IntGauge::new("spool_events", "Records in the spool awaiting replay.")
-                .unwrap(),
-            spool_bytes: IntGauge::new("spool_bytes", "Size of the spool on disk, in bytes.")
-                .unwrap(),
-            kafka_retries: prometheus::IntCounter::new(
-                "kafka_retries_total",
-                "Spool replay rounds that Kafka did not fully acknowledge and that will be retried.",
-            )
-            .unwrap(),
-            dlq: IntCounterVec::new(
-                Opts::new(
-                    "dlq_total",
-                    "Records and rejected bodies published to the dead-letter topic, by reason.",
-                ),
+            ),
+            dlq_dropped: counters(
+                r,
+                "dlq_dropped_total",
+                "Rejected bodies (answered 4xx) not copied to the dead-letter topic: the memory set aside for such copies was full, or Kafka did not take them; by reason.",
                 &["reason"],
-            )
-            .unwrap(),
-            dlq_dropped: IntCounterVec::new(
-                Opts::new(
-                    "dlq_dropped_total",
-                    "Rejected bodies (answered 4xx) not copied to the dead-letter topic: the memory set aside for such copies was full, or Kafka did not take them; by reason.",
-                ),
-                &["reason"],
-            )
-            .unwrap(),
-            inflight_requests: IntGauge::new("inflight_requests", "Webhook requests being served.")
-                .unwrap(),
-            kafka_producer_queue_messages: IntGauge::new(
+            ),
+            inflight_requests: gauge(r, "inflight_requests", "Webhook requests being served."),
+            kafka_producer_queue_messages: gauge(
+                r,
                 "kafka_producer_queue_messages",
                 "Records in the producer's queue, awaiting delivery (librdkafka statistics).",
-            )
-            .unwrap(),
-            kafka_brokers_up: IntGauge::new(
+            ),
+            kafka_brokers_up: gauge(
+                r,
                 "kafka_brokers_up",
                 "Brokers the producer has an open connection to (librdkafka statistics).",
-            )
-            .unwrap(),
+            ),
             registry,
             process: Registry::new(),
             types: Arc::new([]),
             routes: Arc::new([]),
         };
-        let mut m = m;
-        let build_info = IntGaugeVec::new(
-            Opts::new("build_info", "The running version; always 1."),
-            &["version"],
-        )
-        .unwrap();
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-
-        for c in [
-            Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.http_request_duration.clone()),
-            Box::new(m.events_received.clone()),
-            Box::new(m.events_published.clone()),
-            Box::new(m.events_failed.clone()),
-            Box::new(m.kafka_delivery_duration.clone()),
-            Box::new(m.auth_failures.clone()),
-            Box::new(m.events_spooled.clone()),
-            Box::new(m.spool_events.clone()),
-            Box::new(m.spool_bytes.clone()),
-            Box::new(m.kafka_retries.clone()),
-            Box::new(m.dlq.clone()),
-            Box::new(m.dlq_dropped.clone()),
-            Box::new(m.inflight_requests.clone()),
-            Box::new(m.kafka_producer_queue_messages.clone()),
-            Box::new(m.kafka_brokers_up.clone()),
-            Box::new(build_info),
-        ] {
-            m.registry
-                .register(c)
-                .expect("each metric is registered once");
-        }
 
         m.process
             .register(Box::new(
@@ -270,17 +283,17 @@ impl Metrics {
             m.events_published.with_label_values(&[t]);
             m.kafka_delivery_duration.with_label_values(&[t]);
             m.events_spooled.with_label_values(&[t]);
-            for reason in FAILURE_REASONS {
-                m.events_failed.with_label_values(&[t, reason]);
+            for reason in FailureReason::ALL {
+                m.events_failed.with_label_values(&[t, reason.as_str()]);
             }
         }
-        for reason in DLQ_REASONS {
-            m.dlq.with_label_values(&[reason]);
+        for reason in DlqReason::ALL {
+            m.dlq.with_label_values(&[reason.as_str()]);
         }
-        for reason in REJECTED_BODY_REASONS {
-            m.dlq_dropped.with_label_values(&[reason]);
+        for reason in DlqReason::REJECTED_BODIES {
+            m.dlq_dropped.with_label_values(&[reason.as_str()]);
         }
-        for reason in AUTH_REASONS {
+        for reason in AuthError::ALL.map(AuthError::reason) {
             m.auth_failures.with_label_values(&[reason]);
         }
         m.types = EventType::ALL
@@ -292,9 +305,9 @@ impl Metrics {
                     published: m.events_published.with_label_values(&[t]),
                     spooled: m.events_spooled.with_label_values(&[t]),
                     delivery: m.kafka_delivery_duration.with_label_values(&[t]),
-                    failed: FAILURE_REASONS
+                    failed: FailureReason::ALL
                         .iter()
-                        .map(|r| m.events_failed.with_label_values(&[t, r]))
+                        .map(|r| m.events_failed.with_label_values(&[t, r.as_str()]))
                         .collect(),
                 }
             })
@@ -318,6 +331,23 @@ impl Metrics {
             })
             .collect();
         m
+    }
+
+    /// Counts one record or rejected body in the dead-letter topic.
+    pub fn dead_lettered(&self, reason: DlqReason) {
+        self.dlq.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// Counts one rejected body not copied to the dead-letter topic.
+    pub fn dead_letter_dropped(&self, reason: DlqReason) {
+        self.dlq_dropped.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// Counts one request refused by authentication.
+    pub fn auth_failed(&self, error: AuthError) {
+        self.auth_failures
+            .with_label_values(&[error.reason()])
+            .inc();
     }
 
     /// The series of records of type `kind`.

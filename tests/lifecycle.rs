@@ -218,7 +218,7 @@ async fn scale_in_with_kafka_back_drains_the_spool_before_exit() {
     // the pod is told to go.
     wait_for_metric(
         &bridge.admin("/metrics"),
-        "comm100_bridge_kafka_retries_total",
+        "comm100_bridge_spool_replay_retries_total",
         2.0,
         Duration::from_secs(20),
     )

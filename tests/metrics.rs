@@ -7,8 +7,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use comm100_bridge::auth::AuthError;
 use comm100_bridge::event::EventType;
-use comm100_bridge::metrics::{routes, AUTH_REASONS, DLQ_REASONS, FAILURE_REASONS};
+use comm100_bridge::metrics::{routes, DlqReason, FailureReason};
 use common::*;
 use http::StatusCode;
 
@@ -72,16 +73,21 @@ async fn every_labelled_series_exists_at_zero_on_start() {
         expect(format!(
             "comm100_bridge_kafka_delivery_duration_seconds_count{{type=\"{t}\"}}"
         ));
-        for reason in FAILURE_REASONS {
+        for reason in FailureReason::ALL.iter().map(|r| r.as_str()) {
             expect(format!(
                 "comm100_bridge_events_failed_total{{reason=\"{reason}\",type=\"{t}\"}}"
             ));
         }
     }
-    for reason in DLQ_REASONS {
+    for reason in DlqReason::ALL.iter().map(|r| r.as_str()) {
         expect(format!("comm100_bridge_dlq_total{{reason=\"{reason}\"}}"));
     }
-    for reason in AUTH_REASONS {
+    for reason in DlqReason::REJECTED_BODIES.iter().map(|r| r.as_str()) {
+        expect(format!(
+            "comm100_bridge_dlq_dropped_total{{reason=\"{reason}\"}}"
+        ));
+    }
+    for reason in AuthError::ALL.map(AuthError::reason) {
         expect(format!(
             "comm100_bridge_auth_failures_total{{reason=\"{reason}\"}}"
         ));
@@ -94,7 +100,7 @@ async fn every_labelled_series_exists_at_zero_on_start() {
             ));
         }
     }
-    expect("comm100_bridge_kafka_retries_total".into());
+    expect("comm100_bridge_spool_replay_retries_total".into());
     assert!(missing.is_empty(), "not present at 0: {missing:#?}");
     for gauge in [
         "comm100_bridge_spool_events",

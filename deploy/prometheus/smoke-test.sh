@@ -76,8 +76,9 @@ comm100_bridge_spool_events
 comm100_bridge_spool_bytes
 sum by (type) (comm100_bridge_kafka_delivery_duration_seconds_count)
 histogram_quantile(0.99, sum by (le) (comm100_bridge_kafka_delivery_duration_seconds_bucket))
-comm100_bridge_kafka_retries_total
+comm100_bridge_spool_replay_retries_total
 sum by (reason) (comm100_bridge_dlq_total)
+sum by (reason) (comm100_bridge_dlq_dropped_total)
 sum by (reason) (comm100_bridge_auth_failures_total)
 comm100_bridge_inflight_requests
 comm100_bridge_kafka_producer_queue_messages

@@ -111,7 +111,7 @@ async fn run(
         }
         if done < total {
             failures += 1;
-            metrics.kafka_retries.inc();
+            metrics.spool_replay_retries.inc();
             tracing::warn!(
                 replayed = done,
                 remaining = spool.pending_events(),

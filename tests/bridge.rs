@@ -174,12 +174,20 @@ async fn tokens_are_required_and_accepted_in_every_documented_place() {
         );
     }
     let metrics = get(&bridge.admin("/metrics")).await.text;
-    assert!(
-        metrics.contains("comm100_bridge_auth_failures_total{reason=\"missing_token\"} 1"),
+    assert_eq!(
+        metric(
+            &metrics,
+            "comm100_bridge_auth_failures_total{reason=\"missing_token\"}"
+        ),
+        1.0,
         "{metrics}"
     );
-    assert!(
-        metrics.contains("comm100_bridge_auth_failures_total{reason=\"invalid_token\"} 2"),
+    assert_eq!(
+        metric(
+            &metrics,
+            "comm100_bridge_auth_failures_total{reason=\"invalid_token\"}"
+        ),
+        2.0,
         "{metrics}"
     );
     bridge.stop().await.unwrap();
@@ -403,8 +411,12 @@ async fn health_readiness_and_metrics() {
     .await;
 
     let before = get(&bridge.admin("/metrics")).await.text;
-    assert!(
-        before.contains("comm100_bridge_events_published_total{type=\"chat_ended\"} 0"),
+    assert_eq!(
+        metric(
+            &before,
+            "comm100_bridge_events_published_total{type=\"chat_ended\"}"
+        ),
+        0.0,
         "{before}"
     );
     let body = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();
@@ -416,16 +428,28 @@ async fn health_readiness_and_metrics() {
     .await;
     assert_eq!(answer.status, StatusCode::OK);
     let after = get(&bridge.admin("/metrics")).await.text;
-    assert!(
-        after.contains("comm100_bridge_events_received_total{type=\"chat_ended\"} 1"),
+    assert_eq!(
+        metric(
+            &after,
+            "comm100_bridge_events_received_total{type=\"chat_ended\"}"
+        ),
+        1.0,
         "{after}"
     );
-    assert!(
-        after.contains("comm100_bridge_events_published_total{type=\"chat_ended\"} 1"),
+    assert_eq!(
+        metric(
+            &after,
+            "comm100_bridge_events_published_total{type=\"chat_ended\"}"
+        ),
+        1.0,
         "{after}"
     );
-    assert!(
-        after.contains("comm100_bridge_http_requests_total{route=\"webhook\",status=\"200\"} 1"),
+    assert_eq!(
+        metric(
+            &after,
+            "comm100_bridge_http_requests_total{route=\"webhook\",status=\"200\"}"
+        ),
+        1.0,
         "{after}"
     );
     assert!(
@@ -489,20 +513,19 @@ async fn shutdown_lets_an_in_flight_request_finish_then_stops_accepting() {
         let hook = hook.clone();
         async move { post(&hook, &[], r#"{"event":"away","operator_id":1}"#).await }
     });
-    // Let the request reach the producer before shutting down.
+    // Shut down only once the request is in flight: parsed, waiting for Kafka.
     let metrics_url = bridge.admin("/metrics");
-    let started = Instant::now();
-    loop {
-        let m = get(&metrics_url).await.text;
-        if m.contains("comm100_bridge_events_received_total{type=\"agent_status_changed\"} 2") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the request never reached the bridge"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "the request in flight",
+        async || {
+            let m = get(&metrics_url).await.text;
+            let received = metric(&m, "comm100_bridge_events_received_total");
+            let in_flight = metric(&m, "comm100_bridge_inflight_requests");
+            (received == 2.0 && in_flight == 1.0).then_some(())
+        },
+    )
+    .await;
     bridge.begin_stop();
     let answer = in_flight.await.unwrap();
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);

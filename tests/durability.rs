@@ -271,12 +271,20 @@ async fn a_record_kafka_rejects_for_good_goes_to_the_dead_letter_topic() {
     assert!(!dlq.iter().any(|r| r.raw == b"not from a sender"));
 
     let metrics = get(&bridge.admin("/metrics")).await.text;
-    assert!(
-        metrics.contains("comm100_bridge_dlq_total{reason=\"record_too_large\"} 1"),
+    assert_eq!(
+        metric(
+            &metrics,
+            "comm100_bridge_dlq_total{reason=\"record_too_large\"}"
+        ),
+        1.0,
         "{metrics}"
     );
-    assert!(
-        metrics.contains("comm100_bridge_dlq_total{reason=\"invalid_json\"} 1"),
+    assert_eq!(
+        metric(
+            &metrics,
+            "comm100_bridge_dlq_total{reason=\"invalid_json\"}"
+        ),
+        1.0,
         "{metrics}"
     );
     report(&format!(
@@ -326,38 +334,18 @@ async fn readiness_stays_up_while_the_spool_can_accept_and_drops_when_draining()
     let readyz = bridge.admin("/readyz");
     bridge.begin_stop();
     // Draining: the listener is closed, so readiness is no longer served at all.
-    wait_until_async(
-        || {
-            let readyz = readyz.clone();
-            async move {
-                let request = http::Request::get(&readyz)
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .unwrap();
-                match client().request(request).await {
-                    Ok(r) => r.status() == StatusCode::SERVICE_UNAVAILABLE,
-                    Err(_) => true,
-                }
-            }
-        },
-        Duration::from_secs(10),
-    )
+    eventually(Duration::from_secs(10), "readiness gone", async || {
+        let request = http::Request::get(&readyz)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        match client().request(request).await {
+            Ok(r) => (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(()),
+            Err(_) => Some(()),
+        }
+    })
     .await;
     cluster.broker_up(-1).unwrap();
     bridge.join().await.unwrap();
-}
-
-async fn wait_until_async<F: std::future::Future<Output = bool>>(
-    mut condition: impl FnMut() -> F,
-    bound: Duration,
-) {
-    let started = Instant::now();
-    while !condition().await {
-        assert!(
-            started.elapsed() < bound,
-            "condition not met within {bound:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

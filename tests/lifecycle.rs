@@ -56,7 +56,7 @@ async fn an_oversized_record_never_holds_up_the_spool() {
         .len();
     let metrics = get(&bridge.admin("/metrics")).await.text;
     assert_eq!(
-        metric_series(
+        metric(
             &metrics,
             r#"comm100_bridge_dlq_total{reason="record_too_large"}"#
         ),
@@ -137,14 +137,6 @@ async fn replay_dead_letters_a_record_the_broker_refuses_and_moves_on() {
         serde_json::from_str(letter.value["body_prefix"].as_str().unwrap()).unwrap();
     assert_eq!(prefix["chat_id"], "refused", "a short record is kept whole");
     report("replay dead letter: 1 spooled record refused by the broker, dead-lettered, replay moved on");
-}
-
-/// A metric's value for one exact series, e.g. `name{label="x"}`; 0 when absent.
-fn metric_series(exposition: &str, series: &str) -> f64 {
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,13 +308,17 @@ async fn status_with(bridge: &Process, path: &str, token: &str) -> StatusCode {
 /// Waits until a post with `token` to `path` is answered 2xx.
 async fn wait_accepted(bridge: &Process, path: &str, token: &str) -> Duration {
     let started = std::time::Instant::now();
-    while !status_with(bridge, path, token).await.is_success() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{token} never accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        &format!("{token} accepted"),
+        async || {
+            status_with(bridge, path, token)
+                .await
+                .is_success()
+                .then_some(())
+        },
+    )
+    .await;
     started.elapsed()
 }
 
@@ -385,19 +381,18 @@ async fn sighup_rereads_the_token_files_and_never_ends_the_process() {
     // A file that cannot be read keeps the tokens in force.
     std::fs::remove_file(&tokens).unwrap();
     bridge.signal("-HUP");
-    let started = std::time::Instant::now();
-    while !bridge
-        .log()
-        .iter()
-        .any(|l| l.contains("token files not reloaded after SIGHUP"))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            bridge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the reload failure logged",
+        async || {
+            bridge
+                .log()
+                .iter()
+                .any(|l| l.contains("token files not reloaded after SIGHUP"))
+                .then_some(())
+        },
+    )
+    .await;
     assert!(status_with(&bridge, hook, "token-b").await.is_success());
     assert_eq!(
         bridge.child.try_wait().unwrap(),

@@ -119,16 +119,12 @@ async fn https_with_a_certificate_that_reloads_without_dropping_connections() {
     std::fs::write(&files.key, key).unwrap();
     std::fs::write(&files.cert, cert).unwrap();
     let started = Instant::now();
-    let mut new = loop {
-        if let Ok(sender) = connect(bridge.addr, &new_der).await {
-            break sender;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the new certificate was never served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut new = eventually(
+        Duration::from_secs(10),
+        "the new certificate served",
+        async || connect(bridge.addr, &new_der).await.ok(),
+    )
+    .await;
     let reloaded_after = started.elapsed();
     assert_eq!(request(&mut new, get_healthz()).await.0, StatusCode::OK);
     assert!(
@@ -214,16 +210,12 @@ async fn sighup_with_tls_reloads_the_certificate_and_the_token_files() {
     rewrite_unnoticed(&tokens, "token-b\n");
     bridge.signal("-HUP");
     let started = Instant::now();
-    let mut new = loop {
-        if let Ok(sender) = connect(bridge.addr, &new_der).await {
-            break sender;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the new certificate was never served"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut new = eventually(
+        Duration::from_secs(10),
+        "the new certificate served",
+        async || connect(bridge.addr, &new_der).await.ok(),
+    )
+    .await;
     assert_eq!(
         request(&mut new, post_with("token-b")).await.0,
         StatusCode::OK

@@ -349,13 +349,21 @@ pub fn report(line: &str) {
     writeln!(f, "{line}").unwrap();
 }
 
-/// A metric's value in a Prometheus exposition (the sum over its series).
-pub fn metric(exposition: &str, name: &str) -> f64 {
+/// A value in a Prometheus exposition: one series, named as exposed (`name{label="v"}`), or
+/// for a bare name the sum over its series.
+pub fn metric(exposition: &str, selector: &str) -> f64 {
     exposition
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split([' ', '{']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let name = series.split('{').next();
+            let chosen = match selector.contains('{') {
+                true => series == selector,
+                false => name == Some(selector),
+            };
+            chosen.then(|| value.parse::<f64>().ok()).flatten()
+        })
         .sum()
 }
 
@@ -377,19 +385,31 @@ pub fn samples() -> Vec<PathBuf> {
     paths
 }
 
-/// Polls `url` until it answers `status`, up to `bound`.
-pub async fn wait_for_status(url: &str, status: StatusCode, bound: Duration) -> Duration {
-    let started = tokio::time::Instant::now();
+/// Polls `check` until it gives a value, failing the test after `bound` with `what` it
+/// waited for.
+pub async fn eventually<T>(
+    bound: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let started = Instant::now();
     loop {
-        if get(url).await.status == status {
-            return started.elapsed();
+        if let Some(value) = check().await {
+            return value;
         }
-        assert!(
-            started.elapsed() < bound,
-            "{url} did not answer {status} within {bound:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(started.elapsed() < bound, "{what}: not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls `url` until it answers `status`, up to `bound`; how long that took.
+pub async fn wait_for_status(url: &str, status: StatusCode, bound: Duration) -> Duration {
+    let started = Instant::now();
+    eventually(bound, &format!("{url} answering {status}"), async || {
+        (get(url).await.status == status).then_some(())
+    })
+    .await;
+    started.elapsed()
 }
 
 /// The real binary as a child process.
@@ -788,30 +808,15 @@ pub fn verify(test: &str, bootstrap: &str, topic: &str, acked: &Acked, ordered: 
 }
 
 pub async fn wait_until(mut condition: impl FnMut() -> bool, bound: Duration) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < bound,
-            "condition not met within {bound:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(bound, "condition", async || condition().then_some(())).await
 }
 
+/// Polls the exposition at `url` until `name` (summed over its series) is `value`.
 pub async fn wait_for_metric(url: &str, name: &str, value: f64, bound: Duration) {
-    let started = Instant::now();
-    loop {
-        let text = get(url).await.text;
-        if metric(&text, name) == value {
-            return;
-        }
-        assert!(
-            started.elapsed() < bound,
-            "{name} did not reach {value} within {bound:?}: {}",
-            metric(&text, name)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(bound, &format!("{name} reaching {value}"), async || {
+        (metric(&get(url).await.text, name) == value).then_some(())
+    })
+    .await
 }
 
 /// The JSON Schema of records of type `kind`, from `schemas/`, checking formats.

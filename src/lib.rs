@@ -7,7 +7,8 @@
 //! producer with dead letters, or, when Kafka cannot acknowledge in time, [`spool`], a
 //! durable local log replayed in order), with [`metrics`] beside every stage. [`reload`]
 //! re-reads token files and the certificate on SIGHUP.
-//! [`serve`] runs it as a function of a configuration, a listener and a shutdown signal.
+//! [`serve`] runs it as a function of a configuration, listeners and a shutdown signal:
+//! [`Bridge::build`] loads what the configuration names, [`Bridge::run`] serves.
 
 pub mod auth;
 pub mod config;
@@ -94,180 +95,231 @@ impl Listeners {
 /// Upper bound on flushing the producer at shutdown.
 const FLUSH_BOUND: Duration = Duration::from_secs(10);
 
-/// Runs the bridge on `listener` until `shutdown` resolves, then winds down: `/readyz`
-/// turns 503 while the listener keeps serving for `http.shutdown_delay_ms`; the listener
-/// closes and in-flight requests finish (each within the delivery deadline, in Kafka or in
-/// the spool); the spool is replayed to Kafka for up to `spool.drain_on_shutdown_ms`; the
-/// producer is flushed within a bound and the spool is synced. SIGHUP, from the start,
-/// re-reads the token files and the TLS certificate.
+/// Runs the bridge on `listeners` until `shutdown` resolves: [`Bridge::build`], then
+/// [`Bridge::run`].
 pub async fn serve(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let Listeners {
-        webhook: listener,
-        admin,
-    } = listeners;
-    let hangup = reload::Hangup::install();
-    let auth = Arc::new(LiveAuth::load(&config.auth)?);
-    if auth.current().is_open() && !config.auth.allow_unauthenticated {
-        return Err(ServeError::NoToken);
-    }
-    let certificates = match &config.http.tls {
-        Some(files) => Some(tls::Certificates::load(files)?),
-        None => None,
-    };
-    let acceptor = certificates
-        .as_ref()
-        .map(|c| c.acceptor(config.http.http2))
-        .transpose()?;
-    let reloader = tokio::spawn(reload::run(hangup, auth.clone(), certificates));
-    let metrics = Metrics::new();
-    let spool = match config.spool.enabled {
-        true => Some(Spool::open(
-            &config.spool,
-            config.spool_frame_limit(),
-            metrics.clone(),
-        )?),
-        false => None,
-    };
-    let publisher = Publisher::new(&config, metrics.clone())?;
-    let deadline = config.delivery.deadline();
-    let app = Arc::new(http::App {
-        auth,
-        router: Router::new(&config.topics),
-        delivery: Delivery::new(publisher.clone(), spool.clone(), deadline),
-        metrics: metrics.clone(),
-        max_body_bytes: config.http.max_body_bytes,
-        dead_letter_rejected: config.dlq.rejected_bodies,
-        retry_after_secs: deadline.as_secs().max(1),
-        draining: AtomicBool::new(false),
-        body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
-        budget: http::Budget::new(
-            config.http.max_inflight_requests,
-            config.http.max_inflight_bytes,
-            config.http.max_body_bytes,
-        ),
-        limits: http::ConnectionLimits {
-            http2: config.http.http2,
-            max_connections: config.http.max_connections,
-            max_connections_per_client: Some(config.http.max_connections_per_client),
-            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
-            keep_alive_timeout: Duration::from_millis(config.http.keep_alive_timeout_ms),
-            max_header_bytes: config.http.max_header_bytes,
-            max_headers: config.http.max_headers,
-        },
-        admin_limits: http::ConnectionLimits {
-            http2: false,
-            max_connections: config.admin.max_connections,
-            max_connections_per_client: None,
-            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
-            keep_alive_timeout: Duration::from_millis(config.http.keep_alive_timeout_ms),
-            max_header_bytes: config.http.max_header_bytes,
-            max_headers: config.http.max_headers,
-        },
-        admin_routes_on_webhook: admin.is_none() || config.http.expose_admin_routes,
-    });
-    for warning in config.warnings() {
-        tracing::warn!("{warning}");
-    }
-    if app.auth.current().is_open() {
-        tracing::warn!("auth.allow_unauthenticated is set and no token is configured: anyone who can reach the listener can publish");
-    }
-    if let Ok(addr) = listener.local_addr() {
-        let admin = admin
+    Bridge::build(config, listeners.admin.is_some())?
+        .run(listeners, shutdown)
+        .await
+}
+
+/// A bridge built from its configuration: tokens, certificate, producer and spool loaded,
+/// nothing served yet. Everything that can refuse to start fails here.
+pub struct Bridge {
+    config: Config,
+    app: Arc<http::App>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    reloader: tokio::task::JoinHandle<()>,
+    publisher: Publisher,
+    spool: Option<Spool>,
+    metrics: Metrics,
+}
+
+impl Bridge {
+    /// Loads what `config` names; `admin` says whether an admin listener will serve
+    /// `/healthz`, `/readyz` and `/metrics` (else the webhook listener does). SIGHUP, from
+    /// here on, re-reads the token files and the TLS certificate: call it inside a Tokio
+    /// runtime.
+    pub fn build(config: Config, admin: bool) -> Result<Self, ServeError> {
+        let hangup = reload::Hangup::install();
+        let auth = Arc::new(LiveAuth::load(&config.auth)?);
+        if auth.current().is_open() && !config.auth.allow_unauthenticated {
+            return Err(ServeError::NoToken);
+        }
+        let certificates = match &config.http.tls {
+            Some(files) => Some(tls::Certificates::load(files)?),
+            None => None,
+        };
+        let acceptor = certificates
             .as_ref()
-            .and_then(|a| a.local_addr().ok())
-            .map_or_else(|| "off".to_owned(), |a| a.to_string());
-        tracing::info!(%addr, %admin, tls = acceptor.is_some(), brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
-    }
-
-    let replay = spool
-        .clone()
-        .map(|s| Replay::spawn(s, publisher.clone(), metrics));
-
-    let shutdown_delay = Duration::from_millis(config.http.shutdown_delay_ms);
-    let (stop, stopped) = watch::channel(false);
-    let draining = {
-        let app = app.clone();
-        async move {
-            shutdown.await;
-            app.draining.store(true, Ordering::SeqCst);
-            if !shutdown_delay.is_zero() {
-                tracing::info!(
-                    delay_ms = shutdown_delay.as_millis() as u64,
-                    "shutting down: /readyz answers 503; still serving until the delay passes"
-                );
-                tokio::time::sleep(shutdown_delay).await;
-            }
-            let _ = stop.send(true);
+            .map(|c| c.acceptor(config.http.http2))
+            .transpose()?;
+        let reloader = tokio::spawn(reload::run(hangup, auth.clone(), certificates));
+        let metrics = Metrics::new();
+        let spool = match config.spool.enabled {
+            true => Some(Spool::open(
+                &config.spool,
+                config.spool_frame_limit(),
+                metrics.clone(),
+            )?),
+            false => None,
+        };
+        let publisher = Publisher::new(&config, metrics.clone())?;
+        let deadline = config.delivery.deadline();
+        let app = Arc::new(http::App {
+            auth,
+            router: Router::new(&config.topics),
+            delivery: Delivery::new(publisher.clone(), spool.clone(), deadline),
+            metrics: metrics.clone(),
+            max_body_bytes: config.http.max_body_bytes,
+            dead_letter_rejected: config.dlq.rejected_bodies,
+            retry_after_secs: deadline.as_secs().max(1),
+            draining: AtomicBool::new(false),
+            body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
+            budget: http::Budget::new(
+                config.http.max_inflight_requests,
+                config.http.max_inflight_bytes,
+                config.http.max_body_bytes,
+            ),
+            limits: http::ConnectionLimits {
+                http2: config.http.http2,
+                max_connections: config.http.max_connections,
+                max_connections_per_client: Some(config.http.max_connections_per_client),
+                header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+                keep_alive_timeout: Duration::from_millis(config.http.keep_alive_timeout_ms),
+                max_header_bytes: config.http.max_header_bytes,
+                max_headers: config.http.max_headers,
+            },
+            admin_limits: http::ConnectionLimits {
+                http2: false,
+                max_connections: config.admin.max_connections,
+                max_connections_per_client: None,
+                header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+                keep_alive_timeout: Duration::from_millis(config.http.keep_alive_timeout_ms),
+                max_header_bytes: config.http.max_header_bytes,
+                max_headers: config.http.max_headers,
+            },
+            admin_routes_on_webhook: !admin || config.http.expose_admin_routes,
+        });
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
         }
-    };
-    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
-    // A request can take the deadline to become durable, plus time to read its body.
-    let drain = deadline + Duration::from_secs(5);
-    let admin = admin.map(|listener| {
-        tokio::spawn(http::run(
-            app.clone(),
-            http::Listener::Admin,
-            listener,
-            None,
-            until_stopped(stopped.clone()),
-            drain,
-        ))
-    });
-    tokio::join!(
-        draining,
-        http::run(
+        if app.auth.current().is_open() {
+            tracing::warn!("auth.allow_unauthenticated is set and no token is configured: anyone who can reach the listener can publish");
+        }
+        Ok(Self {
+            config,
             app,
-            http::Listener::Webhook,
-            listener,
             acceptor,
-            until_stopped(stopped),
-            drain,
-        )
-    );
-    if let Some(admin) = admin {
-        let _ = admin.await;
+            reloader,
+            publisher,
+            spool,
+            metrics,
+        })
     }
-    reloader.abort();
 
-    if let Some(replay) = replay {
-        let bound = Duration::from_millis(config.spool.drain_on_shutdown_ms);
-        let pending = spool.as_ref().map_or(0, Spool::pending_events);
-        if bound.is_zero() || pending == 0 {
-            replay.stop().await;
-        } else {
-            tracing::info!(
-                spooled = pending,
-                bound_ms = bound.as_millis() as u64,
-                "replaying the spool to Kafka before exit"
-            );
-            let left = replay.drain(tokio::time::sleep(bound), true).await;
-            match left {
-                0 => tracing::info!(replayed = pending, "spool drained"),
-                n => tracing::warn!(
-                    spooled = n,
-                    replayed = pending.saturating_sub(n),
-                    "spool not drained before exit; its records are replayed at the next start \
-                     on this directory, or with `comm100-bridge spool drain`"
-                ),
+    /// Serves `listeners` until `shutdown` resolves, then winds down: `/readyz` turns 503
+    /// while the listeners keep serving for `http.shutdown_delay_ms`; they close and
+    /// in-flight requests finish (each within the delivery deadline, in Kafka or in the
+    /// spool); the spool is replayed to Kafka for up to `spool.drain_on_shutdown_ms`; the
+    /// producer is flushed within a bound and the spool is synced.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let Self {
+            config,
+            app,
+            acceptor,
+            reloader,
+            publisher,
+            spool,
+            metrics,
+        } = self;
+        let Listeners {
+            webhook: listener,
+            admin,
+        } = listeners;
+        let deadline = config.delivery.deadline();
+        if let Ok(addr) = listener.local_addr() {
+            let admin = admin
+                .as_ref()
+                .and_then(|a| a.local_addr().ok())
+                .map_or_else(|| "off".to_owned(), |a| a.to_string());
+            tracing::info!(%addr, %admin, tls = acceptor.is_some(), brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
+        }
+
+        let replay = spool
+            .clone()
+            .map(|s| Replay::spawn(s, publisher.clone(), metrics));
+
+        let shutdown_delay = Duration::from_millis(config.http.shutdown_delay_ms);
+        let (stop, stopped) = watch::channel(false);
+        let draining = {
+            let app = app.clone();
+            async move {
+                shutdown.await;
+                app.draining.store(true, Ordering::SeqCst);
+                if !shutdown_delay.is_zero() {
+                    tracing::info!(
+                        delay_ms = shutdown_delay.as_millis() as u64,
+                        "shutting down: /readyz answers 503; still serving until the delay passes"
+                    );
+                    tokio::time::sleep(shutdown_delay).await;
+                }
+                let _ = stop.send(true);
+            }
+        };
+        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        // A request can take the deadline to become durable, plus time to read its body.
+        let drain = deadline + Duration::from_secs(5);
+        let admin = admin.map(|listener| {
+            tokio::spawn(http::run(
+                app.clone(),
+                http::Listener::Admin,
+                listener,
+                None,
+                until_stopped(stopped.clone()),
+                drain,
+            ))
+        });
+        tokio::join!(
+            draining,
+            http::run(
+                app,
+                http::Listener::Webhook,
+                listener,
+                acceptor,
+                until_stopped(stopped),
+                drain,
+            )
+        );
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        reloader.abort();
+
+        if let Some(replay) = replay {
+            let bound = Duration::from_millis(config.spool.drain_on_shutdown_ms);
+            let pending = spool.as_ref().map_or(0, Spool::pending_events);
+            if bound.is_zero() || pending == 0 {
+                replay.stop().await;
+            } else {
+                tracing::info!(
+                    spooled = pending,
+                    bound_ms = bound.as_millis() as u64,
+                    "replaying the spool to Kafka before exit"
+                );
+                let left = replay.drain(tokio::time::sleep(bound), true).await;
+                match left {
+                    0 => tracing::info!(replayed = pending, "spool drained"),
+                    n => tracing::warn!(
+                        spooled = n,
+                        replayed = pending.saturating_sub(n),
+                        "spool not drained before exit; its records are replayed at the next start \
+                         on this directory, or with `comm100-bridge spool drain`"
+                    ),
+                }
             }
         }
+        match publisher.flush(FLUSH_BOUND).await {
+            Ok(()) => tracing::info!("producer flushed"),
+            Err(e) => tracing::warn!(error = %e, "producer not fully flushed at shutdown"),
+        }
+        if let Some(spool) = spool {
+            let remaining = spool.pending_events();
+            tokio::task::spawn_blocking(move || spool.close())
+                .await
+                .ok();
+            tracing::info!(spooled = remaining, "spool synced; bye");
+        }
+        Ok(())
     }
-    match publisher.flush(FLUSH_BOUND).await {
-        Ok(()) => tracing::info!("producer flushed"),
-        Err(e) => tracing::warn!(error = %e, "producer not fully flushed at shutdown"),
-    }
-    if let Some(spool) = spool {
-        let remaining = spool.pending_events();
-        tokio::task::spawn_blocking(move || spool.close())
-            .await
-            .ok();
-        tracing::info!(spooled = remaining, "spool synced; bye");
-    }
-    Ok(())
 }

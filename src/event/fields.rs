@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::meter::Meter;
-use super::shape::{Kind, Object, Raw, Shape, MAP_ENTRY};
+use super::objects::Wrapup;
+use super::shape::{sorted, Key, Kind, Object, Raw, Shape, MAP_ENTRY};
 use super::time::{Date, Timestamp};
 
 /// A string of a record: borrowed from the body unless it had escapes or was converted.
@@ -69,28 +70,36 @@ impl<'a, 'm> Fields<'a, 'm> {
         }
     }
 
-    /// Removes `key`; JSON `null` and an empty or blank string count as absent (rule 4:
-    /// whatever the field's type, `""` is null).
-    pub(crate) fn take(&mut self, key: &str) -> Option<Raw<'a>> {
+    /// Removes `key`; JSON `null` and an empty or blank string count as absent (whatever
+    /// the field's type, `""` is null).
+    pub(crate) fn take(&mut self, key: impl Into<Key>) -> Option<Raw<'a>> {
+        let key = key.into();
         self.object
             .take(key)
             .filter(|raw| !raw.is_null() && !raw.is_blank())
     }
 
     /// Removes `key` as it was sent, blank or not.
-    pub(crate) fn take_raw(&mut self, key: &str) -> Option<Raw<'a>> {
+    pub(crate) fn take_raw(&mut self, key: impl Into<Key>) -> Option<Raw<'a>> {
+        let key = key.into();
         self.object.take(key)
     }
 
     /// Keeps a value of an unexpected type under `extra`.
-    fn mistyped(&mut self, key: &str, raw: Raw<'a>) {
-        if self.charge(key.len() + MAP_ENTRY + raw.value_cost()) {
-            self.extra.insert(key.to_owned(), raw.into_value());
+    fn mistyped(&mut self, key: impl Into<Key>, raw: Raw<'a>) {
+        let key = key.into();
+        if self.charge(key.name.len() + MAP_ENTRY + raw.value_cost()) {
+            self.extra.insert(key.name.to_owned(), raw.into_value());
         }
     }
 
     /// Applies `convert` to the value of `key`; on `None` the raw value goes to `extra`.
-    fn with<T>(&mut self, key: &str, convert: impl FnOnce(&Raw<'a>) -> Option<T>) -> Option<T> {
+    fn with<T>(
+        &mut self,
+        key: impl Into<Key>,
+        convert: impl FnOnce(&Raw<'a>) -> Option<T>,
+    ) -> Option<T> {
+        let key = key.into();
         let raw = self.take(key)?;
         let converted = convert(&raw);
         if converted.is_none() {
@@ -99,8 +108,9 @@ impl<'a, 'm> Fields<'a, 'm> {
         converted
     }
 
-    /// Free text (rule 4: empty → null). Numbers are kept as their JSON text.
-    pub(crate) fn text(&mut self, key: &str) -> Option<Text<'a>> {
+    /// Free text; empty or blank is null. Numbers are kept as their JSON text.
+    pub(crate) fn text(&mut self, key: impl Into<Key>) -> Option<Text<'a>> {
+        let key = key.into();
         match self.take(key)? {
             Raw::Str(s) if s.is_empty() => None,
             Raw::Str(s) => Some(s),
@@ -112,8 +122,9 @@ impl<'a, 'm> Fields<'a, 'm> {
         }
     }
 
-    /// An id (rule 2): a string, or an integer written in decimal.
-    pub(crate) fn id(&mut self, key: &str) -> Option<Text<'a>> {
+    /// An id: a string, or an integer written in decimal.
+    pub(crate) fn id(&mut self, key: impl Into<Key>) -> Option<Text<'a>> {
+        let key = key.into();
         match self.take(key)? {
             Raw::Str(s) if s.is_empty() => None,
             Raw::Str(s) => Some(s),
@@ -128,7 +139,8 @@ impl<'a, 'm> Fields<'a, 'm> {
     }
 
     /// A non-negative count; digit strings are accepted.
-    pub(crate) fn count(&mut self, key: &str) -> Option<u64> {
+    pub(crate) fn count(&mut self, key: impl Into<Key>) -> Option<u64> {
+        let key = key.into();
         self.with(key, |raw| match raw {
             Raw::Json(Value::Number(n)) => n.as_u64(),
             Raw::Str(s) => s.trim().parse().ok(),
@@ -136,8 +148,9 @@ impl<'a, 'm> Fields<'a, 'm> {
         })
     }
 
-    /// A date (rule 1).
-    pub(crate) fn time(&mut self, key: &str) -> Option<Timestamp> {
+    /// A date.
+    pub(crate) fn time(&mut self, key: impl Into<Key>) -> Option<Timestamp> {
+        let key = key.into();
         let raw = self.take(key)?;
         let date = match &raw {
             Raw::Str(s) => Date::of_str(s),
@@ -154,13 +167,15 @@ impl<'a, 'm> Fields<'a, 'm> {
         }
     }
 
-    /// A department (rule 3): an id, with `-1` (number or text) meaning none.
-    pub(crate) fn department(&mut self, key: &str) -> Option<Text<'a>> {
+    /// A department: an id, with `-1` (number or text) meaning none.
+    pub(crate) fn department(&mut self, key: impl Into<Key>) -> Option<Text<'a>> {
+        let key = key.into();
         self.id(key).filter(|d| d.trim() != "-1")
     }
 
-    /// Rule 6: `visitor.status`, a code (number or digit string) with its name.
-    pub(crate) fn visitor_status(&mut self, key: &str) -> Option<VisitorStatus> {
+    /// `visitor.status`, a code (number or digit string) with its name.
+    pub(crate) fn visitor_status(&mut self, key: impl Into<Key>) -> Option<VisitorStatus> {
+        let key = key.into();
         self.with(key, |raw| {
             let code = match raw {
                 Raw::Json(Value::Number(n)) => n.as_i64()?,
@@ -171,8 +186,9 @@ impl<'a, 'm> Fields<'a, 'm> {
         })
     }
 
-    /// Rule 8: transcript messages (see [`transcript_lines`]).
-    pub(crate) fn transcript(&mut self, key: &str) -> Vec<Text<'a>> {
+    /// Transcript messages (see [`transcript_lines`]).
+    pub(crate) fn transcript(&mut self, key: impl Into<Key>) -> Vec<Text<'a>> {
+        let key = key.into();
         match self.take(key) {
             None => Vec::new(),
             Some(Raw::Str(s)) => self.split(s, transcript_lines),
@@ -183,8 +199,9 @@ impl<'a, 'm> Fields<'a, 'm> {
         }
     }
 
-    /// Rule 9: comma-separated agent names, or an array of names.
-    pub(crate) fn operators(&mut self, key: &str) -> Vec<Text<'a>> {
+    /// Comma-separated agent names, or an array of names.
+    pub(crate) fn operators(&mut self, key: impl Into<Key>) -> Vec<Text<'a>> {
+        let key = key.into();
         match self.take(key) {
             None => Vec::new(),
             Some(Raw::Str(s)) => self.split(s, operator_names),
@@ -209,9 +226,10 @@ impl<'a, 'm> Fields<'a, 'm> {
     /// A nested object, normalized by `normalize`; any other non-null value goes to `extra`.
     pub(crate) fn object<T>(
         &mut self,
-        key: &str,
+        key: impl Into<Key>,
         normalize: impl FnOnce(Fields<'a, 'm>) -> T,
     ) -> Option<T> {
+        let key = key.into();
         match self.take(key)? {
             Raw::Object(object) => Some(normalize(Fields::new(object, self.meter))),
             other => {
@@ -223,7 +241,8 @@ impl<'a, 'm> Fields<'a, 'm> {
 
     /// A list of objects, each normalized by `item`; if the value is not an array or an item
     /// is not an object, the whole raw value goes to `extra` and the list is empty.
-    fn objects<T>(&mut self, key: &str, item: impl Fn(Fields<'a, 'm>) -> T) -> Vec<T> {
+    fn objects<T>(&mut self, key: impl Into<Key>, item: impl Fn(Fields<'a, 'm>) -> T) -> Vec<T> {
+        let key = key.into();
         match self.take(key) {
             Some(raw) => self.items(key, raw, item),
             None => Vec::new(),
@@ -231,7 +250,13 @@ impl<'a, 'm> Fields<'a, 'm> {
     }
 
     /// The items of the value `raw` of `key`, as [`Fields::objects`].
-    fn items<T>(&mut self, key: &str, raw: Raw<'a>, item: impl Fn(Fields<'a, 'm>) -> T) -> Vec<T> {
+    fn items<T>(
+        &mut self,
+        key: impl Into<Key>,
+        raw: Raw<'a>,
+        item: impl Fn(Fields<'a, 'm>) -> T,
+    ) -> Vec<T> {
+        let key = key.into();
         match raw {
             Raw::List(items)
                 if items.iter().all(|i| matches!(i, Raw::Object(_)))
@@ -250,35 +275,73 @@ impl<'a, 'm> Fields<'a, 'm> {
         }
     }
 
-    /// Rule 5: `custom_variables` or `custom_variable` → `[{"name","value"}]`.
-    pub(crate) fn custom_variables(&mut self) -> Vec<CustomVariable<'a>> {
-        let mut all = self.objects("custom_variables", CustomVariable::normalize);
-        let singular = self.objects("custom_variable", CustomVariable::normalize);
+    /// `custom_variables` or `custom_variable` → `[{"name","value"}]`.
+    pub(crate) fn custom_variables(
+        &mut self,
+        plural: impl Into<Key>,
+        singular: impl Into<Key>,
+    ) -> Vec<CustomVariable<'a>> {
+        let mut all = self.objects(plural, CustomVariable::normalize);
+        let singular = self.objects(singular, CustomVariable::normalize);
         if !singular.is_empty() && self.charge_items::<CustomVariable>(all.len() + singular.len()) {
             all.extend(singular);
         }
         all
     }
 
-    /// Rule 5: `custom_fields` (or `fields` of a wrap-up) → `[{"id","name","value"}]`.
-    pub(crate) fn custom_fields(&mut self, key: &str) -> Vec<CustomField<'a>> {
+    /// The first present of two ids; the other key, if also sent, stays in `extra`.
+    pub(crate) fn first_id(
+        &mut self,
+        first: impl Into<Key>,
+        second: impl Into<Key>,
+    ) -> Option<Text<'a>> {
+        match self.id(first) {
+            Some(id) => Some(id),
+            None => self.id(second),
+        }
+    }
+
+    /// The first present of two texts; the other key, if also sent, stays in `extra`.
+    pub(crate) fn first_text(
+        &mut self,
+        first: impl Into<Key>,
+        second: impl Into<Key>,
+    ) -> Option<Text<'a>> {
+        match self.text(first) {
+            Some(text) => Some(text),
+            None => self.text(second),
+        }
+    }
+
+    /// A wrap-up form, `chat.wrap_up`.
+    pub(crate) fn wrapup(&mut self, key: impl Into<Key>) -> Option<Wrapup<'a>> {
+        self.object(key, Wrapup::normalize)
+    }
+
+    /// `custom_fields` (or `fields` of a wrap-up) → `[{"id","name","value"}]`.
+    pub(crate) fn custom_fields(&mut self, key: impl Into<Key>) -> Vec<CustomField<'a>> {
+        let key = key.into();
         self.objects(key, CustomField::normalize)
     }
 
-    /// Rule 10: `attachment` as an object, array or null → `[{"name","uri"}]`; items with
+    /// `attachment` as an object, array or null → `[{"name","uri"}]`; items with
     /// neither name nor uri are dropped.
-    pub(crate) fn attachments(&mut self, key: &str) -> Vec<Attachment<'a>> {
+    pub(crate) fn attachments(&mut self, key: impl Into<Key>) -> Vec<Attachment<'a>> {
+        let key = key.into();
         match self.take(key) {
             None => Vec::new(),
-            Some(Raw::Object(object)) => Attachment::normalize(Fields::new(object, self.meter))
-                .into_iter()
-                .collect(),
-            Some(raw) => {
-                let items = self.items(key, raw, Attachment::normalize);
-                if !self.charge_items::<Attachment>(items.len()) {
-                    return Vec::new();
+            Some(Raw::Object(object)) => {
+                let attachment = Attachment::normalize(Fields::new(object, self.meter));
+                if attachment.holds_something() {
+                    vec![attachment]
+                } else {
+                    Vec::new()
                 }
-                items.into_iter().flatten().collect()
+            }
+            Some(raw) => {
+                let mut items = self.items(key, raw, Attachment::normalize);
+                items.retain(Attachment::holds_something);
+                items
             }
         }
     }
@@ -292,95 +355,39 @@ impl<'a, 'm> Fields<'a, 'm> {
     }
 }
 
-/// Rule 5: one custom variable.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CustomVariable<'a> {
-    pub name: Option<Text<'a>>,
-    pub value: Option<Text<'a>>,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub extra: Map<String, Value>,
-}
-
-impl<'a> CustomVariable<'a> {
-    pub(crate) const SHAPE: Shape = Shape {
-        keys: &[("name", Kind::Json), ("value", Kind::Json)],
-    };
-
-    fn normalize(mut f: Fields<'a, '_>) -> Self {
-        Self {
-            name: f.text("name"),
-            value: f.text("value"),
-            extra: f.finish(),
-        }
+payload_object! {
+    /// One custom variable.
+    CustomVariable {
+        name: Option<Text<'a>> = text("name"),
+        value: Option<Text<'a>> = text("value"),
     }
 }
 
-/// Rule 5: one custom (pre-chat or wrap-up) field.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CustomField<'a> {
-    pub id: Option<Text<'a>>,
-    pub name: Option<Text<'a>>,
-    pub value: Option<Text<'a>>,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub extra: Map<String, Value>,
-}
-
-impl<'a> CustomField<'a> {
-    pub(crate) const SHAPE: Shape = Shape {
-        keys: &[
-            ("id", Kind::Json),
-            ("field_id", Kind::Json),
-            ("name", Kind::Json),
-            ("value", Kind::Json),
-        ],
-    };
-
-    fn normalize(mut f: Fields<'a, '_>) -> Self {
-        let id = match f.id("id") {
-            Some(id) => Some(id),
-            None => f.id("field_id"),
-        };
-        Self {
-            id,
-            name: f.text("name"),
-            value: f.text("value"),
-            extra: f.finish(),
-        }
+payload_object! {
+    /// One custom (pre-chat or wrap-up) field; `field_id` is accepted for `id`.
+    CustomField {
+        id: Option<Text<'a>> = first_id("id", "field_id"),
+        name: Option<Text<'a>> = text("name"),
+        value: Option<Text<'a>> = text("value"),
     }
 }
 
-/// Rule 10: one attachment. `url` is accepted for `uri`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Attachment<'a> {
-    pub name: Option<Text<'a>>,
-    pub uri: Option<Text<'a>>,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub extra: Map<String, Value>,
-}
-
-impl<'a> Attachment<'a> {
-    pub(crate) const SHAPE: Shape = Shape {
-        keys: &[
-            ("name", Kind::Json),
-            ("uri", Kind::Json),
-            ("url", Kind::Json),
-        ],
-    };
-
-    /// `None` for an object that holds nothing at all: no non-empty value under any key.
-    fn normalize(mut f: Fields<'a, '_>) -> Option<Self> {
-        let name = f.text("name");
-        let uri = match f.text("uri") {
-            Some(uri) => Some(uri),
-            None => f.text("url"),
-        };
-        let extra = f.finish();
-        let holds_something = name.is_some() || uri.is_some() || extra.values().any(non_empty);
-        holds_something.then_some(Self { name, uri, extra })
+payload_object! {
+    /// One attachment. `url` is accepted for `uri`.
+    Attachment {
+        name: Option<Text<'a>> = text("name"),
+        uri: Option<Text<'a>> = first_text("uri", "url"),
     }
 }
 
-/// Rule 6: `visitor.status` with its name.
+impl Attachment<'_> {
+    /// Whether it holds anything: a value under any key that is not null, blank or empty.
+    fn holds_something(&self) -> bool {
+        self.name.is_some() || self.uri.is_some() || self.extra.values().any(non_empty)
+    }
+}
+
+/// `visitor.status` with its name.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VisitorStatus {
     pub code: i64,
@@ -413,7 +420,7 @@ impl VisitorStatus {
     }
 }
 
-/// Rule 7: minutes east of UTC from `"GMT -08:00"`, `"GMT 06:00"`, `"UTC-08:00"`, `"+0530"`.
+/// Minutes east of UTC from `"GMT -08:00"`, `"GMT 06:00"`, `"UTC-08:00"`, `"+0530"`.
 pub fn utc_offset_minutes(zone: &str) -> Option<i32> {
     let s = zone.trim();
     let s = ["GMT", "UTC", "gmt", "utc"]
@@ -443,7 +450,7 @@ pub fn utc_offset_minutes(zone: &str) -> Option<i32> {
     (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
 }
 
-/// Rule 8: transcript messages. A transcript with `⊙` is split on `⊙` only, so a newline
+/// Transcript messages. A transcript with `⊙` is split on `⊙` only, so a newline
 /// inside a message stays in it; one without (older payloads) is split on newlines. Empty
 /// and blank entries are dropped wherever they are.
 pub fn transcript_lines(transcript: &str) -> Vec<&str> {
@@ -471,7 +478,7 @@ fn non_empty(value: &Value) -> bool {
     }
 }
 
-/// Rule 9: comma-separated agent names → names.
+/// Comma-separated agent names → names.
 pub fn operator_names(names: &str) -> Vec<&str> {
     names
         .split(',')
@@ -561,7 +568,7 @@ mod tests {
         assert!(f.finish().is_empty());
     }
 
-    /// Rule 4: a blank string is null whatever the field's type, and `[]` for a list.
+    /// A blank string is null whatever the field's type, and `[]` for a list.
     #[test]
     fn blank_strings_are_null_for_every_field_type() {
         let mut f = fields(json!({
@@ -579,7 +586,7 @@ mod tests {
         assert!(f.finish().is_empty(), "nothing under extra");
     }
 
-    /// Rule 5: both spellings give one list, plural first; null or [] hides nothing.
+    /// Both spellings give one list, plural first; null or [] hides nothing.
     #[test]
     fn both_custom_variable_spellings_are_kept() {
         let both = json!({
@@ -588,7 +595,7 @@ mod tests {
         });
         let names = |v: Value| -> Vec<Option<String>> {
             fields(v)
-                .custom_variables()
+                .custom_variables("custom_variables", "custom_variable")
                 .into_iter()
                 .map(|c| c.name.map(|n| n.into_owned()))
                 .collect()
@@ -602,7 +609,7 @@ mod tests {
         }
     }
 
-    /// Rule 10: an attachment is dropped only when it holds nothing at all.
+    /// An attachment is dropped only when it holds nothing at all.
     #[test]
     fn attachments_are_dropped_only_when_empty() {
         let mut f = fields(json!({
@@ -723,7 +730,7 @@ mod tests {
     #[test]
     fn custom_variables_singular_or_plural_and_custom_fields_id_or_field_id() {
         let mut f = fields(json!({"custom_variable": [{"name": "N", "value": ""}]}));
-        let vars = f.custom_variables();
+        let vars = f.custom_variables("custom_variables", "custom_variable");
         assert_eq!(vars[0].name.as_deref(), Some("N"));
         assert_eq!(vars[0].value, None);
 

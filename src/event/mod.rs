@@ -5,6 +5,9 @@
 //! `event` values become type [`EventType::Unknown`]. Only a body that is not a JSON object,
 //! or one without a string `event`, is rejected.
 
+#[macro_use]
+mod declare;
+
 mod fields;
 mod meter;
 mod objects;

@@ -19,6 +19,85 @@ pub(crate) struct Shape {
     pub(crate) keys: &'static [(&'static str, Kind)],
 }
 
+/// A key of a shape, with its place in the shape when that is known when compiling.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key {
+    pub(crate) name: &'static str,
+    index: Option<usize>,
+}
+
+impl From<&'static str> for Key {
+    /// A key looked for by name.
+    fn from(name: &'static str) -> Self {
+        Self { name, index: None }
+    }
+}
+
+impl Shape {
+    /// `name`, a key of the shape, with its place; a name not in the shape does not compile
+    /// where this is evaluated as a constant.
+    pub(crate) const fn key(&self, name: &'static str) -> Key {
+        let mut i = 0;
+        while i < self.keys.len() {
+            if same(self.keys[i].0, name) {
+                return Key {
+                    name,
+                    index: Some(i),
+                };
+            }
+            i += 1;
+        }
+        panic!("not a key of the shape")
+    }
+}
+
+/// `keys` in byte order, as Comm100 sends them, so that reading looks for each key of a
+/// payload just after the previous one.
+pub(crate) const fn sorted<const N: usize>(
+    mut keys: [(&'static str, Kind); N],
+) -> [(&'static str, Kind); N] {
+    let mut i = 1;
+    while i < N {
+        let mut j = i;
+        while j > 0 && before(keys[j].0, keys[j - 1].0) {
+            let t = keys[j];
+            keys[j] = keys[j - 1];
+            keys[j - 1] = t;
+            j -= 1;
+        }
+        i += 1;
+    }
+    keys
+}
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether `a` sorts before `b`, byte by byte.
+const fn before(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut i = 0;
+    while i < a.len() && i < b.len() {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+        i += 1;
+    }
+    a.len() < b.len()
+}
+
 /// How the value of a known key is read.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Kind {
@@ -173,8 +252,13 @@ impl<'a> Object<'a> {
     }
 
     /// Removes the value of `key`, a key of the shape.
-    pub(crate) fn take(&mut self, key: &str) -> Option<Raw<'a>> {
-        let i = self.slot(key)?;
+    pub(crate) fn take(&mut self, key: impl Into<Key>) -> Option<Raw<'a>> {
+        let key = key.into();
+        let i = match key.index {
+            Some(i) => i,
+            None => self.slot(key.name)?,
+        };
+        debug_assert_eq!(self.shape.keys[i].0, key.name);
         self.slots[i].take().map(|(_, raw)| raw)
     }
 
@@ -308,12 +392,12 @@ impl<'de> Visitor<'de> for Read<'_, '_> {
         let mut next = 0;
         while let Some(key) = map.next_key_seed(KeyOf(shape, next))? {
             match key {
-                Key::Known(i) => {
+                ReadKey::Known(i) => {
                     next = i + 1;
                     let raw = map.next_value_seed(Read(shape.keys[i].1, meter))?;
                     object.put(i, position, raw);
                 }
-                Key::Unknown(key) => {
+                ReadKey::Unknown(key) => {
                     // The key, and its entry in the `extra` map it moves to.
                     meter.take(key.capacity() + MAP_ENTRY)?;
                     let value = map.next_value_seed(Json(meter))?;
@@ -402,7 +486,7 @@ impl<'de> Visitor<'de> for Json<'_, '_> {
     }
 }
 
-enum Key {
+enum ReadKey {
     Known(usize),
     Unknown(String),
 }
@@ -412,24 +496,24 @@ enum Key {
 struct KeyOf(&'static Shape, usize);
 
 impl<'de> DeserializeSeed<'de> for KeyOf {
-    type Value = Key;
+    type Value = ReadKey;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<ReadKey, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for KeyOf {
-    type Value = Key;
+    type Value = ReadKey;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object key")
     }
 
-    fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+    fn visit_str<E>(self, key: &str) -> Result<ReadKey, E> {
         Ok(match self.0.index_from(self.1, key) {
-            Some(i) => Key::Known(i),
-            None => Key::Unknown(key.to_owned()),
+            Some(i) => ReadKey::Known(i),
+            None => ReadKey::Unknown(key.to_owned()),
         })
     }
 }

@@ -369,7 +369,7 @@ fn an_offline_message_has_no_chat_id() {
     assert_eq!(r.extra["chat_id"], "c-9");
 }
 
-/// Rule 1 reaches `occurred_at` and so `ce_time`: a date that cannot be written is null.
+/// A date that cannot be written is null in `occurred_at` too, so `ce_time` never carries it.
 #[test]
 fn an_unwritable_event_time_leaves_occurred_at_null() {
     let r = record(json!({

@@ -282,7 +282,7 @@ mod tests {
         );
     }
 
-    /// Rule 1: every date written has a four-digit year; .NET's "no date" is no date.
+    /// Every date written has a four-digit year; .NET's "no date" is no date.
     #[test]
     fn dates_outside_years_1_to_9999_are_invalid_and_sentinels_are_no_date() {
         for (value, expected) in [
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(last.to_string(), "9999-12-31T23:59:59.998Z");
     }
 
-    /// Rule 1: `/Date(` in any case; ISO offsets `Z`, `±hh:mm` or `±hhmm`.
+    /// `/Date(` in any case; ISO offsets `Z`, `±hh:mm` or `±hhmm`.
     #[test]
     fn lower_case_dotnet_dates_and_offsets_without_a_colon() {
         for text in [

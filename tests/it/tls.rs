@@ -1,14 +1,12 @@
 //! HTTPS on the listener with a certificate generated at test time, and its reload when
 //! the files change, without dropping established connections.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
 use comm100_bridge::config::TlsConfig;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;

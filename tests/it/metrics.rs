@@ -2,15 +2,13 @@
 //! zero on start, `/readyz` following the brokers, and every metric the deployment files
 //! (alerts, dashboard) use present in a real scrape.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::common::*;
 use comm100_bridge::auth::AuthError;
 use comm100_bridge::event::EventType;
 use comm100_bridge::metrics::{routes, DlqReason, FailureReason};
-use common::*;
 use http::StatusCode;
 
 /// Every sample of an exposition: `name{labels}` → value.

@@ -3,8 +3,6 @@
 //! byte for byte what `serde_json` writes for it; and the memory meter counts at least what
 //! parsing, normalizing and routing a body really allocates.
 
-mod common;
-
 use comm100_bridge::config::Config as BridgeConfig;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -214,7 +212,7 @@ fn payload() -> impl Strategy<Value = Value> {
 /// A bundled sample with one to four of its keys (at the top or in one of its objects) set
 /// to generated values: realistic records with odd values where Comm100 puts them.
 fn mutated_sample() -> impl Strategy<Value = Value> {
-    let samples: Vec<Value> = common::samples()
+    let samples: Vec<Value> = crate::common::samples()
         .iter()
         .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
         .collect();
@@ -243,7 +241,7 @@ fn mutated_sample() -> impl Strategy<Value = Value> {
 fn validators() -> std::collections::HashMap<&'static str, jsonschema::Validator> {
     EventType::ALL
         .iter()
-        .map(|kind| (kind.as_str(), common::validator(kind.as_str())))
+        .map(|kind| (kind.as_str(), crate::common::validator(kind.as_str())))
         .collect()
 }
 
@@ -269,7 +267,7 @@ fn arbitrary_bytes_never_panic() {
             Ok(())
         })
         .unwrap();
-    common::report(&format!(
+    crate::common::report(&format!(
         "proptest: {CASES} arbitrary byte strings, no panic"
     ));
 }
@@ -316,7 +314,7 @@ fn arbitrary_json_payloads_normalize_to_records_that_parse_back() {
             Ok(())
         })
         .unwrap();
-    common::report(&format!(
+    crate::common::report(&format!(
         "proptest: {CASES} arbitrary JSON payloads normalized and re-parsed"
     ));
 }
@@ -417,7 +415,7 @@ fn costly_bodies(size: usize) -> Vec<(&'static str, String)> {
 fn the_meter_counts_at_least_what_a_body_takes() {
     let router = router();
     let mut worst: f64 = 0.0;
-    for path in common::samples() {
+    for path in crate::common::samples() {
         let body = std::fs::read(&path).unwrap();
         let (peak, counted) = metered(&router, &body).unwrap();
         worst = worst.max(counted as f64 / body.len() as f64);
@@ -442,7 +440,7 @@ fn the_meter_counts_at_least_what_a_body_takes() {
             metered(&router, &serde_json::to_vec(&payload).unwrap()).map(drop)
         })
         .unwrap();
-    common::report(&format!(
+    crate::common::report(&format!(
         "meter: {CASES} arbitrary payloads, the samples and 256 KiB costly bodies each allocate no more than counted; counted per body byte: {}",
         figures.join(", ")
     ));
@@ -483,7 +481,7 @@ fn generated_payloads_make_records_that_validate_against_their_schema() {
             Ok(())
         })
         .unwrap();
-    common::report(&format!(
+    crate::common::report(&format!(
         "proptest: {PAYLOADS} generated payloads (arbitrary, and samples with generated values), every record valid against its type's schema, every ce_time RFC 3339"
     ));
 }

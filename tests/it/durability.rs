@@ -2,15 +2,13 @@
 //! SIGTERM during a burst, permanent rejections. Each test reports its counts (sent, 2xx,
 //! found in Kafka, missing) to `target/tmp/test-report.txt`.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use comm100_bridge::config::Config;
-use common::*;
 use http::StatusCode;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tokio::task::JoinSet;

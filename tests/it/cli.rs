@@ -1,13 +1,11 @@
 //! The `comm100-bridge` binary: normalize, check-config, serve's refusal, and dev end to end.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::fixtures_dir;
+use crate::common::fixtures_dir;
 use serde_json::Value;
 
 fn bridge() -> Command {
@@ -195,7 +193,7 @@ async fn dev_publishes_a_posted_sample_prints_it_and_exits_0_on_sigterm() {
     assert!(sample.ends_with("chat_ended.json"), "{curl}");
 
     let body = std::fs::read(&sample).unwrap();
-    let answer = common::post(&url, &[], body).await;
+    let answer = crate::common::post(&url, &[], body).await;
     assert_eq!(answer.status, http::StatusCode::OK, "{}", answer.text);
 
     let published = next_line_containing(&rx, "--- published:", &mut seen);

@@ -2,12 +2,10 @@
 //! restarts, scale-in (shutdown drain, `spool drain`, the spool lock) and SIGHUP. Each test
 //! reports its counts to `target/tmp/test-report.txt`.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::Value;

@@ -2,10 +2,8 @@
 //! freshly normalized sample validates against the schema of its type, and a record with a
 //! wrong type or an undocumented field does not.
 
-mod common;
-
+use crate::common::{fixtures_dir, samples, validator};
 use comm100_bridge::event::{Record, Site, Timestamp};
-use common::{fixtures_dir, samples, validator};
 use serde_json::{json, Value};
 
 fn errors(kind: &str, record: &Value) -> Vec<String> {

@@ -1,12 +1,10 @@
 //! Golden tests: each sample in `tests/fixtures/NAME.json` normalizes to the record in
 //! `tests/fixtures/NAME.expected.json`, compared field by field (`id` and `received_at`
-//! excepted). `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the expected files.
-
-mod common;
+//! excepted). `UPDATE_GOLDEN=1 cargo test --test it golden::` rewrites the expected files.
 
 use std::path::Path;
 
-use common::samples;
+use crate::common::samples;
 
 use comm100_bridge::event::{Record, Timestamp};
 use serde_json::Value;

@@ -1,12 +1,10 @@
 //! HTTP/2 with a real client (hyper's, prior-knowledge h2c): off by default, bounded when
 //! on; and requests that end mid-body, over HTTP/1.1 and HTTP/2, give back what they held.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -2,13 +2,11 @@
 //! a normalized record), never a panic or a 500, and the bridge still serves a valid event
 //! afterwards. Also slow clients and floods.
 
-mod common;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
@@ -255,7 +253,14 @@ async fn hostile_requests_get_their_documented_answers_and_the_bridge_survives()
             Some(expected) => code == Some(expected),
             None => code.is_none(),
         };
-        if answer.status.as_u16() != c.status || !code_ok {
+        // Every error the bridge itself gives is JSON with a message; a 405 says what is allowed.
+        let well_formed = c.code.is_none()
+            || (answer.headers["content-type"] == "application/json"
+                && answer.json["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+                && (c.status != 405 || answer.headers.contains_key("allow")));
+        if answer.status.as_u16() != c.status || !code_ok || !well_formed {
             failures.push(format!(
                 "{}: got {} {:?}, expected {} {:?}: {}",
                 c.name,
@@ -281,6 +286,14 @@ async fn hostile_requests_get_their_documented_answers_and_the_bridge_survives()
         failures.join("\n")
     );
     assert!(cases.len() >= 120, "{}", cases.len());
+
+    // The admin listener's routes take GET and HEAD only.
+    let request = Request::post(bridge.admin("/healthz"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = send(request).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.headers["allow"], "GET, HEAD");
 
     let body = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();
     let answer = post(
@@ -360,6 +373,14 @@ async fn slowloris_clients_are_cut_off_and_do_not_starve_others() {
     // While they dribble, a normal client is served at once.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
+    // The admin listener's routes take GET and HEAD only.
+    let request = Request::post(bridge.admin("/healthz"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = send(request).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.headers["allow"], "GET, HEAD");
+
     let body = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();
     let answer = post(
         &bridge.url(&format!("/webhooks/comm100?token={TOKEN}")),

@@ -1,0 +1,19 @@
+//! The integration tests, one binary (librdkafka is linked once): the real bridge over
+//! real HTTP against librdkafka's mock cluster, the CLI, the deployment files, the goldens
+//! and schemas, properties, and (ignored by default; `.ci/run` runs them) Apache Kafka.
+
+mod common;
+
+mod bridge;
+mod cli;
+mod deploy;
+mod durability;
+mod golden;
+mod hostile;
+mod http2;
+mod kafka;
+mod lifecycle;
+mod metrics;
+mod properties;
+mod schemas;
+mod tls;

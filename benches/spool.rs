@@ -5,12 +5,12 @@
 use std::time::{Duration, Instant};
 
 use comm100_bridge::config::{Config, FsyncPolicy};
+use comm100_bridge::delivery::kafka::Publisher;
+use comm100_bridge::delivery::spool::replay::Replay;
+use comm100_bridge::delivery::spool::Spool;
 use comm100_bridge::event::{Record, Timestamp};
-use comm100_bridge::kafka::Publisher;
 use comm100_bridge::metrics::Metrics;
 use comm100_bridge::route::{Message, Router};
-use comm100_bridge::spool::replay::Replay;
-use comm100_bridge::spool::Spool;
 use rdkafka::mocking::MockCluster;
 
 const RECORDS: usize = 20_000;

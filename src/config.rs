@@ -237,7 +237,7 @@ impl Config {
     /// The largest record frame the spool writes; it follows from `message.max.bytes`,
     /// since the spool only takes records the producer can send.
     pub fn spool_frame_limit(&self) -> usize {
-        crate::spool::frame_limit(self.kafka.message_max_bytes())
+        crate::delivery::spool::frame_limit(self.kafka.message_max_bytes())
     }
 
     /// The dead-letter topic: `dlq.topic`, else `<prefix>.dlq`.

@@ -3,9 +3,10 @@
 //!
 //! The pipeline, one module per stage: [`http`] (routes, auth, limits, one answer per way a
 //! request is refused) → [`event`] (parse + normalize, memory metered) → [`route`] (topic,
-//! key, headers) → [`delivery`] (make it durable: [`kafka`], an idempotent `acks=all`
-//! producer with dead letters, or, when Kafka cannot acknowledge in time, [`spool`], a
-//! durable local log replayed in order), with [`metrics`] beside every stage. [`reload`]
+//! key, headers) → [`delivery`] (make it durable: [`delivery::kafka`], an idempotent
+//! `acks=all` producer with dead letters, or, when Kafka cannot acknowledge in time,
+//! [`delivery::spool`], a durable local log replayed in order), with [`metrics`] beside
+//! every stage. [`reload`]
 //! re-reads token files and the certificate on SIGHUP.
 //! [`serve`] runs it as a function of a configuration, listeners and a shutdown signal:
 //! [`Bridge::build`] loads what the configuration names, [`Bridge::run`] serves.
@@ -16,11 +17,9 @@ pub mod delivery;
 pub mod dev;
 pub mod event;
 pub mod http;
-pub mod kafka;
 pub mod metrics;
 pub mod reload;
 pub mod route;
-pub mod spool;
 pub mod tls;
 
 use std::future::Future;
@@ -33,12 +32,12 @@ use tokio::sync::watch;
 
 use crate::auth::LiveAuth;
 use crate::config::Config;
+use crate::delivery::kafka::Publisher;
+use crate::delivery::spool::replay::Replay;
+use crate::delivery::spool::{Spool, SpoolError};
 use crate::delivery::Delivery;
-use crate::kafka::Publisher;
 use crate::metrics::Metrics;
 use crate::route::Router;
-use crate::spool::replay::Replay;
-use crate::spool::{Spool, SpoolError};
 
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]

@@ -10,11 +10,11 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use comm100_bridge::config::{Config, LogFormat};
+use comm100_bridge::delivery::kafka::Publisher;
+use comm100_bridge::delivery::spool::{self, replay::Replay, Spool};
 use comm100_bridge::event::{Record, Site, Timestamp};
-use comm100_bridge::kafka::Publisher;
 use comm100_bridge::metrics::Metrics;
 use comm100_bridge::route::Router;
-use comm100_bridge::spool::{self, replay::Replay, Spool};
 use comm100_bridge::{dev, serve, Listeners};
 
 /// Receives Comm100 Live Chat webhooks and publishes each event, normalized, to Kafka.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use comm100_bridge::config::{FsyncPolicy, SpoolConfig};
 use comm100_bridge::metrics::Metrics;
-use comm100_bridge::spool::{frame_limit, Spool};
+use comm100_bridge::delivery::spool::{frame_limit, Spool};
 use libfuzzer_sys::fuzz_target;
 
 static RUN: AtomicU64 = AtomicU64::new(0);

@@ -5,12 +5,15 @@
 //! webhook handler delivers through [`Delivery`]; spool replay shares its Kafka side
 //! ([`Publisher::settle`]), so a permanent rejection is decided in one place.
 
+pub mod kafka;
+pub mod spool;
+
 use std::time::{Duration, Instant};
 
-use crate::kafka::{Delivered, Publisher, Rejection, Settled};
+use crate::delivery::kafka::{Delivered, Publisher, Rejection, Settled};
+use crate::delivery::spool::{Spool, SpoolError};
 use crate::metrics::FailureReason;
 use crate::route::Message;
-use crate::spool::{Spool, SpoolError};
 
 /// What became of a record.
 #[derive(Debug)]

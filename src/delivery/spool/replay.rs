@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Batch, Spool, Spooled};
-use crate::kafka::{Publisher, Rejection};
+use crate::delivery::kafka::{Publisher, Rejection};
 use crate::metrics::Metrics;
 
 /// Records read and sent per round.

@@ -109,7 +109,7 @@ impl Inspection {
         if message
             .headers
             .iter()
-            .any(|(k, _)| k == crate::kafka::DLQ_REASON)
+            .any(|(k, _)| k == crate::delivery::kafka::DLQ_REASON)
         {
             self.dead_letters += 1;
         }

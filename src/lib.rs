@@ -113,9 +113,6 @@ pub struct Bridge {
     app: Arc<http::App>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     reloader: tokio::task::JoinHandle<()>,
-    publisher: Publisher,
-    spool: Option<Spool>,
-    metrics: Metrics,
 }
 
 impl Bridge {
@@ -152,8 +149,8 @@ impl Bridge {
         let app = Arc::new(http::App {
             auth,
             router: Router::new(&config.topics),
-            delivery: Delivery::new(publisher.clone(), spool.clone(), deadline),
-            metrics: metrics.clone(),
+            delivery: Delivery::new(publisher, spool, deadline),
+            metrics,
             max_body_bytes: config.http.max_body_bytes,
             dead_letter_rejected: config.dlq.rejected_bodies,
             retry_after_secs: deadline.as_secs().max(1),
@@ -195,9 +192,6 @@ impl Bridge {
             app,
             acceptor,
             reloader,
-            publisher,
-            spool,
-            metrics,
         })
     }
 
@@ -216,10 +210,10 @@ impl Bridge {
             app,
             acceptor,
             reloader,
-            publisher,
-            spool,
-            metrics,
         } = self;
+        let publisher = app.delivery.publisher.clone();
+        let spool = app.delivery.spool.clone();
+        let metrics = app.metrics.clone();
         let Listeners {
             webhook: listener,
             admin,

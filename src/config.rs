@@ -1,5 +1,6 @@
 //! Configuration: built-in defaults (`config/default.toml`) → `--config FILE` →
-//! environment `COMM100_BRIDGE__<SECTION>__<KEY>`.
+//! environment `COMM100_BRIDGE__<SECTION>__<KEY>`; a librdkafka property is
+//! `COMM100_BRIDGE__KAFKA__PROPERTIES__<NAME>` with `.` written as `_`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -16,6 +17,40 @@ use crate::event::EventType;
 
 /// The built-in defaults: the documented default file, compiled in.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The prefix of every configuration variable.
+pub const ENV_PREFIX: &str = "COMM100_BRIDGE__";
+
+/// The prefix of librdkafka property variables.
+pub const ENV_PROPERTY_PREFIX: &str = "COMM100_BRIDGE__KAFKA__PROPERTIES__";
+
+/// librdkafka properties whose names hold `_` (read back from the environment as written).
+const UNDERSCORED_PROPERTIES: [&str; 1] = ["log_level"];
+
+/// The librdkafka property a `COMM100_BRIDGE__KAFKA__PROPERTIES__<NAME>` variable sets:
+/// `<NAME>` lower-cased with `_` read as `.`, except a trailing `_FILE` (the file form) and
+/// the few properties named with `_`. A name written with dots is taken as it is.
+pub fn property_from_env(name: &str) -> String {
+    let name = name.to_ascii_lowercase();
+    let (stem, file) = match name.strip_suffix("_file") {
+        Some(stem) => (stem, "_file"),
+        None => (name.as_str(), ""),
+    };
+    let stem = if UNDERSCORED_PROPERTIES.contains(&stem) {
+        stem.to_owned()
+    } else {
+        stem.replace('_', ".")
+    };
+    stem + file
+}
+
+/// The environment variable that sets librdkafka property `key`.
+pub fn property_env_name(key: &str) -> String {
+    format!(
+        "{ENV_PROPERTY_PREFIX}{}",
+        key.replace('.', "_").to_ascii_uppercase()
+    )
+}
 
 /// librdkafka properties the bridge sets itself.
 const OWNED_PROPERTIES: [&str; 6] = [
@@ -431,6 +466,27 @@ fn redact_url_credentials(value: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Asks librdkafka whether it knows property `key` and takes `value` for it.
+fn check_property(key: &str, value: &str) -> Result<(), ConfigError> {
+    let Err(e) = rdkafka::ClientConfig::new()
+        .set(key, value)
+        .create_native_config()
+    else {
+        return Ok(());
+    };
+    let reason = match e {
+        rdkafka::error::KafkaError::ClientConfig(_, ref message, _, _) => message.clone(),
+        other => other.to_string(),
+    };
+    let reason = if is_secret_property(key) && !value.is_empty() {
+        reason.replace(value, "<redacted>")
+    } else {
+        reason
+    };
+    let message = format!("{reason} (librdkafka's CONFIGURATION.md lists its properties)");
+    Err(invalid(format!("kafka.properties.{key}"), message))
+}
+
 /// Raw librdkafka properties; secret values are redacted when printed or serialized.
 #[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
@@ -491,6 +547,27 @@ impl Config {
         file: Option<&Path>,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Self, ConfigError> {
+        let mut env: std::collections::HashMap<String, String> = env.unwrap_or_else(|| {
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX) || k == "RUST_LOG")
+                .collect()
+        });
+        // librdkafka property names hold dots, which the layered loader would split on:
+        // these variables are applied after it, by name.
+        let names: Vec<String> = env
+            .keys()
+            .filter(|k| k.len() > ENV_PROPERTY_PREFIX.len() && k.starts_with(ENV_PROPERTY_PREFIX))
+            .cloned()
+            .collect();
+        let properties: Vec<(String, String)> = names
+            .into_iter()
+            .filter_map(|k| {
+                let value = env.remove(&k)?;
+                Some((property_from_env(&k[ENV_PROPERTY_PREFIX.len()..]), value))
+            })
+            .collect();
+        let rust_log = env.remove("RUST_LOG").filter(|f| !f.trim().is_empty());
         let mut builder =
             config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some(path) = file {
@@ -506,9 +583,23 @@ impl Config {
             Environment::with_prefix("COMM100_BRIDGE")
                 .prefix_separator("__")
                 .separator("__")
-                .source(env),
+                .source(Some(env)),
         );
         let mut config: Config = builder.build()?.try_deserialize()?;
+        for (key, value) in properties {
+            // The variable replaces the file's value in either form.
+            let other = match key.strip_suffix("_file") {
+                Some(stem) => stem.to_owned(),
+                None => format!("{key}_file"),
+            };
+            config.kafka.properties.remove(&other);
+            config.kafka.properties.insert(key, value);
+        }
+        if let Some(filter) = rust_log {
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .map_err(|e| invalid("RUST_LOG", format!("{e} (it replaces log.level)")))?;
+            config.log.level = filter;
+        }
         config.read_secret_files()?;
         config.validate()?;
         Ok(config)
@@ -628,7 +719,7 @@ impl Config {
         if self.auth.tokens.iter().any(|t| t.expose().is_empty()) {
             return Err(invalid("auth.tokens", "a token must not be empty"));
         }
-        for (key, _) in self.kafka.properties.iter() {
+        for (key, value) in self.kafka.properties.iter() {
             if OWNED_PROPERTIES.contains(&key) {
                 return Err(invalid(
                     format!("kafka.properties.{key}"),
@@ -636,6 +727,7 @@ impl Config {
                      and delivery.deadline_ms); remove it",
                 ));
             }
+            check_property(key, value)?;
         }
         if self.spool.enabled {
             if self.spool.append_budget_ms == 0
@@ -952,14 +1044,149 @@ mod tests {
     }
 
     #[test]
+    fn rust_log_replaces_log_level() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("COMM100_BRIDGE__LOG__LEVEL", "warn"),
+                ("RUST_LOG", "info,rdkafka=debug"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.log.level, "info,rdkafka=debug");
+        let c = Config::load_with_env(None, env(&[("RUST_LOG", " ")])).unwrap();
+        assert_eq!(c.log.level, "info", "a blank RUST_LOG is not set");
+        let err = Config::load_with_env(None, env(&[("RUST_LOG", "info,=[")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RUST_LOG"), "{err}");
+    }
+
+    #[test]
+    fn every_kafka_property_can_come_from_the_environment() {
+        for (name, property) in [
+            ("SASL_PASSWORD", "sasl.password"),
+            ("sasl.password", "sasl.password"),
+            ("SASL_PASSWORD_FILE", "sasl.password_file"),
+            ("SSL_KEY_PASSWORD_FILE", "ssl.key.password_file"),
+            (
+                "ENABLE_SSL_CERTIFICATE_VERIFICATION",
+                "enable.ssl.certificate.verification",
+            ),
+            ("LOG_LEVEL", "log_level"),
+        ] {
+            assert_eq!(property_from_env(name), property, "{name}");
+        }
+        assert_eq!(
+            property_env_name("sasl.password"),
+            "COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASSWORD"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "from-a-file\n").unwrap();
+        let f = file(
+            "[kafka.properties]\n\"sasl.password\" = \"in-the-file\"\n\"linger.ms\" = \"5\"\n",
+        );
+        let c = Config::load_with_env(
+            Some(f.path()),
+            env(&[
+                (
+                    "COMM100_BRIDGE__KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+                    "SASL_SSL",
+                ),
+                (
+                    "COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_MECHANISMS",
+                    "SCRAM-SHA-512",
+                ),
+                ("COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_USERNAME", "bridge"),
+                ("COMM100_BRIDGE__KAFKA__PROPERTIES__LINGER_MS", "0"),
+                ("COMM100_BRIDGE__KAFKA__PROPERTIES__LOG_LEVEL", "3"),
+                (
+                    "COMM100_BRIDGE__KAFKA__PROPERTIES__sasl.kerberos.service.name",
+                    "kafka",
+                ),
+                (
+                    "COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASSWORD_FILE",
+                    password.to_str().unwrap(),
+                ),
+            ]),
+        )
+        .unwrap();
+        let props = &c.kafka.properties;
+        assert_eq!(props.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(props.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
+        assert_eq!(props.get("sasl.username"), Some("bridge"));
+        assert_eq!(props.get("linger.ms"), Some("0"), "the environment wins");
+        assert_eq!(props.get("log_level"), Some("3"));
+        assert_eq!(props.get("sasl.kerberos.service.name"), Some("kafka"));
+        // The variable's file form replaces the file's inline value.
+        assert_eq!(props.get("sasl.password"), Some("from-a-file"));
+        assert_eq!(props.get("compression.type"), Some("lz4"), "defaults stay");
+
+        let c = Config::load_with_env(
+            None,
+            env(&[(
+                "COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASSWORD",
+                "only-here",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.properties.get("sasl.password"), Some("only-here"));
+        assert!(!c.to_redacted_toml().contains("only-here"));
+    }
+
+    #[test]
+    fn librdkafka_refuses_unknown_properties_and_bad_values_at_load() {
+        for (name, value, says) in [
+            ("SASL_PASSWROD", "x", "kafka.properties.sasl.passwrod"),
+            (
+                "COMPRESSION_TYPE",
+                "zip",
+                "kafka.properties.compression.type",
+            ),
+            ("BOOTSTRAP_SERVERS", "k:9092", "sets this property itself"),
+        ] {
+            let var = format!("{ENV_PROPERTY_PREFIX}{name}");
+            let err = Config::load_with_env(None, env(&[(&var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{name}: {err}");
+        }
+        let f = file("[kafka.properties]\n\"security.protocol\" = \"bogus\"\n");
+        let err = Config::load_with_env(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.properties.security.protocol"), "{err}");
+        // A secret's value is never repeated, even in librdkafka's words.
+        let f = file("[kafka.properties]\n\"sasl.oauthbearer.client.secret\" = \"s3cr3t-value\"\n");
+        let err = Config::load_with_env(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not supported in this build") && !err.contains("s3cr3t-value"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn credentials_in_urls_and_oauthbearer_settings_are_redacted() {
-        let f = file("[kafka.properties]\n\"sasl.oauthbearer.client.id\" = \"my-client\"\n\"sasl.oauthbearer.token.endpoint.url\" = \"https://idp.example/token\"\n\"ssl.crl.location\" = \"https://user:hunter2@crl.example/x.crl\"\n");
-        let c = Config::load_with_env(Some(f.path()), env(&[])).unwrap();
-        let out = c.to_redacted_toml();
+        // This build has no OIDC (librdkafka without libcurl), so these never load; what
+        // prints them still redacts them.
+        let mut oauth = Properties::default();
+        oauth.insert("sasl.oauthbearer.client.id", "my-client");
+        oauth.insert(
+            "sasl.oauthbearer.token.endpoint.url",
+            "https://idp.example/token",
+        );
+        let out = format!("{oauth:?}");
         assert!(
             !out.contains("my-client") && !out.contains("idp.example"),
             "{out}"
         );
+        let f = file("[kafka.properties]\n\"ssl.crl.location\" = \"https://user:hunter2@crl.example/x.crl\"\n");
+        let c = Config::load_with_env(Some(f.path()), env(&[])).unwrap();
+        let out = c.to_redacted_toml();
         assert!(!out.contains("hunter2") && !out.contains("user:"), "{out}");
         assert!(
             out.contains("https://<redacted>@crl.example/x.crl"),

@@ -19,7 +19,7 @@ use comm100_bridge::{dev, serve, Listeners};
 
 /// Receives Comm100 Live Chat webhooks and publishes each event, normalized, to Kafka.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = comm100_bridge::LONG_VERSION, about)]
 struct Cli {
     /// Configuration file (TOML), for `serve` when no command is given.
     #[arg(long, value_name = "FILE")]
@@ -32,12 +32,15 @@ struct Cli {
 enum Command {
     /// Run the bridge (the default command).
     Serve {
+        /// Configuration file (TOML), layered over the built-in defaults and under
+        /// COMM100_BRIDGE__* environment variables.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Run the bridge against an embedded in-memory Kafka cluster and print every record.
     Dev {
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// Address to receive webhooks on, without a token (host:port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
     /// Print what would be published for a payload: {"topic","key","headers","value"}.
@@ -48,11 +51,13 @@ enum Command {
         /// Site label, as in /webhooks/comm100/{site}.
         #[arg(long)]
         site: Option<String>,
+        /// Configuration file (TOML) for topics and the Kafka message size.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Validate the layered configuration and print it with secrets redacted.
     CheckConfig {
+        /// Configuration file (TOML) to check, with the environment applied over it.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },

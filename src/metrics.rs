@@ -160,12 +160,15 @@ impl Metrics {
         let build_info = register(
             r,
             IntGaugeVec::new(
-                Opts::new("build_info", "The running version; always 1."),
-                &["version"],
+                Opts::new(
+                    "build_info",
+                    "The running version and the git commit it was built from; always 1.",
+                ),
+                &["version", "commit"],
             ),
         );
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[crate::VERSION, crate::COMMIT])
             .set(1);
         let mut m = Self {
             http_requests: counters(

@@ -343,7 +343,7 @@ async fn health_readiness_and_metrics() {
         "{after}"
     );
     assert!(
-        after.contains("comm100_bridge_build_info{version=\""),
+        after.contains("comm100_bridge_build_info{commit=\""),
         "{after}"
     );
     bridge.stop().await.unwrap();

@@ -12,7 +12,7 @@ fn bridge() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"));
     // The tests' own environment must not leak configuration into the binary.
     for (k, _) in std::env::vars() {
-        if k.starts_with("COMM100_BRIDGE__") {
+        if k.starts_with("COMM100_BRIDGE__") || k == "RUST_LOG" {
             c.env_remove(k);
         }
     }
@@ -120,6 +120,80 @@ fn check_config_names_a_bad_key_and_fails() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("deadline"), "{err}");
+}
+
+#[test]
+fn check_config_takes_kafka_properties_and_rust_log_from_the_environment() {
+    let out = bridge()
+        .arg("check-config")
+        .env("COMM100_BRIDGE__AUTH__TOKENS", "t")
+        .env(
+            "COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASSWORD",
+            "pw-from-env",
+        )
+        .env(
+            "COMM100_BRIDGE__KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+            "SASL_SSL",
+        )
+        .env("RUST_LOG", "debug,rdkafka=trace")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: toml::Value = toml::from_str(&text).unwrap();
+    let properties = &parsed["kafka"]["properties"];
+    assert_eq!(properties["sasl.password"].as_str(), Some("<redacted>"));
+    assert_eq!(properties["security.protocol"].as_str(), Some("SASL_SSL"));
+    assert_eq!(parsed["log"]["level"].as_str(), Some("debug,rdkafka=trace"));
+    assert!(!text.contains("pw-from-env"));
+
+    let out = bridge()
+        .arg("check-config")
+        .env("COMM100_BRIDGE__AUTH__TOKENS", "t")
+        .env("COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASWORD", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kafka.properties.sasl.pasword"), "{err}");
+}
+
+#[test]
+fn version_names_the_commit_and_every_option_has_help() {
+    let out = bridge().arg("--version").output().unwrap();
+    let version = String::from_utf8(out.stdout).unwrap();
+    let want = format!("comm100-bridge {}", comm100_bridge::LONG_VERSION);
+    assert_eq!(version.trim(), want);
+    assert!(comm100_bridge::COMMIT.len() == 12 || comm100_bridge::COMMIT == "unknown");
+    for command in [
+        &["serve"][..],
+        &["dev"],
+        &["normalize"],
+        &["check-config"],
+        &["spool", "inspect"],
+        &["spool", "drain"],
+    ] {
+        let out = bridge().args(command).arg("--help").output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        // clap prints `--flag <VALUE>` and its help on one line, or the help on the next.
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let option = line.trim_start();
+            if !option.starts_with("--") || option.starts_with("--help") {
+                continue;
+            }
+            let described = option.split("  ").filter(|p| !p.trim().is_empty()).count() > 1
+                || lines.get(i + 1).is_some_and(|next| {
+                    let next = next.trim_start();
+                    !next.is_empty() && !next.starts_with('-')
+                });
+            assert!(described, "{command:?}: `{option}` has no help:\n{help}");
+        }
+    }
 }
 
 #[test]

@@ -424,9 +424,16 @@ pub struct Process {
 
 impl Process {
     pub fn start(config_file: &Path) -> Self {
+        Self::start_with_env(config_file, &[])
+    }
+
+    /// Starts `serve --config config_file` with `env` added to its environment.
+    pub fn start_with_env(config_file: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
             .args(["serve", "--config"])
             .arg(config_file)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -165,13 +165,22 @@ fn the_dockerfile_runs_serve_as_a_non_root_user_with_a_spool_volume() {
         "EXPOSE 8080 9464",
         "VOLUME /var/lib/comm100-bridge/spool",
         "USER 10001:10001",
-        r#"ENTRYPOINT ["comm100-bridge", "serve"]"#,
+        // Arguments replace only `serve`, so `IMAGE --version` and `IMAGE check-config` work.
+        r#"ENTRYPOINT ["comm100-bridge"]"#,
+        r#"CMD ["serve"]"#,
     ] {
         assert!(
             dockerfile.lines().any(|l| l.trim() == line),
             "Dockerfile lacks `{line}`"
         );
     }
+    // The image sets no configuration variable, which would override every --config file.
+    assert!(
+        !dockerfile.contains("ENV COMM100_BRIDGE__"),
+        "an ENV in the image silently overrides the TOML"
+    );
+    let defaults = Config::load_with_env(None, Some(Default::default())).unwrap();
+    assert!(dockerfile.contains(&format!("VOLUME {}", defaults.spool.dir.display())));
     assert!(dockerfile.contains("AS build"), "not a multi-stage build");
     let ignore = std::fs::read_to_string(repo(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target"));

@@ -686,14 +686,35 @@ async fn sasl_scram_over_tls_acls_and_missing_topics() {
         )
     };
     let work = tempfile::tempdir().unwrap();
-    let good = bridge_config(
-        work.path(),
-        "bridge",
-        kafka.var("SASL_BOOTSTRAP"),
-        true,
-        &sasl(kafka.var("SASL_PASSWORD")),
+    // This bridge has its Kafka properties, the password among them, only from the
+    // environment (`.` written as `_`); the others from their file.
+    let good = bridge_config(work.path(), "bridge", kafka.var("SASL_BOOTSTRAP"), true, "");
+    let bridge = Process::start_with_env(
+        &good,
+        &[
+            (
+                "COMM100_BRIDGE__KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+                "SASL_SSL",
+            ),
+            (
+                "COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_MECHANISMS",
+                "SCRAM-SHA-512",
+            ),
+            (
+                "COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_USERNAME",
+                kafka.var("SASL_USERNAME"),
+            ),
+            (
+                "COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASSWORD",
+                kafka.var("SASL_PASSWORD"),
+            ),
+            (
+                "COMM100_BRIDGE__KAFKA__PROPERTIES__SSL_CA_LOCATION",
+                kafka.var("CA"),
+            ),
+        ],
     );
-    let bridge = Process::start(&good);
+    assert!(!std::fs::read_to_string(&good).unwrap().contains("sasl"));
     let hook = webhook_url(&bridge);
 
     let mut published = Vec::new();
@@ -806,7 +827,7 @@ async fn sasl_scram_over_tls_acls_and_missing_topics() {
     });
     assert!(replayed.iter().any(|r| r.value["id"] == spooled.json["id"]));
     report(&format!(
-        "kafka: SASL_SSL/SCRAM-SHA-512: 6 published, denied topic → DLQ topic_authorization_failed, \
+        "kafka: SASL_SSL/SCRAM-SHA-512 with every Kafka property from the environment: 6 published, denied topic → DLQ topic_authorization_failed, \
          missing topic → DLQ unknown_topic; wrong password → /readyz 503 in {:.1} s (\"{reason}\"), \
          its spooled record published once the password was fixed",
         took.as_secs_f64()

@@ -111,9 +111,12 @@ async fn every_labelled_series_exists_at_zero_on_start() {
     ] {
         assert!(s.contains_key(gauge), "{gauge} missing");
     }
-    assert!(s
-        .keys()
-        .any(|k| k.starts_with("comm100_bridge_build_info{version=\"")));
+    let build_info = format!(
+        "comm100_bridge_build_info{{commit=\"{}\",version=\"{}\"}}",
+        comm100_bridge::COMMIT,
+        comm100_bridge::VERSION
+    );
+    assert_eq!(s.get(build_info.as_str()), Some(&1.0), "{build_info}");
     bridge.stop().await.unwrap();
 }
 

@@ -28,7 +28,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git commit this binary was built from (12 hex digits), or "unknown".
 pub const COMMIT: &str = env!("COMM100_BRIDGE_COMMIT");
 
-/// What `--version` prints after the program's name: `0.1.0 (commit 0123456789ab)`.
+/// What `--version` prints after the program's name: `0.2.0 (commit 0123456789ab)`.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",

@@ -188,8 +188,8 @@ fn the_dockerfile_runs_serve_as_a_non_root_user_with_a_spool_volume() {
 
 #[test]
 fn the_kubernetes_base_is_consistent() {
-    let dir = repo("deploy/kubernetes");
-    let kustomization = yaml("deploy/kubernetes/kustomization.yaml");
+    let dir = repo("deploy/kubernetes/base");
+    let kustomization = yaml("deploy/kubernetes/base/kustomization.yaml");
     for resource in kustomization["resources"].as_sequence().unwrap() {
         assert!(
             dir.join(resource.as_str().unwrap()).is_file(),
@@ -205,9 +205,9 @@ fn the_kubernetes_base_is_consistent() {
         )],
         Some(&dir.join("bridge.toml")),
     );
-    assert!(ok, "deploy/kubernetes/bridge.toml:\n{text}");
+    assert!(ok, "deploy/kubernetes/base/bridge.toml:\n{text}");
 
-    let statefulset = yaml("deploy/kubernetes/statefulset.yaml");
+    let statefulset = yaml("deploy/kubernetes/base/statefulset.yaml");
     let pod = &statefulset["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     assert_eq!(
@@ -267,7 +267,7 @@ fn the_kubernetes_base_is_consistent() {
         "the probes' port is not where the bridge serves them"
     );
     // The ServiceMonitor scrapes the admin port, which one Service only names.
-    let monitor = yaml("deploy/kubernetes/servicemonitor.yaml");
+    let monitor = yaml("deploy/kubernetes/monitoring/servicemonitor.yaml");
     assert_eq!(
         monitor["spec"]["endpoints"][0]["port"].as_str(),
         Some("admin")
@@ -340,11 +340,16 @@ fn the_kubernetes_base_is_consistent() {
         .iter()
         .any(|m| m["name"] == "spool" && m["mountPath"].as_str() == Some(spool_dir)));
 
-    // The PrometheusRule carries exactly the alerts of deploy/prometheus/alerts.yml.
-    let rule = yaml("deploy/kubernetes/prometheusrule.yaml");
+    // The PrometheusRule and the chart carry exactly the alerts of deploy/prometheus/alerts.yml.
+    let rule = yaml("deploy/kubernetes/monitoring/prometheusrule.yaml");
     assert_eq!(
         rule["spec"],
         yaml("deploy/prometheus/alerts.yml"),
         "prometheusrule.yaml and alerts.yml differ"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo("deploy/helm/comm100-bridge/files/alerts.yml")).unwrap(),
+        std::fs::read_to_string(repo("deploy/prometheus/alerts.yml")).unwrap(),
+        "the chart's copy of alerts.yml differs"
     );
 }

@@ -15,5 +15,6 @@ mod kafka;
 mod lifecycle;
 mod metrics;
 mod properties;
+mod render;
 mod schemas;
 mod tls;

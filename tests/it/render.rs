@@ -1,0 +1,395 @@
+//! The Kubernetes manifests as a cluster gets them: the kustomize base and its example
+//! overlay (kustomize, or `kubectl kustomize`) and the Helm chart with default and other
+//! values (helm), rendered and checked: the image is a parameter, the probes use the admin
+//! port the bridge really listens on, one Service is scraped, the grace period outlasts
+//! the shutdown, and the configuration the pod would run with passes `check-config`.
+//! `.ci/run` installs the tools and runs these.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_yaml_ng::Value;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn on_path(tool: &str) -> bool {
+    Command::new(tool).arg("version").output().is_ok()
+}
+
+/// Runs `program args`, panicking with its stderr when it fails.
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}); .ci/run installs it"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kustomize(dir: &str) -> Vec<Value> {
+    let dir = repo(dir);
+    let dir = dir.to_str().unwrap();
+    documents(&if on_path("kustomize") {
+        run("kustomize", &["build", dir])
+    } else {
+        run("kubectl", &["kustomize", dir])
+    })
+}
+
+const CHART: &str = "deploy/helm/comm100-bridge";
+
+fn helm_template(values: Option<&Path>) -> Vec<Value> {
+    let chart = repo(CHART);
+    let mut args = vec!["template", "bridge", chart.to_str().unwrap()];
+    if let Some(values) = values {
+        args.extend(["--values", values.to_str().unwrap()]);
+    }
+    documents(&run("helm", &args))
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(objects, kind);
+    assert_eq!(found.len(), 1, "one {kind} expected");
+    found[0]
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+fn labels(v: &Value) -> BTreeMap<String, String> {
+    v.as_mapping()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (text(k), text(v)))
+        .collect()
+}
+
+/// Whether every label of `selector` is in `labels`.
+fn selects(selector: &Value, labels_of: &Value) -> bool {
+    let have = labels(labels_of);
+    let want = labels(selector);
+    !want.is_empty() && want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+/// The configuration the bridge container would run with, as `check-config` prints it:
+/// the ConfigMap's file and the container's environment (a Secret's value from the
+/// rendered Secret, or a stand-in when the Secret is the operator's).
+fn effective_config(objects: &[Value]) -> toml::Value {
+    let statefulset = one(objects, "StatefulSet");
+    let pod = &statefulset["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    let at = args.iter().position(|a| a == "--config").expect("--config");
+    let config_path = Path::new(&args[at + 1]);
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| Some(Path::new(m["mountPath"].as_str().unwrap())) == config_path.parent())
+        .expect("the configuration file is mounted");
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    let map_name = &volume["configMap"]["name"];
+    let config_map = of_kind(objects, "ConfigMap")
+        .into_iter()
+        .find(|c| &c["metadata"]["name"] == map_name)
+        .expect("the mounted ConfigMap is rendered");
+    let file_name = config_path.file_name().unwrap().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join(file_name);
+    std::fs::write(&file, text(&config_map["data"][file_name])).unwrap();
+
+    let secrets = of_kind(objects, "Secret");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"));
+    command
+        .env_clear()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&file);
+    for var in container["env"].as_sequence().into_iter().flatten() {
+        let name = text(&var["name"]);
+        let value = if let Some(value) = var.get("value") {
+            text(value)
+        } else {
+            let reference = &var["valueFrom"]["secretKeyRef"];
+            secrets
+                .iter()
+                .find(|s| s["metadata"]["name"] == reference["name"])
+                .map(|s| text(&s["stringData"][text(&reference["key"]).as_str()]))
+                .unwrap_or_else(|| format!("stand-in-for-{}", text(&reference["key"])))
+        };
+        command.env(name, value);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "the rendered pod's configuration fails check-config:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+fn port_of(listen: &toml::Value) -> u64 {
+    let addr: std::net::SocketAddr = listen.as_str().unwrap().parse().unwrap();
+    u64::from(addr.port())
+}
+
+/// What every rendering must hold; returns the pod's grace period, in seconds.
+fn check(objects: &[Value], image: &str, monitored: bool) -> u64 {
+    let statefulset = one(objects, "StatefulSet");
+    let pod = &statefulset["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"].as_str(), Some(image));
+    assert!(selects(
+        &statefulset["spec"]["selector"]["matchLabels"],
+        &statefulset["spec"]["template"]["metadata"]["labels"]
+    ));
+
+    let config = effective_config(objects);
+    // The probes point at the admin port, which is where the bridge serves them.
+    let ports = container["ports"].as_sequence().unwrap();
+    let port = |name: &str| {
+        ports
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} port"))["containerPort"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(port("admin"), port_of(&config["admin"]["listen"]));
+    assert_eq!(port("http"), port_of(&config["http"]["listen"]));
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        let target = &get["port"];
+        assert!(
+            target == "admin" || target.as_u64() == Some(port("admin")),
+            "{probe} port {target:?} is not the admin port"
+        );
+    }
+
+    // The grace period outlasts the longest shutdown: the delay, requests in flight (the
+    // deadline and 5 s to read a body), the spool drain and the producer's flush.
+    let ms = |section: &str, key: &str| config[section][key].as_integer().unwrap() as u64;
+    let delay = ms("http", "shutdown_delay_ms");
+    assert!(
+        delay > 0,
+        "no shutdown delay: endpoints would still send here"
+    );
+    let shutdown =
+        delay + ms("delivery", "deadline_ms") + 5000 + ms("spool", "drain_on_shutdown_ms") + 10_000;
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        grace * 1000 > shutdown,
+        "grace {grace} s, shutdown up to {shutdown} ms"
+    );
+
+    // The spool is on the replica's own volume.
+    let spool_dir = config["spool"]["dir"].as_str().unwrap();
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some(spool_dir))
+        .expect("the spool directory is mounted");
+    assert!(statefulset["spec"]["volumeClaimTemplates"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|t| t["metadata"]["name"] == mount["name"]));
+
+    // Services select the pods; with monitoring, exactly one is scraped, on the admin port.
+    let pod_labels = &statefulset["spec"]["template"]["metadata"]["labels"];
+    let services = of_kind(objects, "Service");
+    for service in &services {
+        assert!(selects(&service["spec"]["selector"], pod_labels));
+    }
+    let monitors = of_kind(objects, "ServiceMonitor");
+    let rules = of_kind(objects, "PrometheusRule");
+    if !monitored {
+        assert!(
+            monitors.is_empty() && rules.is_empty(),
+            "needs the operator's CRDs"
+        );
+        return grace;
+    }
+    let monitor = one(objects, "ServiceMonitor");
+    let scraped: Vec<_> = services
+        .iter()
+        .filter(|s| {
+            selects(
+                &monitor["spec"]["selector"]["matchLabels"],
+                &s["metadata"]["labels"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        scraped.len(),
+        1,
+        "each pod would be scraped once per Service"
+    );
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    let service_port = scraped[0]["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == endpoint["port"])
+        .expect("the scraped Service has the endpoint's port");
+    assert_eq!(service_port["targetPort"].as_str(), Some("admin"));
+    assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+    let rule = one(objects, "PrometheusRule");
+    let alerts: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo("deploy/prometheus/alerts.yml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rule["spec"], alerts);
+    grace
+}
+
+#[test]
+#[ignore = "needs kustomize or kubectl; .ci/run runs it"]
+fn the_kustomize_base_and_its_overlay_render_as_documented() {
+    // The base: no image invented (the overlay sets it), nothing that needs the
+    // Prometheus Operator's CRDs.
+    let base = kustomize("deploy/kubernetes/base");
+    check(&base, "comm100-bridge", false);
+
+    let overlay = kustomize("deploy/kubernetes/example");
+    check(&overlay, "registry.example.com/comm100-bridge:0.2.0", true);
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        assert_eq!(
+            one(&overlay, kind)["metadata"]["labels"]["release"].as_str(),
+            Some("kube-prometheus-stack"),
+            "{kind}: the label kube-prometheus-stack selects"
+        );
+    }
+    assert!(overlay
+        .iter()
+        .all(|o| o["metadata"]["namespace"] == "comm100" || o["kind"] == "Namespace"));
+}
+
+#[test]
+#[ignore = "needs helm; .ci/run runs it"]
+fn the_helm_chart_lints_and_renders_with_default_and_other_values() {
+    let chart = repo(CHART);
+    run("helm", &["lint", "--strict", chart.to_str().unwrap()]);
+    let app_version = serde_yaml_ng::from_str::<Value>(
+        &std::fs::read_to_string(chart.join("Chart.yaml")).unwrap(),
+    )
+    .unwrap()["appVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app_version,
+        env!("CARGO_PKG_VERSION"),
+        "Chart.yaml appVersion"
+    );
+
+    // Defaults: the image tag is the chart's appVersion; a token is generated.
+    let defaults = helm_template(None);
+    let grace = check(&defaults, &format!("comm100-bridge:{app_version}"), false);
+    assert_eq!(grace, 45);
+    let secret = one(&defaults, "Secret");
+    assert_eq!(text(&secret["stringData"]["tokens"]).len(), 48);
+    assert!(secret["stringData"].get("kafka-password").is_none());
+
+    // Other values: the image, ports, timings, an existing Secret, SASL properties, more
+    // TOML, and the Prometheus Operator objects with the label a Prometheus selects.
+    let work = tempfile::tempdir().unwrap();
+    let values = work.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        r#"
+image: {repository: registry.test/team/comm100-bridge, tag: "9.9.9"}
+replicaCount: 3
+ports: {http: 9000, admin: 9999}
+shutdown: {delayMs: 2000, spoolDrainMs: 30000}
+delivery: {deadlineMs: 3000}
+secret: {existingSecret: bridge-credentials}
+kafka:
+  brokers: [k1.test:9093, k2.test:9093]
+  properties:
+    security.protocol: SASL_SSL
+    sasl.mechanisms: SCRAM-SHA-512
+    sasl.username: bridge
+    linger.ms: 0
+config: |
+  [log]
+  level = "debug"
+  [dlq]
+  topic = "team.dlq"
+serviceMonitor: {enabled: true, labels: {release: prom}}
+prometheusRule: {enabled: true, labels: {release: prom}}
+"#,
+    )
+    .unwrap();
+    run(
+        "helm",
+        &[
+            "lint",
+            "--strict",
+            chart.to_str().unwrap(),
+            "--values",
+            values.to_str().unwrap(),
+        ],
+    );
+    let custom = helm_template(Some(&values));
+    let grace = check(&custom, "registry.test/team/comm100-bridge:9.9.9", true);
+    assert_eq!(grace, (2000 + 3000 + 5000 + 30_000 + 10_000) / 1000 + 10);
+    assert!(
+        of_kind(&custom, "Secret").is_empty(),
+        "the operator's Secret is used"
+    );
+    assert_eq!(
+        one(&custom, "StatefulSet")["spec"]["replicas"].as_u64(),
+        Some(3)
+    );
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        assert_eq!(
+            one(&custom, kind)["metadata"]["labels"]["release"].as_str(),
+            Some("prom")
+        );
+    }
+    let config = effective_config(&custom);
+    let properties = &config["kafka"]["properties"];
+    assert_eq!(properties["security.protocol"].as_str(), Some("SASL_SSL"));
+    assert_eq!(properties["linger.ms"].as_str(), Some("0"));
+    assert_eq!(properties["sasl.password"].as_str(), Some("<redacted>"));
+    assert_eq!(config["kafka"]["brokers"][1].as_str(), Some("k2.test:9093"));
+    assert_eq!(config["log"]["level"].as_str(), Some("debug"));
+    assert_eq!(config["dlq"]["topic"].as_str(), Some("team.dlq"));
+}

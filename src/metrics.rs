@@ -116,6 +116,7 @@ pub struct Metrics {
     pub events_spooled: IntCounterVec,
     pub spool_events: IntGauge,
     pub spool_bytes: IntGauge,
+    pub spool_capacity_bytes: IntGauge,
     pub spool_replay_retries: prometheus::IntCounter,
     pub dlq: IntCounterVec,
     pub dlq_dropped: IntCounterVec,
@@ -231,6 +232,11 @@ impl Metrics {
             ),
             spool_events: gauge(r, "spool_events", "Records in the spool awaiting replay."),
             spool_bytes: gauge(r, "spool_bytes", "Size of the spool on disk, in bytes."),
+            spool_capacity_bytes: gauge(
+                r,
+                "spool_capacity_bytes",
+                "The spool's limit (spool.max_bytes); 0 without a spool.",
+            ),
             spool_replay_retries: register(
                 r,
                 prometheus::IntCounter::new(

@@ -103,6 +103,7 @@ async fn every_labelled_series_exists_at_zero_on_start() {
     for gauge in [
         "comm100_bridge_spool_events",
         "comm100_bridge_spool_bytes",
+        "comm100_bridge_spool_capacity_bytes",
         "comm100_bridge_inflight_requests",
         "comm100_bridge_kafka_producer_queue_messages",
         "comm100_bridge_kafka_brokers_up",
@@ -111,6 +112,12 @@ async fn every_labelled_series_exists_at_zero_on_start() {
     ] {
         assert!(s.contains_key(gauge), "{gauge} missing");
     }
+    let defaults = comm100_bridge::config::Config::load_with_env(None, Some(Default::default()));
+    assert_eq!(
+        s.get("comm100_bridge_spool_capacity_bytes"),
+        Some(&(defaults.unwrap().spool.max_bytes as f64)),
+        "the spool's limit, for a nearly-full alert"
+    );
     let build_info = format!(
         "comm100_bridge_build_info{{commit=\"{}\",version=\"{}\"}}",
         comm100_bridge::COMMIT,

@@ -175,6 +175,7 @@ impl Spool {
             appending: 0,
             segments,
         };
+        metrics.spool_capacity_bytes.set(config.max_bytes as i64);
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             dir: dir.clone(),

@@ -354,6 +354,7 @@ config: |
   topic = "team.dlq"
 serviceMonitor: {enabled: true, labels: {release: prom}}
 prometheusRule: {enabled: true, labels: {release: prom}}
+spoolDrain: {ordinals: [2]}
 "#,
     )
     .unwrap();
@@ -384,6 +385,47 @@ prometheusRule: {enabled: true, labels: {release: prom}}
             Some("prom")
         );
     }
+    // The drain Job of a removed replica: its claim, the bridge's settings, its spool dir.
+    let statefulset = one(&custom, "StatefulSet");
+    let bridge = &statefulset["spec"]["template"]["spec"]["containers"][0];
+    let job = one(&custom, "Job");
+    let job_pod = &job["spec"]["template"]["spec"];
+    let drain = &job_pod["containers"][0];
+    assert_eq!(drain["image"], bridge["image"]);
+    assert_eq!(
+        drain["env"], bridge["env"],
+        "the Job publishes with the bridge's settings"
+    );
+    let claim_template = text(&statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]);
+    let claim = format!(
+        "{claim_template}-{}-2",
+        text(&statefulset["metadata"]["name"])
+    );
+    let spool_volume = job_pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["persistentVolumeClaim"]["claimName"].as_str() == Some(claim.as_str()))
+        .expect("the Job mounts replica 2's claim");
+    let args: Vec<String> = drain["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    let spool_dir = drain["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == spool_volume["name"])
+        .unwrap()["mountPath"]
+        .clone();
+    assert_eq!(
+        args[..4],
+        ["spool", "drain", "--dir", text(&spool_dir).as_str()]
+    );
+    assert!(of_kind(&defaults, "Job").is_empty());
+
     let config = effective_config(&custom);
     let properties = &config["kafka"]["properties"];
     assert_eq!(properties["security.protocol"].as_str(), Some("SASL_SSL"));

@@ -44,3 +44,39 @@ deadline and 5 s to read a body), the spool drain and the producer's 10 s flush.
 {{- define "comm100-bridge.propertyEnv" -}}
 {{- printf "COMM100_BRIDGE__KAFKA__PROPERTIES__%s" (. | replace "." "_" | upper) -}}
 {{- end -}}
+
+{{/* The bridge's environment: what the probes, volume and grace period rely on (these win
+over the `config` file), the brokers, the Kafka properties and the Secret's values. */}}
+{{- define "comm100-bridge.env" -}}
+- name: COMM100_BRIDGE__HTTP__LISTEN
+  value: "0.0.0.0:{{ .Values.ports.http }}"
+- name: COMM100_BRIDGE__ADMIN__LISTEN
+  value: "0.0.0.0:{{ .Values.ports.admin }}"
+- name: COMM100_BRIDGE__SPOOL__DIR
+  value: /var/lib/comm100-bridge/spool
+- name: COMM100_BRIDGE__HTTP__SHUTDOWN_DELAY_MS
+  value: {{ .Values.shutdown.delayMs | quote }}
+- name: COMM100_BRIDGE__SPOOL__DRAIN_ON_SHUTDOWN_MS
+  value: {{ .Values.shutdown.spoolDrainMs | quote }}
+- name: COMM100_BRIDGE__DELIVERY__DEADLINE_MS
+  value: {{ .Values.delivery.deadlineMs | quote }}
+- name: COMM100_BRIDGE__KAFKA__BROKERS
+  value: {{ join "," .Values.kafka.brokers | quote }}
+{{- range $key, $value := .Values.kafka.properties }}
+- name: {{ include "comm100-bridge.propertyEnv" $key }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+- name: COMM100_BRIDGE__AUTH__TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "comm100-bridge.secretName" . }}
+      key: tokens
+{{- if or .Values.secret.existingSecret .Values.secret.kafkaPassword }}
+- name: COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "comm100-bridge.secretName" . }}
+      key: {{ .Values.secret.kafkaPasswordKey }}
+      optional: {{ not .Values.secret.kafkaPassword }}
+{{- end }}
+{{- end -}}

@@ -10,12 +10,17 @@
 # BENCH_OUT (results file, default docs/benchmarks.md), BENCH_PROPERTIES (librdkafka
 # properties for the bridge, e.g. "linger.ms=5 compression.type=none"; default: the
 # bridge's own defaults), BENCH_PARTITIONS (partitions per topic, default 3), BENCH_WARMUP
-# (s of load on a new Kafka cluster before the first measurement, default 45).
+# (s of load on a new Kafka cluster before the first measurement, default 45),
+# BENCH_REPEAT (max-rate runs of the bridge per connection count, default 3: CPU and
+# context switches per request are their medians).
 # It measures the bridge and, as the ceiling, a bare hyper server that reads the body and
 # answers 200, under the same wrk load (the seven Comm100 samples in rotation); then the
 # bridge at a fixed rate of half its maximum (oha, installed into the cache if missing),
 # with the share of its requests and of its Kafka deliveries over 5 ms from /metrics;
-# and writes a table with the machine and versions into the broker's section of BENCH_OUT.
+# It reports the bridge's and the broker's CPU time per request and the bridge's context
+# switches per request (from /proc, over the max-rate runs), and the bridge's heap
+# allocations per request (examples/bench_allocations.rs, against a mock cluster), and
+# writes a table with the machine and versions into the broker's section of BENCH_OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 broker=${BENCH_BROKER:-kafka}
@@ -25,6 +30,7 @@ threads=${BENCH_THREADS:-2}
 cache=${BENCH_CACHE:-$HOME/.cache/comm100-bridge}
 out=${BENCH_OUT:-docs/benchmarks.md}
 partitions=${BENCH_PARTITIONS:-3}
+repeat=${BENCH_REPEAT:-3}
 export FIXTURES="$PWD/tests/fixtures"
 
 work=$(mktemp -d)
@@ -49,7 +55,8 @@ if [ ! -x "$oha" ]; then
   echo "installing oha into $cache (about 5 minutes, once)"
   cargo install oha --locked --root "$cache"
 fi
-cargo build --release --locked --bin comm100-bridge --example bench_ceiling --example bench_broker
+cargo build --release --locked --bin comm100-bridge --example bench_ceiling --example bench_broker \
+  --example bench_allocations
 bin=target/release
 
 # The broker. Each measured run gets a fresh broker and bridge: tansu keeps every record
@@ -172,6 +179,12 @@ cpu_seconds() {
   done
   echo "$total"
 }
+# context_switches PID: voluntary and involuntary context switches of all its threads.
+context_switches() {
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(voluntary|nonvoluntary)_ctxt_switches/ {n += $2} END {print n + 0}'
+}
+# median N...: the middle value (the lower middle of an even count).
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
 # run NAME URL CONNECTIONS: prints "rps p50_ms p99_ms p999_ms non2xx errors"
@@ -241,35 +254,53 @@ PY
 rows=""
 notes=""
 for conns in $connections; do
-  start_bridge
-  cpu_before=$(cpu_seconds "$bridge_pid")
-  broker_cpu_before=$(cpu_seconds "${broker_pids[@]}")
-  read -r b_rps b_p50 b_p99 b_p999 b_non2xx b_err < <(run bridge "http://127.0.0.1:$bport/webhooks/comm100?token=bench" "$conns")
-  cpu_after=$(cpu_seconds "$bridge_pid")
-  broker_cpu_after=$(cpu_seconds "${broker_pids[@]}")
-  stop_bridge
+  cpus=(); broker_cpus=(); switches=(); rates=()
+  for _ in $(seq "$repeat"); do
+    start_bridge
+    cpu_before=$(cpu_seconds "$bridge_pid")
+    broker_cpu_before=$(cpu_seconds "${broker_pids[@]}")
+    switches_before=$(context_switches "$bridge_pid")
+    read -r b_rps b_p50 b_p99 b_p999 b_non2xx b_err < <(run bridge "http://127.0.0.1:$bport/webhooks/comm100?token=bench" "$conns")
+    cpu_after=$(cpu_seconds "$bridge_pid")
+    broker_cpu_after=$(cpu_seconds "${broker_pids[@]}")
+    switches_after=$(context_switches "$bridge_pid")
+    requests=$((b_rps * duration))
+    cpus+=("$(python3 -c "print(round(1e6 * ($cpu_after - $cpu_before) / $requests, 1))")")
+    broker_cpus+=("$(python3 -c "print(round(1e6 * ($broker_cpu_after - $broker_cpu_before) / $requests, 1))")")
+    switches+=("$(python3 -c "print(round(($switches_after - $switches_before) / $requests, 2))")")
+    rates+=("$b_rps")
+    stop_bridge
+  done
   read -r c_rps c_p50 c_p99 c_p999 c_non2xx c_err < <(run ceiling "http://127.0.0.1:$cport/" "$conns")
-  half=$((b_rps / 2))
+  half=$(($(median "${rates[@]}") / 2))
   start_bridge
   curl -sf "http://127.0.0.1:$bport/metrics" >"$work/metrics.before"
   read -r h_rps h_p50 h_p99 h_p999 h_non2xx h_err < <(fixed_rate "$conns" "$half")
   curl -sf "http://127.0.0.1:$bport/metrics" >"$work/metrics.after"
   read -r h_http_slow h_kafka_slow < <(over_5ms "$work/metrics.before" "$work/metrics.after")
   stop_bridge
-  cpu=$(python3 -c "print(round($cpu_after - $cpu_before, 1))")
-  broker_cpu=$(python3 -c "print(round($broker_cpu_after - $broker_cpu_before, 1))")
-  per_request=$(python3 -c "print(round(1e6 * ($cpu_after - $cpu_before) / ($b_rps * $duration)))")
-  broker_per_request=$(python3 -c "print(round(1e6 * ($broker_cpu_after - $broker_cpu_before) / ($b_rps * $duration)))")
+  per_request=$(median "${cpus[@]}")
+  broker_per_request=$(median "${broker_cpus[@]}")
+  switches_per_request=$(median "${switches[@]}")
   ratio=$(python3 -c "print(round(100 * $b_rps / $c_rps, 1))")
   rows+="| $conns | bridge, max rate | $b_rps | $b_p50 | $b_p99 | $b_p999 | $b_non2xx | $b_err |
 | $conns | ceiling (bare hyper, read body, 200) | $c_rps | $c_p50 | $c_p99 | $c_p999 | $c_non2xx | $c_err |
 | $conns | bridge at a fixed $half req/s (half its max, oha) | $h_rps | $h_p50 | $h_p99 | $h_p999 | $h_non2xx | $h_err |
 "
-  notes+="- $conns connections: bridge ÷ ceiling **$ratio %**; bridge CPU $cpu s over ${duration} s (≈ $per_request µs per request), broker CPU $broker_cpu s (≈ $broker_per_request µs per request).
+  notes+="- $conns connections: bridge ÷ ceiling **$ratio %** (the last of $repeat max-rate runs: ${rates[*]} req/s); per request, medians of the $repeat runs: bridge CPU **$per_request µs** (${cpus[*]}), broker CPU $broker_per_request µs (${broker_cpus[*]}), bridge context switches **$switches_per_request** (${switches[*]}).
   At half load, by the bridge's own histograms: $h_http_slow % of webhook requests took over 5 ms, and $h_kafka_slow % of Kafka deliveries (produce to acknowledgement) did.
 "
 done
 rss=$peak_rss
+
+# Heap allocations per request: the bridge in-process under a counting allocator, against
+# a mock cluster in its own process (the count hardly depends on the broker).
+"$bin/examples/bench_broker" mock "$partitions" >"$work/alloc-broker.out" 2>&1 &
+alloc_broker=$!
+pids+=("$alloc_broker")
+for _ in $(seq 100); do grep -q '^bootstrap ' "$work/alloc-broker.out" && break; sleep 0.1; done
+read -r _ allocations _ allocated_bytes _ _ < <("$bin/examples/bench_allocations" "$(sed -n 's/^bootstrap //p' "$work/alloc-broker.out")" 20000 16)
+kill "$alloc_broker"
 
 # Parse + normalize + serialize cost per event in instructions (callgrind), which unlike
 # wall-clock time repeats exactly on a shared machine.
@@ -299,6 +330,7 @@ section() {
   echo
   printf '%s' "$notes"
   echo "- Bridge peak RSS over all runs: **$rss MiB**."
+  echo "- Heap allocations per request (\`examples/bench_allocations.rs\`, 20,000 requests, 16 at a time, mock cluster): **$allocations** ($allocated_bytes bytes)."
   if [ -n "$instructions" ]; then
     echo
     echo "Parse + normalize + serialize, instructions per event under callgrind"

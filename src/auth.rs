@@ -3,6 +3,7 @@
 //! `Authorization: Bearer`, `X-Bridge-Token` or the HTTP Basic password, compared in
 //! constant time against the global tokens and the tokens bound to the request's site.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -319,14 +320,17 @@ pub const MAX_CANDIDATES: usize = 4;
 
 /// The tokens the request presents, in any of the accepted places: at most
 /// [`MAX_CANDIDATES`], the query's first, then `X-Bridge-Token`, then `Authorization`.
-fn candidates(parts: &Parts) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
+fn candidates(parts: &Parts) -> Vec<Cow<'_, [u8]>> {
+    let mut out = Vec::with_capacity(MAX_CANDIDATES);
     if let Some(query) = parts.uri.query() {
         out.extend(
             form_urlencoded::parse(query.as_bytes())
                 .filter(|(k, _)| k == "token")
                 .take(MAX_CANDIDATES)
-                .map(|(_, v)| v.into_owned().into_bytes()),
+                .map(|(_, v)| match v {
+                    Cow::Borrowed(v) => Cow::Borrowed(v.as_bytes()),
+                    Cow::Owned(v) => Cow::Owned(v.into_bytes()),
+                }),
         );
     }
     for value in parts
@@ -335,7 +339,7 @@ fn candidates(parts: &Parts) -> Vec<Vec<u8>> {
         .iter()
         .take(MAX_CANDIDATES)
     {
-        out.push(value.as_bytes().to_vec());
+        out.push(Cow::Borrowed(value.as_bytes()));
     }
     for value in parts
         .headers
@@ -346,13 +350,13 @@ fn candidates(parts: &Parts) -> Vec<Vec<u8>> {
         let Ok(value) = value.to_str() else { continue };
         let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
-            out.push(rest.trim().as_bytes().to_vec());
+            out.push(Cow::Borrowed(rest.trim().as_bytes()));
         } else if scheme.eq_ignore_ascii_case("basic") {
             let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
                 continue;
             };
             if let Some(colon) = decoded.iter().position(|&b| b == b':') {
-                out.push(decoded[colon + 1..].to_vec());
+                out.push(Cow::Owned(decoded[colon + 1..].to_vec()));
             }
         }
     }

@@ -298,7 +298,7 @@ async fn accept(
     let (_request, held) = app
         .budget
         .try_acquire(reserve)
-        .ok_or(Refusal::Busy.plain())?;
+        .ok_or_else(|| Refusal::Busy.plain())?;
     let body = read(app, body, declared, gzip).await?;
 
     let site_label = site.as_ref().map(|s| s.as_str().to_owned());

@@ -95,20 +95,45 @@ impl EventType {
     /// Classifies a payload's `event` value (case-insensitive, trimmed); an agent status
     /// event also yields the status.
     pub fn classify(event: &str) -> (Self, Option<AgentStatus>) {
-        let event = event.trim().to_ascii_lowercase();
-        match event.as_str() {
-            "offline_message_submitted" => (Self::OfflineMessageSubmitted, None),
-            "chat_started" => (Self::ChatStarted, None),
-            "chat_ended" => (Self::ChatEnded, None),
-            "chat_wrapped_up" | "chat_wraped_up" => (Self::ChatWrappedUp, None),
-            "chat_request" | "chat_requested" => (Self::ChatRequested, None),
-            "chat_transferred" => (Self::ChatTransferred, None),
-            "online" => (Self::AgentStatusChanged, Some(AgentStatus::Online)),
-            "away" => (Self::AgentStatusChanged, Some(AgentStatus::Away)),
-            "login" => (Self::AgentStatusChanged, Some(AgentStatus::Login)),
-            "logout" => (Self::AgentStatusChanged, Some(AgentStatus::Logout)),
-            _ => (Self::Unknown, None),
-        }
+        const NAMES: [(&str, EventType, Option<AgentStatus>); 12] = [
+            (
+                "offline_message_submitted",
+                EventType::OfflineMessageSubmitted,
+                None,
+            ),
+            ("chat_started", EventType::ChatStarted, None),
+            ("chat_ended", EventType::ChatEnded, None),
+            ("chat_wrapped_up", EventType::ChatWrappedUp, None),
+            ("chat_wraped_up", EventType::ChatWrappedUp, None),
+            ("chat_request", EventType::ChatRequested, None),
+            ("chat_requested", EventType::ChatRequested, None),
+            ("chat_transferred", EventType::ChatTransferred, None),
+            (
+                "online",
+                EventType::AgentStatusChanged,
+                Some(AgentStatus::Online),
+            ),
+            (
+                "away",
+                EventType::AgentStatusChanged,
+                Some(AgentStatus::Away),
+            ),
+            (
+                "login",
+                EventType::AgentStatusChanged,
+                Some(AgentStatus::Login),
+            ),
+            (
+                "logout",
+                EventType::AgentStatusChanged,
+                Some(AgentStatus::Logout),
+            ),
+        ];
+        let event = event.trim();
+        NAMES
+            .iter()
+            .find(|(name, _, _)| name.eq_ignore_ascii_case(event))
+            .map_or((Self::Unknown, None), |&(_, kind, status)| (kind, status))
     }
 }
 

@@ -44,14 +44,6 @@ pub fn property_from_env(name: &str) -> String {
     stem + file
 }
 
-/// The environment variable that sets librdkafka property `key`.
-pub fn property_env_name(key: &str) -> String {
-    format!(
-        "{ENV_PROPERTY_PREFIX}{}",
-        key.replace('.', "_").to_ascii_uppercase()
-    )
-}
-
 /// librdkafka properties the bridge sets itself.
 const OWNED_PROPERTIES: [&str; 6] = [
     "bootstrap.servers",
@@ -1077,10 +1069,6 @@ mod tests {
         ] {
             assert_eq!(property_from_env(name), property, "{name}");
         }
-        assert_eq!(
-            property_env_name("sasl.password"),
-            "COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASSWORD"
-        );
 
         let dir = tempfile::tempdir().unwrap();
         let password = dir.path().join("password");

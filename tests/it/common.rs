@@ -367,8 +367,21 @@ pub fn metric(exposition: &str, selector: &str) -> f64 {
         .sum()
 }
 
+/// `path` in the repository.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    repo("tests/fixtures")
+}
+
+/// The documents of a multi-document YAML text, empty ones left out.
+pub fn yaml_documents(text: &str) -> Vec<serde_yaml_ng::Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| <serde_yaml_ng::Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
 }
 
 /// Every sample payload (not the `.expected.json` golden records).

@@ -3,16 +3,13 @@
 //! the bridge publishes to, and to configuration the bridge accepts.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use crate::common::{repo, yaml_documents};
 use comm100_bridge::config::Config;
 use comm100_bridge::route::Router;
 use serde_yaml_ng::Value;
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 fn yaml(path: &str) -> Value {
     serde_yaml_ng::from_str(&std::fs::read_to_string(repo(path)).unwrap()).unwrap()
@@ -273,8 +270,8 @@ fn the_kubernetes_base_is_consistent() {
         Some("admin")
     );
     let services = std::fs::read_to_string(dir.join("service.yaml")).unwrap();
-    let with_admin = serde_yaml_ng::Deserializer::from_str(&services)
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+    let with_admin = yaml_documents(&services)
+        .into_iter()
         .filter(|svc| {
             svc["spec"]["ports"]
                 .as_sequence()

@@ -3,14 +3,14 @@
 //! environment name; the README's table of answers lists every status a webhook gets.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
+use crate::common::repo;
 use comm100_bridge::auth::AuthError;
 use comm100_bridge::config::Config;
 use comm100_bridge::http::Refusal;
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+    std::fs::read_to_string(repo(path)).unwrap()
 }
 
 /// The loader's answer to `toml`: Ok, or its error text.

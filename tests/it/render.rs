@@ -6,14 +6,12 @@
 //! `.ci/run` installs the tools and runs these.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_yaml_ng::Value;
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use crate::common::{repo, yaml_documents};
 
 fn on_path(tool: &str) -> bool {
     Command::new(tool).arg("version").output().is_ok()
@@ -33,17 +31,10 @@ fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn documents(text: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(text)
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 fn kustomize(dir: &str) -> Vec<Value> {
     let dir = repo(dir);
     let dir = dir.to_str().unwrap();
-    documents(&if on_path("kustomize") {
+    yaml_documents(&if on_path("kustomize") {
         run("kustomize", &["build", dir])
     } else {
         run("kubectl", &["kustomize", dir])
@@ -58,7 +49,7 @@ fn helm_template(values: Option<&Path>) -> Vec<Value> {
     if let Some(values) = values {
         args.extend(["--values", values.to_str().unwrap()]);
     }
-    documents(&run("helm", &args))
+    yaml_documents(&run("helm", &args))
 }
 
 fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {

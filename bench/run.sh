@@ -12,7 +12,9 @@
 # bridge's own defaults), BENCH_PARTITIONS (partitions per topic, default 3), BENCH_WARMUP
 # (s of load on a new Kafka cluster before the first measurement, default 45),
 # BENCH_REPEAT (max-rate runs of the bridge per connection count, default 3: CPU and
-# context switches per request are their medians).
+# context switches per request are their medians), BENCH_BRIDGE (a comm100-bridge binary
+# to measure instead of the one built from this tree, e.g. an earlier commit's for a
+# before/after comparison; allocations and instructions are always this tree's).
 # It measures the bridge and, as the ceiling, a bare hyper server that reads the body and
 # answers 200, under the same wrk load (the seven Comm100 samples in rotation); then the
 # bridge at a fixed rate of half its maximum (oha, installed into the cache if missing),
@@ -58,6 +60,7 @@ fi
 cargo build --release --locked --bin comm100-bridge --example bench_ceiling --example bench_broker \
   --example bench_allocations
 bin=target/release
+bridge=${BENCH_BRIDGE:-$bin/comm100-bridge}
 
 # The broker. Each measured run gets a fresh broker and bridge: tansu keeps every record
 # in memory and slows down as it grows.
@@ -141,7 +144,7 @@ tuning="linger.ms = $(property linger.ms), compression.type = $(property compres
 start_bridge() {
   start_broker
   rm -rf "$work/spool"
-  COMM100_BRIDGE__KAFKA__BROKERS="$bootstrap" "${servers[@]}" "$bin/comm100-bridge" serve \
+  COMM100_BRIDGE__KAFKA__BROKERS="$bootstrap" "${servers[@]}" "$bridge" serve \
     --config "$work/bridge.toml" 2>>"$work/bridge.err" &
   bridge_pid=$!
   pids+=("$bridge_pid")
@@ -344,7 +347,7 @@ section() {
   echo
   echo "Machine: $(nproc) cores, $cpu_model, $(free -g | awk '/Mem:/ {print $2}') GiB. Layout: $layout."
   echo "Broker: $broker_version on loopback, topics with $partitions partitions. Bridge: $tuning."
-  echo "Versions: comm100-bridge $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1), $(rustc --version), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
+  echo "Versions: $("$bridge" --version), $(rustc --version), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
   echo "Load: \`wrk -t$threads -c<connections> -d${duration}s -s bench/post.lua URL\`; the fixed-rate run:"
   echo "\`oha -z ${duration}s -w -c <connections> -q <rate> --latency-correction -m POST -Z bodies.ndjson URL\`"
   echo "($("$oha" --version | head -1); the same samples as compact one-line JSON)."

@@ -18,7 +18,7 @@
 # It measures the bridge and, as the ceiling, a bare hyper server that reads the body and
 # answers 200, under the same wrk load (the seven Comm100 samples in rotation); then the
 # bridge at a fixed rate of half its maximum (oha, installed into the cache if missing),
-# with the share of its requests and of its Kafka deliveries over 5 ms from /metrics;
+# with the share of its requests and of its Kafka deliveries over 5 ms from /metrics.
 # It reports the bridge's and the broker's CPU time per request and the bridge's context
 # switches per request (from /proc, over the max-rate runs), and the bridge's heap
 # allocations per request (examples/bench_allocations.rs, against a mock cluster), and
@@ -79,6 +79,17 @@ else
   broker_version="tansu $("$tansu" --version 2>/dev/null | awk '{print $NF}')"
 fi
 
+# start_mock NAME [PREFIX...]: a librdkafka mock cluster in its own process, run under
+# PREFIX (such as taskset); sets mock_pid and mock_bootstrap.
+start_mock() {
+  local out="$work/$1.out"
+  shift
+  "$@" "$bin/examples/bench_broker" mock "$partitions" >"$out" 2>&1 &
+  mock_pid=$!
+  for _ in $(seq 100); do grep -q '^bootstrap ' "$out" && break; sleep 0.1; done
+  mock_bootstrap=$(sed -n 's/^bootstrap //p' "$out")
+}
+
 # start_broker: a fresh broker with every topic; sets bootstrap and broker_pids. Apache
 # Kafka is started once and kept: unlike tansu it does not slow down as it fills.
 broker_pids=()
@@ -96,10 +107,9 @@ start_broker() {
     return
   fi
   if [ "$broker" = mock ]; then
-    "${servers[@]}" "$bin/examples/bench_broker" mock "$partitions" >"$work/broker.out" 2>&1 &
-    broker_pid=$!
-    for _ in $(seq 100); do grep -q '^bootstrap ' "$work/broker.out" && break; sleep 0.1; done
-    bootstrap=$(sed -n 's/^bootstrap //p' "$work/broker.out")
+    start_mock broker "${servers[@]}"
+    broker_pid=$mock_pid
+    bootstrap=$mock_bootstrap
   else
     local kport
     kport=$(free_port)
@@ -298,12 +308,10 @@ rss=$peak_rss
 
 # Heap allocations per request: the bridge in-process under a counting allocator, against
 # a mock cluster in its own process (the count hardly depends on the broker).
-"$bin/examples/bench_broker" mock "$partitions" >"$work/alloc-broker.out" 2>&1 &
-alloc_broker=$!
-pids+=("$alloc_broker")
-for _ in $(seq 100); do grep -q '^bootstrap ' "$work/alloc-broker.out" && break; sleep 0.1; done
-read -r _ allocations _ allocated_bytes _ _ < <("$bin/examples/bench_allocations" "$(sed -n 's/^bootstrap //p' "$work/alloc-broker.out")" 20000 16)
-kill "$alloc_broker"
+start_mock alloc-broker
+pids+=("$mock_pid")
+read -r _ allocations _ allocated_bytes _ _ < <("$bin/examples/bench_allocations" "$mock_bootstrap" 20000 16)
+kill "$mock_pid"
 
 # Parse + normalize + serialize cost per event in instructions (callgrind), which unlike
 # wall-clock time repeats exactly on a shared machine.

@@ -236,6 +236,9 @@ fn readyz(app: &App) -> Response<Body> {
     if let Some(problem) = app.delivery.publisher.authentication_error() {
         return not_ready(&problem);
     }
+    if let Some(fault) = app.delivery.spool.as_ref().and_then(|s| s.fault()) {
+        return not_ready(&format!("the spool cannot take records: {fault}"));
+    }
     match &app.delivery.spool {
         Some(spool) if up > 0 || spool.has_room() => json_response(
             StatusCode::OK,
@@ -408,11 +411,11 @@ fn answer(app: &App, message: &Message, outcome: Outcome) -> Result<Response<Bod
                 },
             )
         }
-        Outcome::Spooled => {
+        Outcome::Spooled { durable } => {
             type_metrics.spooled.inc();
             json_response(
                 StatusCode::ACCEPTED,
-                &json!({"id": id, "type": kind, "status": "spooled"}),
+                &json!({"id": id, "type": kind, "status": "spooled", "durable": durable}),
             )
         }
         Outcome::DeadLettered(reason) => json_response(

@@ -118,6 +118,8 @@ pub struct Metrics {
     pub spool_bytes: IntGauge,
     pub spool_capacity_bytes: IntGauge,
     pub spool_replay_retries: prometheus::IntCounter,
+    pub spool_faulted: IntGauge,
+    pub spool_lost_events: IntCounter,
     pub dlq: IntCounterVec,
     pub dlq_dropped: IntCounterVec,
     pub inflight_requests: IntGauge,
@@ -242,6 +244,18 @@ impl Metrics {
                 prometheus::IntCounter::new(
                     "spool_replay_retries_total",
                     "Spool replay rounds that Kafka did not fully acknowledge and that will be retried.",
+                ),
+            ),
+            spool_faulted: gauge(
+                r,
+                "spool_faulted",
+                "1 while the spool cannot take records (its directory was removed, its disk is full, read-only or failing); webhooks that need it are answered 503.",
+            ),
+            spool_lost_events: register(
+                r,
+                IntCounter::new(
+                    "spool_lost_events_total",
+                    "Spooled records (answered 202) lost because their spool directory was removed while they waited.",
                 ),
             ),
             dlq: counters(

@@ -486,14 +486,18 @@ impl Publisher {
     /// Publishes the bytes of a spooled frame that is not a record to the dead-letter
     /// topic (header `dlq_reason: unreadable_spool_record`; at most the first 64 KiB, with
     /// `dlq_original_bytes`), waiting at most the Kafka wait.
-    pub async fn dead_letter_unreadable(&self, payload: &[u8]) -> Result<(), PublishError> {
+    pub async fn dead_letter_unreadable(
+        &self,
+        payload: &[u8],
+        len: u64,
+    ) -> Result<(), PublishError> {
         const REASON: DlqReason = DlqReason::UnreadableSpoolRecord;
         let kept = &payload[..payload.len().min(BODY_PREFIX_BYTES)];
         let headers = [
             (Cow::Borrowed(DLQ_REASON), Cow::Borrowed(REASON.as_str())),
             (
                 Cow::Borrowed("dlq_original_bytes"),
-                Cow::Owned(payload.len().to_string()),
+                Cow::Owned(len.to_string()),
             ),
         ];
         let pending = self.enqueue_raw(&self.dlq_topic, None, &headers, kept)?;

@@ -20,8 +20,9 @@ use crate::route::Message;
 pub enum Outcome {
     /// In Kafka, acknowledged by every in-sync replica.
     Published(Delivered),
-    /// In the spool, fsynced; replay publishes it.
-    Spooled,
+    /// In the spool; replay publishes it. `durable`: fsynced, so it survives a machine
+    /// crash (false with `spool.fsync = "never"`: written to the OS only).
+    Spooled { durable: bool },
     /// Kafka rejected it for good; it is in the dead-letter topic, for this reason.
     DeadLettered(&'static str),
     /// Neither in Kafka nor in the spool: the sender must retry.
@@ -94,7 +95,9 @@ impl Delivery {
         };
         let budget = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(budget, spool.append(message)).await {
-            Ok(Ok(())) => Outcome::Spooled,
+            Ok(Ok(())) => Outcome::Spooled {
+                durable: spool.durable(),
+            },
             Ok(Err(e)) => {
                 if !matches!(e, SpoolError::Full(_)) {
                     tracing::error!(id = %message.id, error = %e, "cannot spool the record");
@@ -191,14 +194,14 @@ mod tests {
         cluster.broker_down(1).unwrap();
         assert!(matches!(
             delivery.deliver(&message(&router, "a")).await,
-            Outcome::Spooled
+            Outcome::Spooled { durable: true }
         ));
         cluster.broker_up(1).unwrap();
         connected(&delivery.publisher).await;
         // Kafka is back, but a record is in the spool: the next one goes behind it.
         assert!(matches!(
             delivery.deliver(&message(&router, "a")).await,
-            Outcome::Spooled
+            Outcome::Spooled { durable: true }
         ));
         assert_eq!(delivery.spool.as_ref().unwrap().pending_events(), 2);
     }

@@ -2,13 +2,13 @@
 //! (a torn tail is reported, not cut), so it is safe on the spool of a running bridge.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, BufReader, Seek, SeekFrom};
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::{holder, read_cursor, read_frame, segment_path, Position, FRAME_HEADER};
+use super::{holder, read_cursor, segment_path, Found, Position, SegmentReader};
 use super::{SpoolError, SEGMENT_SUFFIX};
 use crate::route::Message;
 
@@ -29,6 +29,9 @@ pub struct Inspection {
     /// Bytes after the last whole record of a segment (a write cut short by a crash, or
     /// one in progress); a bridge opening the spool cuts them off.
     pub torn_bytes: u64,
+    /// Bytes before an intact record that are no record (damaged on disk, or written by an
+    /// incompatible version); replay sends them to the dead-letter topic.
+    pub damaged_bytes: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -69,28 +72,19 @@ pub fn inspect(dir: &Path) -> Result<Inspection, SpoolError> {
         ..Inspection::default()
     };
     for id in ids.into_iter().filter(|&id| id >= start.segment) {
-        let path = segment_path(dir, id);
-        let mut file = File::open(&path).map_err(io_err)?;
-        let len = file.metadata().map_err(io_err)?.len();
-        let mut offset = if id == start.segment { start.offset } else { 0 };
-        file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
-        let mut reader = BufReader::new(file);
-        loop {
-            let payload = match read_frame(&mut reader, len - offset) {
-                Ok(Some(payload)) => payload,
-                Ok(None) => break,
-                Err(_) => {
-                    out.torn_bytes += len - offset;
-                    break;
-                }
-            };
-            let size = FRAME_HEADER + payload.len() as u64;
-            offset += size;
-            let Ok(message) = serde_json::from_slice::<Message>(&payload) else {
-                out.torn_bytes += size;
-                continue;
-            };
-            out.add(&message, size);
+        let offset = if id == start.segment { start.offset } else { 0 };
+        let mut reader =
+            SegmentReader::open(segment_path(dir, id), offset, None, u32::MAX as usize)
+                .map_err(io_err)?;
+        while let Some((found, _, size)) = reader.next().map_err(io_err)? {
+            match found {
+                Found::Intact(payload) => match serde_json::from_slice::<Message>(&payload) {
+                    Ok(message) => out.add(&message, size),
+                    Err(_) => out.damaged_bytes += size,
+                },
+                Found::Damaged { tail: false, .. } => out.damaged_bytes += size,
+                Found::Damaged { tail: true, .. } => out.torn_bytes += size,
+            }
         }
     }
     Ok(out)

@@ -41,6 +41,9 @@ pub enum SpoolError {
     /// error chain prints it once).
     #[error("spool I/O error in {dir} (spool.dir): {error}")]
     Io { dir: PathBuf, error: io::Error },
+    /// The spool cannot take records until the cause is gone; it retries on its own.
+    #[error("the spool cannot take records: {0}")]
+    Faulted(Fault),
     #[error("the spool is closed")]
     Closed,
     #[error(
@@ -50,6 +53,55 @@ pub enum SpoolError {
     Locked { dir: PathBuf, holder: String },
     #[error("a record of {size} bytes is over the spool's frame limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+}
+
+/// What keeps the spool from taking records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The directory, or the segment being written, was removed or replaced.
+    Vanished,
+    /// No space (or quota) left on the spool's file system.
+    NoSpace,
+    /// The spool's file system is read-only.
+    ReadOnly,
+    /// Any other I/O error, fsync's among them.
+    Io,
+}
+
+/// A spool fault: its kind, and the error that showed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            FaultKind::Vanished => {
+                "the spool directory (spool.dir) or its open segment was removed; it is recreated as soon as it can be"
+            }
+            FaultKind::NoSpace => "no space left on the spool's file system",
+            FaultKind::ReadOnly => "the spool's file system is read-only",
+            FaultKind::Io => "the spool's disk failed an I/O operation",
+        };
+        write!(f, "{what} ({})", self.detail)
+    }
+}
+
+impl Fault {
+    fn of(error: &io::Error) -> Self {
+        let kind = match error.kind() {
+            io::ErrorKind::NotFound => FaultKind::Vanished,
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => FaultKind::NoSpace,
+            io::ErrorKind::ReadOnlyFilesystem => FaultKind::ReadOnly,
+            _ => FaultKind::Io,
+        };
+        Self {
+            kind,
+            detail: error.to_string(),
+        }
+    }
 }
 
 /// The largest frame payload the spool writes, for a producer whose `message.max.bytes` is
@@ -73,16 +125,29 @@ pub struct Batch {
     pub entries: Vec<Spooled>,
     pub ends: Vec<Position>,
     pub sizes: Vec<u64>,
+    /// Which life of the spool directory the batch was read from (see [`Spool::commit`]).
+    epoch: u64,
+}
+
+impl Batch {
+    /// Bytes on disk of the first `count` entries.
+    pub fn bytes(&self, count: usize) -> u64 {
+        self.sizes[..count].iter().sum()
+    }
 }
 
 /// One frame read back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Spooled {
     Record(Message),
-    /// A frame whose checksum holds but which is not a record (written by an incompatible
-    /// version, or altered on disk): its bytes, for the dead-letter topic, so it holds up
-    /// nothing behind it.
-    Unreadable(Vec<u8>),
+    /// Bytes that are not a record: a frame whose checksum holds but that does not parse
+    /// (written by an incompatible version, or altered on disk), or a damaged span up to the
+    /// next intact frame. For the dead-letter topic: the first bytes (`prefix`, at most
+    /// 64 KiB) and how many there were (`len`), so it holds up nothing behind it.
+    Unreadable {
+        prefix: Vec<u8>,
+        len: u64,
+    },
 }
 
 /// A handle on the spool; clones share it.
@@ -97,12 +162,17 @@ struct Inner {
     lock: Mutex<Option<File>>,
     max_bytes: u64,
     frame_limit: usize,
+    fsync: FsyncPolicy,
     state: Mutex<State>,
-    tx: Mutex<Option<mpsc::Sender<Append>>>,
+    /// Set while the spool cannot take records; the writer clears it.
+    fault: Mutex<Option<Fault>>,
+    tx: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Signalled whenever records are added.
     added: Notify,
     metrics: Metrics,
+    #[cfg(test)]
+    faults: faults::Plan,
 }
 
 struct State {
@@ -115,6 +185,8 @@ struct State {
     reserved: u64,
     /// Appends accepted but not yet written.
     appending: u64,
+    /// Bumped when the directory is recreated: positions read before then mean nothing.
+    epoch: u64,
 }
 
 impl State {
@@ -123,10 +195,21 @@ impl State {
     }
 }
 
+/// What the writer thread is asked to do.
+enum Command {
+    Append(Append),
+    /// Check that the directory and the open segment are still in place (replay could not
+    /// read them).
+    Check,
+}
+
 struct Append {
     frame: Vec<u8>,
-    reply: oneshot::Sender<io::Result<()>>,
+    reply: oneshot::Sender<Result<(), Fault>>,
 }
+
+/// While the spool is faulted, the writer tries to recover this often.
+const HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Spool {
     /// Opens (creating if needed) the spool in `config.dir`, recovering what a previous run
@@ -144,7 +227,7 @@ impl Spool {
         };
         create_private_dir(&dir).map_err(io_err)?;
         let lock = lock(&dir)?;
-        let recovered = recover(&dir).map_err(io_err)?;
+        let recovered = recover(&dir, frame_limit).map_err(io_err)?;
         let active = *recovered.segments.keys().next_back().unwrap_or(&1);
         let mut segments = recovered.segments;
         if segments.is_empty() {
@@ -155,10 +238,7 @@ impl Spool {
             sync_dir(&dir).map_err(io_err)?;
             segments.insert(active, 0);
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .open(segment_path(&dir, active))
-            .map_err(io_err)?;
+        let file = segment_file(&segment_path(&dir, active)).map_err(io_err)?;
         if recovered.pending_events > 0 {
             tracing::info!(
                 events = recovered.pending_events,
@@ -173,27 +253,33 @@ impl Spool {
             pending_bytes: recovered.pending_bytes,
             reserved: 0,
             appending: 0,
+            epoch: 0,
             segments,
         };
         metrics.spool_capacity_bytes.set(config.max_bytes as i64);
+        metrics.spool_faulted.set(0);
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             dir: dir.clone(),
             lock: Mutex::new(Some(lock)),
             max_bytes: config.max_bytes,
             frame_limit,
+            fsync: config.fsync,
             state: Mutex::new(state),
+            fault: Mutex::new(None),
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(None),
             added: Notify::new(),
             metrics,
+            #[cfg(test)]
+            faults: faults::Plan::default(),
         });
         let writer = Writer {
             inner: inner.clone(),
             file,
             segment: active,
             segment_bytes: config.segment_bytes,
-            fsync: config.fsync,
+            logged: None,
         };
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -205,7 +291,9 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Appends `message` and returns once it is on disk (fsynced unless `fsync = "never"`).
+    /// Appends `message` and returns once it is on disk: fsynced, and its segment still in
+    /// `spool.dir`, unless `fsync = "never"` (then written to the OS only, see
+    /// [`Spool::durable`]).
     pub async fn append(&self, message: &Message) -> Result<(), SpoolError> {
         let payload = serde_json::to_vec(message).map_err(|e| self.io(io::Error::other(e)))?;
         if payload.len() > self.inner.frame_limit {
@@ -225,10 +313,7 @@ impl Spool {
             state.appending += 1;
         }
         let (reply, answer) = oneshot::channel();
-        let sent = match &*self.inner.tx.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(tx) => tx.send(Append { frame, reply }).is_ok(),
-            None => false,
-        };
+        let sent = self.command(Command::Append(Append { frame, reply }));
         if !sent {
             let mut state = self.state();
             state.reserved -= len;
@@ -237,9 +322,25 @@ impl Spool {
         }
         match answer.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.io(e)),
+            Ok(Err(fault)) => Err(SpoolError::Faulted(fault)),
             Err(_) => Err(SpoolError::Closed),
         }
+    }
+
+    /// Whether a record the spool took survives a machine crash (`spool.fsync = "always"`).
+    pub fn durable(&self) -> bool {
+        self.inner.fsync == FsyncPolicy::Always
+    }
+
+    /// What keeps the spool from taking records, while something does.
+    pub fn fault(&self) -> Option<Fault> {
+        self.inner.fault()
+    }
+
+    /// Asks the writer to check that the directory and its open segment are in place, and
+    /// to recover if they are not (replay calls it when it cannot read the spool).
+    pub fn check(&self) {
+        self.command(Command::Check);
     }
 
     /// Records waiting to be replayed, including appends not yet written.
@@ -264,14 +365,19 @@ impl Spool {
         self.state().disk_bytes() + (64 << 10) <= self.inner.max_bytes
     }
 
-    /// Reads up to `max_events` records from the cursor on, without moving it.
-    pub fn read_batch(&self, max_events: usize) -> Result<Batch, SpoolError> {
-        let (mut pos, segments) = {
+    /// Reads records from the cursor on, without moving it: up to `max_events`, and no more
+    /// once `max_bytes` (frames on disk) are read, but always at least one.
+    pub fn read_batch(&self, max_events: usize, max_bytes: u64) -> Result<Batch, SpoolError> {
+        let (mut pos, segments, epoch) = {
             let state = self.state();
-            (state.read, state.segments.clone())
+            (state.read, state.segments.clone(), state.epoch)
         };
-        let mut batch = Batch::default();
-        while batch.entries.len() < max_events {
+        let mut batch = Batch {
+            epoch,
+            ..Batch::default()
+        };
+        let mut bytes = 0;
+        while batch.entries.len() < max_events && (bytes < max_bytes || batch.entries.is_empty()) {
             let end = match segments.get(&pos.segment) {
                 Some(&end) if pos.offset < end => end,
                 // Past the end of this segment, or the segment is gone: on to the next one.
@@ -287,29 +393,38 @@ impl Spool {
                 },
             };
             let path = segment_path(&self.inner.dir, pos.segment);
-            let mut file = File::open(&path).map_err(|e| self.io(e))?;
-            file.seek(SeekFrom::Start(pos.offset))
-                .map_err(|e| self.io(e))?;
-            let mut reader = BufReader::with_capacity(256 << 10, file);
-            while pos.offset < end && batch.entries.len() < max_events {
-                let payload = match read_frame(&mut reader, end - pos.offset) {
-                    Ok(Some(payload)) => payload,
-                    Ok(None) | Err(_) => {
-                        return Err(self.io(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("corrupt record in committed data of {}", path.display()),
-                        )))
+            let mut reader =
+                SegmentReader::open(path, pos.offset, Some(end), self.inner.frame_limit)
+                    .map_err(|e| self.io(e))?;
+            while batch.entries.len() < max_events
+                && (bytes < max_bytes || batch.entries.is_empty())
+            {
+                let Some((found, at, size)) = reader.next().map_err(|e| self.io(e))? else {
+                    break;
+                };
+                let entry = match found {
+                    Found::Intact(payload) => match serde_json::from_slice::<Message>(&payload) {
+                        Ok(message) => Spooled::Record(message),
+                        Err(e) => {
+                            tracing::debug!(segment = pos.segment, offset = at, error = %e, "a spooled frame is not a record");
+                            Spooled::Unreadable {
+                                len: payload.len() as u64,
+                                prefix: payload,
+                            }
+                        }
+                    },
+                    Found::Damaged { prefix, .. } => {
+                        tracing::debug!(
+                            segment = pos.segment,
+                            offset = at,
+                            bytes = size,
+                            "a damaged span in the spool"
+                        );
+                        Spooled::Unreadable { prefix, len: size }
                     }
                 };
-                let size = FRAME_HEADER + payload.len() as u64;
-                let entry = match serde_json::from_slice::<Message>(&payload) {
-                    Ok(message) => Spooled::Record(message),
-                    Err(e) => {
-                        tracing::error!(segment = pos.segment, offset = pos.offset, error = %e, "a spooled frame is not a record; it goes to the dead-letter topic as it is");
-                        Spooled::Unreadable(payload)
-                    }
-                };
-                pos.offset += size;
+                pos.offset = at + size;
+                bytes += size;
                 batch.entries.push(entry);
                 batch.ends.push(pos);
                 batch.sizes.push(size);
@@ -318,13 +433,21 @@ impl Spool {
         Ok(batch)
     }
 
-    /// Marks every record before `upto` as delivered: moves and saves the cursor and
-    /// deletes segments wholly before it.
-    pub fn commit(&self, upto: Position, events: u64, bytes: u64) -> Result<(), SpoolError> {
+    /// Marks the first `count` entries of `batch` as delivered: moves and saves the cursor
+    /// and deletes segments wholly before it. A batch read before the directory was
+    /// recreated moves nothing (its records are replayed again from the new directory).
+    pub fn commit(&self, batch: &Batch, count: usize) -> Result<(), SpoolError> {
+        if count == 0 {
+            return Ok(());
+        }
+        let upto = batch.ends[count - 1];
         let mut state = self.state();
+        if state.epoch != batch.epoch {
+            return Ok(());
+        }
         state.read = upto;
-        state.pending_events = state.pending_events.saturating_sub(events);
-        state.pending_bytes = state.pending_bytes.saturating_sub(bytes);
+        state.pending_events = state.pending_events.saturating_sub(count as u64);
+        state.pending_bytes = state.pending_bytes.saturating_sub(batch.bytes(count));
         let done: Vec<u64> = state
             .segments
             .range(..upto.segment)
@@ -369,6 +492,13 @@ impl Spool {
         &self.inner.dir
     }
 
+    fn command(&self, command: Command) -> bool {
+        match &*self.inner.tx.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(tx) => tx.send(command).is_ok(),
+            None => false,
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state()
     }
@@ -390,32 +520,84 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn fault(&self) -> Option<Fault> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn update_gauges(&self, state: &State) {
         self.metrics.spool_events.set(state.pending_events as i64);
         self.metrics.spool_bytes.set(state.disk_bytes() as i64);
     }
+
+    /// A test's injected failure of `op`, if one is due.
+    #[inline]
+    fn inject(&self, _op: Op) -> io::Result<()> {
+        #[cfg(test)]
+        self.faults.due(_op)?;
+        Ok(())
+    }
+}
+
+/// File operations the writer performs, for injected failures in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum Op {
+    Write,
+    Sync,
+    SyncDir,
 }
 
 /// The writer thread: owns the newest segment file.
 struct Writer {
     inner: Arc<Inner>,
+    /// The newest segment, open for appending and reading (what it holds can be recovered
+    /// through it after the directory was removed).
     file: File,
     segment: u64,
     segment_bytes: u64,
-    fsync: FsyncPolicy,
+    /// The last fault logged, and when: one ERROR line per cause.
+    logged: Option<(FaultKind, std::time::Instant)>,
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Append>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(next) => batch.push(next),
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        loop {
+            let first = if self.inner.fault().is_some() {
+                match rx.recv_timeout(HEAL_INTERVAL) {
+                    Ok(command) => Some(command),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(command) => Some(command),
                     Err(_) => break,
                 }
+            };
+            let mut batch = Vec::new();
+            let mut check = false;
+            let mut next = first;
+            while let Some(command) = next {
+                match command {
+                    Command::Append(append) => batch.push(append),
+                    Command::Check => check = true,
+                }
+                next = if batch.len() < 4096 {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
-            let result = self.write(&batch);
+            if check || self.inner.fault().is_some() {
+                self.heal();
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let result = match self.inner.fault() {
+                Some(fault) => Err(fault),
+                None => self.write(&batch),
+            };
             let written: u64 = batch.iter().map(|a| a.frame.len() as u64).sum();
             let count = batch.len() as u64;
             {
@@ -430,13 +612,12 @@ impl Writer {
             }
             if result.is_ok() {
                 self.inner.added.notify_waiters();
+            } else {
+                // Recover at once where that is possible, so the next request is not refused.
+                self.heal();
             }
             for append in batch {
-                let reply = match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                };
-                let _ = append.reply.send(reply);
+                let _ = append.reply.send(result.clone());
             }
         }
         if let Err(e) = self.file.sync_all() {
@@ -444,8 +625,10 @@ impl Writer {
         }
     }
 
-    /// Writes every frame, rolling segments as needed, then syncs once.
-    fn write(&mut self, batch: &[Append]) -> io::Result<()> {
+    /// Writes every frame, rolling segments as needed, then syncs once and checks that the
+    /// segment is still the file in `spool.dir`. On failure, what was written past the last
+    /// committed point is cut off and the spool is faulted.
+    fn write(&mut self, batch: &[Append]) -> Result<(), Fault> {
         let start = self.committed_len();
         let result = (|| {
             let mut len = start;
@@ -457,38 +640,215 @@ impl Writer {
                     self.roll()?;
                     len = 0;
                 }
+                self.inner.inject(Op::Write)?;
                 self.file.write_all(&append.frame)?;
                 len += size;
             }
             self.sync()?;
+            if !self.in_place()? {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the segment being written is no longer in the directory",
+                ));
+            }
             self.set_committed(len);
             Ok(())
         })();
-        if let Err(e) = &result {
-            tracing::error!(error = %e, segment = self.segment, "spool write failed");
+        result.map_err(|e| {
             // Cut off what was written past the last committed point, so the log stays whole.
-            let committed = self.committed_len();
-            let _ = self.file.set_len(committed);
-        }
-        result
+            let _ = self.file.set_len(self.committed_len());
+            self.fail(Fault::of(&e));
+            self.inner.fault().unwrap_or_else(|| Fault::of(&e))
+        })
     }
 
     fn sync(&self) -> io::Result<()> {
-        match self.fsync {
-            FsyncPolicy::Always => self.file.sync_data(),
+        match self.inner.fsync {
+            FsyncPolicy::Always => {
+                self.inner.inject(Op::Sync)?;
+                self.file.sync_data()
+            }
             FsyncPolicy::Never => Ok(()),
         }
     }
 
+    /// Starts the next segment. The writer switches to it only once it exists on disk, so a
+    /// failure leaves the current segment as it was.
     fn roll(&mut self) -> io::Result<()> {
         let next = self.segment + 1;
         let path = segment_path(&self.inner.dir, next);
-        self.file = private_file().append(true).open(&path)?;
-        if self.fsync == FsyncPolicy::Always {
-            sync_dir(&self.inner.dir)?;
+        let file = segment_file(&path)?;
+        let synced = match self.inner.fsync {
+            FsyncPolicy::Always => self
+                .inner
+                .inject(Op::SyncDir)
+                .and_then(|()| sync_dir(&self.inner.dir)),
+            FsyncPolicy::Never => Ok(()),
+        };
+        if let Err(e) = synced {
+            let _ = fs::remove_file(&path);
+            return Err(e);
         }
+        self.file = file;
         self.segment = next;
         self.inner.state().segments.insert(next, 0);
+        Ok(())
+    }
+
+    /// Whether the open segment is still the file at its path in `spool.dir`.
+    fn in_place(&self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let open = self.file.metadata()?;
+        match fs::metadata(segment_path(&self.inner.dir, self.segment)) {
+            Ok(on_disk) => Ok(on_disk.dev() == open.dev() && on_disk.ino() == open.ino()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records `fault`, logging it once per cause (again after a quiet hour).
+    fn fail(&mut self, fault: Fault) {
+        let repeat = self.logged.is_some_and(|(kind, at)| {
+            kind == fault.kind && at.elapsed() < std::time::Duration::from_secs(3600)
+        });
+        if !repeat {
+            tracing::error!(dir = %self.inner.dir.display(), cause = %fault, "the spool cannot take records; webhooks that need it are answered 503 until it can");
+            self.logged = Some((fault.kind, std::time::Instant::now()));
+        }
+        self.inner.metrics.spool_faulted.set(1);
+        *self.inner.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(fault);
+    }
+
+    fn clear(&mut self) {
+        let was = self
+            .inner
+            .fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(fault) = was {
+            self.inner.metrics.spool_faulted.set(0);
+            tracing::info!(dir = %self.inner.dir.display(), was = %fault, "the spool takes records again");
+        }
+    }
+
+    /// Recovers from a fault, or finds one: recreates a removed directory (keeping what the
+    /// open segment holds), or proves with a probe write that the disk takes writes again.
+    fn heal(&mut self) {
+        let result = match self.in_place() {
+            Ok(true) if self.inner.fault().is_none() => return,
+            Ok(true) => self.probe(),
+            Ok(false) | Err(_) => self.restore(),
+        };
+        match result {
+            Ok(()) => self.clear(),
+            Err(e) => {
+                let mut fault = Fault::of(&e);
+                if self.in_place().ok() != Some(true) {
+                    fault.kind = FaultKind::Vanished;
+                }
+                self.fail(fault);
+            }
+        }
+    }
+
+    /// Writes, syncs and removes a small file in `spool.dir`, and trims the open segment to
+    /// its committed length (a failed write may have left bytes past it).
+    fn probe(&mut self) -> io::Result<()> {
+        let path = self.inner.dir.join("probe");
+        let result = (|| {
+            let mut file = private_file().write(true).truncate(true).open(&path)?;
+            file.write_all(&[0u8; 64 << 10])?;
+            self.inner.inject(Op::Sync)?;
+            file.sync_data()?;
+            self.file.set_len(self.committed_len())?;
+            self.sync()
+        })();
+        let _ = fs::remove_file(&path);
+        result
+    }
+
+    /// Recreates `spool.dir` after it was removed or replaced: takes its lock again, copies
+    /// what the open segment holds after the cursor into a new segment (the records of
+    /// closed segments went with the directory: counted and logged) and goes on there.
+    fn restore(&mut self) -> io::Result<()> {
+        let dir = self.inner.dir.clone();
+        create_private_dir(&dir)?;
+        {
+            let mut held = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let still_ours = held
+                .as_ref()
+                .is_some_and(|file| same_file(file, &dir.join(LOCK_FILE)));
+            if !still_ours {
+                *held = Some(lock(&dir).map_err(|e| match e {
+                    SpoolError::Io { error, .. } => error,
+                    other => io::Error::other(other.to_string()),
+                })?);
+            }
+        }
+        let (from, committed, before, read) = {
+            let state = self.inner.state();
+            let from = match state.read.segment == self.segment {
+                true => state.read.offset,
+                false => 0,
+            };
+            let committed = state.segments.get(&self.segment).copied().unwrap_or(0);
+            (from, committed, state.pending_events, state.read)
+        };
+        let next = self.segment + 1;
+        let path = segment_path(&dir, next);
+        let mut copy = private_file().write(true).truncate(true).open(&path)?;
+        {
+            use std::os::unix::fs::FileExt;
+            let mut chunk = vec![0u8; 256 << 10];
+            let mut at = from;
+            while at < committed {
+                let n = chunk.len().min((committed - at) as usize);
+                self.file.read_exact_at(&mut chunk[..n], at)?;
+                copy.write_all(&chunk[..n])?;
+                at += n as u64;
+            }
+        }
+        copy.sync_all()?;
+        sync_dir(&dir)?;
+        let cursor = match read.segment == self.segment {
+            true => Position {
+                segment: next,
+                offset: 0,
+            },
+            false => read,
+        };
+        write_cursor(&dir, cursor)?;
+        let recovered = recover(&dir, self.inner.frame_limit)?;
+        self.file = segment_file(&path)?;
+        self.segment = next;
+        let lost = before.saturating_sub(recovered.pending_events);
+        {
+            let mut state = self.inner.state();
+            state.segments = recovered.segments;
+            state.read = recovered.read;
+            state.pending_events = recovered.pending_events;
+            state.pending_bytes = recovered.pending_bytes;
+            state.epoch += 1;
+            self.inner.update_gauges(&state);
+        }
+        self.inner.metrics.spool_lost_events.inc_by(lost);
+        tracing::error!(
+            dir = %dir.display(),
+            lost,
+            kept = recovered.pending_events,
+            "the spool directory was removed and is recreated: records in its closed segments are lost, those in the open segment are kept"
+        );
+        if recovered.pending_events > 0 {
+            self.inner.added.notify_waiters();
+        }
         Ok(())
     }
 
@@ -502,6 +862,20 @@ impl Writer {
     }
 }
 
+/// Opens (creating) a segment for appending and reading, readable by its owner only.
+fn segment_file(path: &Path) -> io::Result<File> {
+    private_file().read(true).append(true).open(path)
+}
+
+/// Whether `file` is the file at `path`.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn encode_frame(payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(FRAME_HEADER as usize + payload.len());
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -510,40 +884,204 @@ fn encode_frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Reads one frame of at most `available` bytes: `Ok(None)` at a clean end of data; an error
-/// for a torn or corrupt frame (one that declares more bytes than are left is torn).
-fn read_frame(reader: &mut impl Read, available: u64) -> io::Result<Option<Vec<u8>>> {
+/// What is at a place in a segment.
+#[derive(Debug)]
+enum Frame {
+    /// An intact frame: its payload.
+    Intact(Vec<u8>),
+    /// The clean end of the data.
+    End,
+    /// No intact frame starts here: a torn write, or damage on disk. A frame of length 0 is
+    /// damage too (the writer never writes one, and eight zero bytes would pass the check).
+    Damaged,
+}
+
+/// Reads one frame of at most `available` bytes whose payload is at most `limit` bytes.
+/// Errors are the file's own (a read that failed), never the data's.
+fn read_frame(reader: &mut impl Read, available: u64, limit: u64) -> io::Result<Frame> {
     let mut header = [0u8; FRAME_HEADER as usize];
     let mut filled = 0;
     while filled < header.len() {
-        match reader.read(&mut header[filled..])? {
-            0 if filled == 0 => return Ok(None),
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "torn frame header",
-                ))
-            }
-            n => filled += n,
+        match reader.read(&mut header[filled..]) {
+            Ok(0) if filled == 0 => return Ok(Frame::End),
+            Ok(0) => return Ok(Frame::Damaged),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    if available < FRAME_HEADER {
+        return Ok(Frame::Damaged);
+    }
+    let len = u64::from(u32::from_le_bytes(header[..4].try_into().expect("4 bytes")));
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    if FRAME_HEADER + u64::from(len) > available {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "frame longer than the data left",
-        ));
+    if len == 0 || len > limit || FRAME_HEADER + len > available {
+        return Ok(Frame::Damaged);
     }
     let mut payload = vec![0u8; len as usize];
-    reader.read_exact(&mut payload)?;
-    if crc32fast::hash(&payload) != crc {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame checksum mismatch",
-        ));
+    match reader.read_exact(&mut payload) {
+        Ok(()) => {}
+        // The file is shorter than the data it should hold.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Frame::Damaged),
+        Err(e) => return Err(e),
     }
-    Ok(Some(payload))
+    if crc32fast::hash(&payload) != crc {
+        return Ok(Frame::Damaged);
+    }
+    Ok(Frame::Intact(payload))
+}
+
+/// Where the first intact frame at or after `from` starts, in `file`'s data up to `end`,
+/// or `None` when there is none. A candidate must declare a length that fits, begin its
+/// payload as every record does (`{"`) and match its checksum.
+fn next_intact(file: &File, from: u64, end: u64, limit: u64) -> io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    const LOOK: usize = FRAME_HEADER as usize + 2;
+    let mut window = vec![0u8; (64 << 10) + LOOK];
+    let mut base = from;
+    while base + LOOK as u64 <= end {
+        let want = ((end - base) as usize).min(window.len());
+        let got = read_up_to_at(file, &mut window[..want], base)?;
+        for i in 0..(got + 1).saturating_sub(LOOK) {
+            let at = base + i as u64;
+            let len = u64::from(u32::from_le_bytes(window[i..i + 4].try_into().expect("4")));
+            if len < 2 || len > limit || at + FRAME_HEADER + len > end {
+                continue;
+            }
+            if window[i + 8..i + 10] != *b"{\"" {
+                continue;
+            }
+            let crc = u32::from_le_bytes(window[i + 4..i + 8].try_into().expect("4"));
+            if checksum_at(file, at + FRAME_HEADER, len)? == Some(crc) {
+                return Ok(Some(at));
+            }
+        }
+        if got < window.len() {
+            return Ok(None);
+        }
+        // The next window overlaps this one so that no candidate is missed.
+        base += (got + 1 - LOOK) as u64;
+    }
+    return Ok(None);
+
+    fn read_up_to_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], at + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(filled)
+    }
+
+    fn checksum_at(file: &File, at: u64, len: u64) -> io::Result<Option<u32>> {
+        let mut hasher = crc32fast::Hasher::new();
+        let mut chunk = vec![0u8; len.min(256 << 10) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = chunk.len().min((len - done) as usize);
+            let got = read_up_to_at(file, &mut chunk[..n], at + done)?;
+            if got < n {
+                return Ok(None);
+            }
+            hasher.update(&chunk[..n]);
+            done += n as u64;
+        }
+        Ok(Some(hasher.finalize()))
+    }
+}
+
+/// Bytes kept of a damaged span for the dead-letter topic.
+const DAMAGED_PREFIX: u64 = 64 << 10;
+
+/// One segment read in order from a place in it, stepping over damage.
+struct SegmentReader {
+    reader: BufReader<File>,
+    offset: u64,
+    end: u64,
+    limit: u64,
+}
+
+/// What [`SegmentReader::next`] found, at `offset`, taking `size` bytes.
+#[derive(Debug)]
+enum Found {
+    Intact(Vec<u8>),
+    /// Bytes that are no intact frame, followed by an intact one (`tail` false) or by
+    /// nothing (`tail` true: a write cut short, or damage at the end): their first
+    /// [`DAMAGED_PREFIX`] bytes.
+    Damaged {
+        prefix: Vec<u8>,
+        tail: bool,
+    },
+}
+
+impl SegmentReader {
+    /// Reads `path` from `offset` up to `end` (its length when `None`).
+    fn open(path: PathBuf, offset: u64, end: Option<u64>, limit: usize) -> io::Result<Self> {
+        let mut file = File::open(path)?;
+        let end = match end {
+            Some(end) => end,
+            None => file.metadata()?.len(),
+        };
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Self {
+            reader: BufReader::with_capacity(256 << 10, file),
+            offset,
+            end,
+            limit: limit as u64,
+        })
+    }
+
+    /// The next frame or damaged span, its offset and size; `None` at the end.
+    fn next(&mut self) -> io::Result<Option<(Found, u64, u64)>> {
+        if self.offset >= self.end {
+            return Ok(None);
+        }
+        let at = self.offset;
+        match read_frame(&mut self.reader, self.end - at, self.limit)? {
+            Frame::Intact(payload) => {
+                let size = FRAME_HEADER + payload.len() as u64;
+                self.offset += size;
+                Ok(Some((Found::Intact(payload), at, size)))
+            }
+            Frame::End => {
+                // The file is shorter than the data it should hold.
+                self.offset = self.end;
+                Ok(Some((
+                    Found::Damaged {
+                        prefix: Vec::new(),
+                        tail: true,
+                    },
+                    at,
+                    self.end - at,
+                )))
+            }
+            Frame::Damaged => {
+                let file = self.reader.get_ref();
+                let next = next_intact(file, at + 1, self.end, self.limit)?;
+                let stop = next.unwrap_or(self.end);
+                let mut prefix = vec![0u8; (stop - at).min(DAMAGED_PREFIX) as usize];
+                {
+                    use std::os::unix::fs::FileExt;
+                    let mut filled = 0;
+                    while filled < prefix.len() {
+                        match file.read_at(&mut prefix[filled..], at + filled as u64)? {
+                            0 => break,
+                            n => filled += n,
+                        }
+                    }
+                    prefix.truncate(filled);
+                }
+                self.reader.seek(SeekFrom::Start(stop))?;
+                self.offset = stop;
+                let tail = next.is_none();
+                Ok(Some((Found::Damaged { prefix, tail }, at, stop - at)))
+            }
+        }
+    }
 }
 
 /// Takes the directory's lock (an advisory `flock` on `lock`, released when the process
@@ -665,8 +1203,10 @@ struct Recovered {
     pending_bytes: u64,
 }
 
-/// Scans every segment, cuts off torn or corrupt tails, and counts what follows the cursor.
-fn recover(dir: &Path) -> io::Result<Recovered> {
+/// Scans every segment, cuts off torn tails, and counts what follows the cursor. A damaged
+/// span followed by intact frames is kept: replay sends it to the dead-letter topic and goes
+/// on with the frames after it.
+fn recover(dir: &Path, limit: usize) -> io::Result<Recovered> {
     let mut ids: Vec<u64> = Vec::new();
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -695,35 +1235,37 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
     let (mut pending_events, mut pending_bytes) = (0, 0);
     for id in ids {
         let path = segment_path(dir, id);
-        let file_len = fs::metadata(&path)?.len();
-        let mut reader = BufReader::new(File::open(&path)?);
+        let mut reader = SegmentReader::open(path.clone(), 0, None, limit)?;
+        let file_len = reader.end;
         let mut offset = 0u64;
         let mut boundaries_hit_cursor = read.segment != id || read.offset == 0;
         let mut frames = Vec::new();
-        loop {
-            match read_frame(&mut reader, file_len - offset) {
-                Ok(Some(payload)) => {
-                    let size = FRAME_HEADER + payload.len() as u64;
-                    frames.push((offset, size));
-                    offset += size;
-                    if read.segment == id && offset == read.offset {
-                        boundaries_hit_cursor = true;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
+        while let Some((found, at, size)) = reader.next()? {
+            match found {
+                Found::Intact(_) => {}
+                Found::Damaged { tail: false, .. } => tracing::warn!(
+                    segment = %path.display(),
+                    offset = at,
+                    damaged_bytes = size,
+                    "spool segment has a damaged frame; it goes to the dead-letter topic and the records after it are kept"
+                ),
+                Found::Damaged { tail: true, .. } => {
                     tracing::warn!(
                         segment = %path.display(),
-                        valid_bytes = offset,
-                        dropped_bytes = file_len - offset,
-                        error = %e,
+                        valid_bytes = at,
+                        dropped_bytes = file_len - at,
                         "spool segment has a torn or corrupt tail (a crash during a write); cutting it off"
                     );
                     let file = OpenOptions::new().write(true).open(&path)?;
-                    file.set_len(offset)?;
+                    file.set_len(at)?;
                     file.sync_all()?;
                     break;
                 }
+            }
+            frames.push((at, size));
+            offset = at + size;
+            if read.segment == id && offset == read.offset {
+                boundaries_hit_cursor = true;
             }
         }
         if read.segment == id && (!boundaries_hit_cursor || read.offset > offset) {
@@ -744,6 +1286,50 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
         pending_events,
         pending_bytes,
     })
+}
+
+/// Injected I/O failures, for the tests of what the spool does when its disk fails.
+#[cfg(test)]
+mod faults {
+    use std::io;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    use super::Op;
+
+    #[derive(Default)]
+    pub(super) struct Plan {
+        /// Per planned failure: the operation, calls of it to let pass first, failures left.
+        due: Mutex<Vec<(Op, u32, u32, io::ErrorKind)>>,
+        /// fsync calls made on segments and the probe file.
+        pub(super) syncs: AtomicU64,
+    }
+
+    impl Plan {
+        /// Lets `after` calls of `op` pass, then fails the next `times` with `kind`.
+        pub(super) fn fail(&self, op: Op, after: u32, times: u32, kind: io::ErrorKind) {
+            self.due.lock().unwrap().push((op, after, times, kind));
+        }
+
+        pub(super) fn due(&self, op: Op) -> io::Result<()> {
+            if op == Op::Sync {
+                self.syncs.fetch_add(1, Ordering::SeqCst);
+            }
+            let mut due = self.due.lock().unwrap();
+            for (planned, after, times, kind) in due.iter_mut() {
+                if *planned != op || *times == 0 {
+                    continue;
+                }
+                if *after > 0 {
+                    *after -= 1;
+                    continue;
+                }
+                *times -= 1;
+                return Err(io::Error::new(*kind, format!("injected {op:?} failure")));
+            }
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,8 +12,12 @@ use super::{Batch, Spool, Spooled};
 use crate::delivery::kafka::{Publisher, Rejection};
 use crate::metrics::Metrics;
 
-/// Records read and sent per round.
+/// Records read and sent per round, at most.
 const BATCH: usize = 512;
+/// Bytes of spooled frames read and sent per round, at most (one record more when a single
+/// one is larger): what replay holds in memory, with the producer's copy of it, stays near
+/// twice this, whatever the size of the records in the spool.
+pub const BATCH_BYTES: u64 = 8 << 20;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -85,11 +89,16 @@ async fn run(
             _ = mode.changed() => continue,
         }
         let reader = spool.clone();
-        let batch = match tokio::task::spawn_blocking(move || reader.read_batch(BATCH)).await {
+        let read = move || reader.read_batch(BATCH, BATCH_BYTES);
+        let batch = match tokio::task::spawn_blocking(read).await {
             Ok(Ok(batch)) if !batch.entries.is_empty() => batch,
             Ok(Ok(_)) => continue,
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot read the spool; retrying");
+                if failures == 0 {
+                    tracing::error!(error = %e, "cannot read the spool; retrying");
+                }
+                // A removed directory is noticed and recreated by the spool's writer.
+                spool.check();
                 failures += 1;
                 if !pause(failures, &mut mode).await {
                     return;
@@ -103,11 +112,8 @@ async fn run(
         };
         let total = batch.entries.len();
         let done = send(&publisher, &batch).await;
-        if done > 0 {
-            let bytes = batch.sizes[..done].iter().sum();
-            if let Err(e) = spool.commit(batch.ends[done - 1], done as u64, bytes) {
-                tracing::error!(error = %e, "cannot save the spool cursor; records may be replayed twice");
-            }
+        if let Err(e) = spool.commit(&batch, done) {
+            tracing::error!(error = %e, "cannot save the spool cursor; records may be replayed twice");
         }
         if done < total {
             failures += 1;
@@ -145,7 +151,7 @@ async fn send(publisher: &Publisher, batch: &Batch) -> usize {
         let message = match entry {
             Spooled::Record(message) => message,
             // Sent in its turn below.
-            Spooled::Unreadable(_) => {
+            Spooled::Unreadable { .. } => {
                 queued.push(None);
                 continue;
             }
@@ -166,10 +172,13 @@ async fn send(publisher: &Publisher, batch: &Batch) -> usize {
     for (entry, queued) in batch.entries.iter().zip(queued) {
         let (message, queued) = match (entry, queued) {
             (Spooled::Record(message), Some(queued)) => (message, queued),
-            (Spooled::Unreadable(bytes), _) => {
+            (Spooled::Unreadable { prefix, len }, _) => {
                 if !blocked {
-                    match publisher.dead_letter_unreadable(bytes).await {
-                        Ok(()) => done += 1,
+                    match publisher.dead_letter_unreadable(prefix, *len).await {
+                        Ok(()) => {
+                            tracing::error!(bytes = len, "spooled bytes that are not a record (damaged on disk, or written by an incompatible version) went to the dead-letter topic; replay goes on after them");
+                            done += 1;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "an unreadable spooled frame was not dead-lettered");
                             blocked = true;

@@ -820,6 +820,12 @@ impl Config {
                     .to_owned(),
             );
         }
+        if self.spool.enabled && self.spool.fsync == FsyncPolicy::Never {
+            out.push(
+                "spool.fsync is \"never\": a 202 answered while Kafka is away says                  \"durable\": false, and those records are lost if the machine (not only the                  process) crashes before the OS writes them; use \"always\""
+                    .to_owned(),
+            );
+        }
         out
     }
 
@@ -1185,6 +1191,18 @@ mod tests {
             "a://<redacted>@h:1/x, b://h2/y?z=c://<redacted>@v"
         );
         assert_eq!(redact_url_credentials("plain"), "plain");
+    }
+
+    #[test]
+    fn a_spool_that_does_not_fsync_is_warned_about() {
+        let mut c = Config::load_with_env(None, env(&[])).unwrap();
+        assert!(c.warnings().is_empty());
+        c.spool.fsync = FsyncPolicy::Never;
+        let warnings = c.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("\"durable\": false"), "{warnings:?}");
+        c.spool.enabled = false;
+        assert!(c.warnings().is_empty());
     }
 
     #[test]

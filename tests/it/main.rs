@@ -7,6 +7,7 @@ mod common;
 mod bridge;
 mod cli;
 mod deploy;
+mod disk;
 mod docs;
 mod durability;
 mod golden;

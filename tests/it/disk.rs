@@ -1,0 +1,238 @@
+//! A 2xx is durable whatever the spool's disk does, with the real binary over real HTTP:
+//! its directory removed (and recreated), replaced by something that is not a directory,
+//! or its file system full. Each test reports its counts to `target/tmp/test-report.txt`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+use http::StatusCode;
+use serde_json::Value;
+
+const TOPIC: &str = "comm100.chat_transferred";
+
+/// Posts one event of `chat` and records the answer in `acked`.
+async fn post_one(process: &Process, acked: &mut Acked, chat: &str, seq: usize) -> Answer {
+    let answer = post(
+        &process.url(&format!("/webhooks/comm100?token={TOKEN}")),
+        &[],
+        event(chat, seq),
+    )
+    .await;
+    acked.record(chat, seq, Some(answer.clone()));
+    answer
+}
+
+fn assert_spooled(answer: &Answer) {
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert_eq!(answer.json["status"], "spooled", "{}", answer.text);
+    assert_eq!(answer.json["durable"], true, "{}", answer.text);
+}
+
+fn assert_refused(answer: &Answer) {
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer.headers.contains_key("retry-after"),
+        "{:?}",
+        answer.headers
+    );
+}
+
+/// ERROR lines of the bridge's log whose message contains `text`.
+fn errors(process: &mut Process, text: &str) -> usize {
+    process
+        .log()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| v["level"] == "ERROR")
+        .filter(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(text))
+        })
+        .count()
+}
+
+async fn readyz(process: &Process) -> Answer {
+    get(&process.admin("/readyz")).await
+}
+
+/// Brings Kafka back, waits until the spool is empty and checks every 2xx is in Kafka.
+async fn deliver_and_verify(test: &str, cluster: &Cluster, process: &mut Process, acked: &Acked) {
+    cluster.broker_up(-1).unwrap();
+    wait_for_metric(
+        &process.admin("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    verify(test, &cluster.bootstrap_servers(), TOPIC, acked, true);
+    process.signal("-TERM");
+    assert_eq!(process.child.wait().unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_spool_directory_loses_no_record_answered_2xx() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = write_config(dir.path(), &cluster.bootstrap_servers(), &spool, &[]);
+    cluster.broker_down(-1).unwrap();
+    let mut process = Process::start(&config);
+    let mut acked = Acked::default();
+
+    assert_spooled(&post_one(&process, &mut acked, "gone", 0).await);
+    std::fs::remove_dir_all(&spool).unwrap();
+    // The append that finds the directory gone is refused; the directory is recreated with
+    // the records of the open segment, and the next append is durable in it.
+    assert_refused(&post_one(&process, &mut acked, "gone", 1).await);
+    assert!(spool.join("lock").is_file(), "the directory is recreated");
+    assert_spooled(&post_one(&process, &mut acked, "gone", 2).await);
+    assert_spooled(&post_one(&process, &mut acked, "gone", 3).await);
+    let ready = readyz(&process).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    let metrics = get(&process.admin("/metrics")).await.text;
+    assert_eq!(metric(&metrics, "comm100_bridge_spool_events"), 3.0);
+    assert_eq!(
+        metric(&metrics, "comm100_bridge_spool_lost_events_total"),
+        0.0
+    );
+    assert_eq!(errors(&mut process, "the spool cannot take records"), 1);
+    assert_eq!(errors(&mut process, "is recreated"), 1);
+    deliver_and_verify("removed spool directory", &cluster, &mut process, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_directory_that_cannot_be_recreated_is_reported_until_it_can() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = write_config(dir.path(), &cluster.bootstrap_servers(), &spool, &[]);
+    cluster.broker_down(-1).unwrap();
+    let mut process = Process::start(&config);
+    let mut acked = Acked::default();
+
+    assert_spooled(&post_one(&process, &mut acked, "blocked", 0).await);
+    std::fs::remove_dir_all(&spool).unwrap();
+    std::fs::write(&spool, b"not a directory").unwrap();
+    for seq in 1..6 {
+        assert_refused(&post_one(&process, &mut acked, "blocked", seq).await);
+    }
+    let ready = readyz(&process).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.text
+    );
+    let reason = ready.json["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("spool directory") && reason.contains("removed"),
+        "{reason}"
+    );
+    let metrics = get(&process.admin("/metrics")).await.text;
+    assert_eq!(metric(&metrics, "comm100_bridge_spool_faulted"), 1.0);
+    // Five refusals and the writer's own retries: one ERROR line for the cause.
+    assert_eq!(errors(&mut process, "the spool cannot take records"), 1);
+
+    std::fs::remove_file(&spool).unwrap();
+    eventually(Duration::from_secs(10), "readiness back", async || {
+        (readyz(&process).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_spooled(&post_one(&process, &mut acked, "blocked", 6).await);
+    assert_eq!(acked.ids.len(), 2);
+    deliver_and_verify("spool directory in the way", &cluster, &mut process, &acked).await;
+}
+
+/// Mounts a tmpfs of `size` at `at`; false where mounting is not allowed (outside CI).
+fn mount_tmpfs(at: &Path, size: &str) -> bool {
+    std::fs::create_dir_all(at).unwrap();
+    let ok = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
+        .arg(at)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "CI runs as root and must be able to mount a tmpfs"
+    );
+    ok
+}
+
+/// Unmounts on drop, so a failed test leaves no mount behind.
+struct Mounted<'a>(&'a Path);
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_answered_503_and_heals_when_space_returns() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("disk");
+    if !mount_tmpfs(&mount, "192k") {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let _mounted = Mounted(&mount);
+    let spool = mount.join("spool");
+    let config = write_config(dir.path(), &cluster.bootstrap_servers(), &spool, &[]);
+    cluster.broker_down(-1).unwrap();
+    let mut process = Process::start(&config);
+    let mut acked = Acked::default();
+
+    let mut seq = 0;
+    let refused = loop {
+        assert!(seq < 5000, "a 192 KiB disk never filled");
+        let answer = post_one(&process, &mut acked, "full", seq).await;
+        seq += 1;
+        if answer.status.is_success() {
+            assert_spooled(&answer);
+        } else {
+            break answer;
+        }
+    };
+    assert_refused(&refused);
+    let ready = readyz(&process).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.text
+    );
+    let reason = ready.json["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("no space left"), "{reason}");
+    assert_refused(&post_one(&process, &mut acked, "full", seq).await);
+    seq += 1;
+    assert_eq!(errors(&mut process, "the spool cannot take records"), 1);
+
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=4m"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    eventually(Duration::from_secs(10), "readiness back", async || {
+        (readyz(&process).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_spooled(&post_one(&process, &mut acked, "full", seq).await);
+    deliver_and_verify("full spool disk", &cluster, &mut process, &acked).await;
+}

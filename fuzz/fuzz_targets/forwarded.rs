@@ -1,12 +1,13 @@
 //! The client address behind a trusted proxy, from any `X-Forwarded-For` and `Forwarded`
-//! values, with either header configured: never panics, and the answer is the peer, an
-//! address written in a header, or none.
+//! values, with either header configured: never panics, the answer is the peer, an
+//! address written in a header, or none, and the allowlist refuses exactly the requests
+//! whose client address is unknown or outside it.
 #![no_main]
 
 use std::net::IpAddr;
 use std::sync::LazyLock;
 
-use comm100_bridge::auth::Auth;
+use comm100_bridge::auth::{Auth, AuthError};
 use comm100_bridge::config::AuthConfig;
 use libfuzzer_sys::fuzz_target;
 
@@ -36,7 +37,8 @@ fuzz_target!(|data: &[u8]| {
     let (parts, ()) = request.into_parts();
     let peer: IpAddr = "10.1.2.3".parse().unwrap();
     for rules in RULES.iter() {
-        if let Some(client) = rules.client_address(&parts, peer) {
+        let client = rules.client_address(&parts, peer);
+        if let Some(client) = client {
             assert!(
                 client == peer
                     || addresses(xff).contains(&client)
@@ -44,7 +46,12 @@ fuzz_target!(|data: &[u8]| {
                 "{client} appears in no header"
             );
         }
-        let _ = rules.check(&parts, peer, None);
+        // No token is presented: an allowed client is asked for one, any other is refused.
+        let expected = match client.is_some_and(in_allowlist) {
+            true => AuthError::MissingToken,
+            false => AuthError::AddressNotAllowed,
+        };
+        assert_eq!(rules.check(&parts, peer, None), Err(expected), "client {client:?}");
     }
 });
 
@@ -57,4 +64,10 @@ fn addresses(data: &[u8]) -> Vec<IpAddr> {
         .filter_map(|t| t.parse::<IpAddr>().ok())
         .map(|ip| ip.to_canonical())
         .collect()
+}
+
+
+/// Whether `ip` is in the rules' allowlist, 192.0.2.0/24 (without the bridge's CIDR code).
+fn in_allowlist(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.octets()[..3] == [192, 0, 2])
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use comm100_bridge::config::{FsyncPolicy, SpoolConfig};
 use comm100_bridge::metrics::Metrics;
-use comm100_bridge::delivery::spool::{frame_limit, Spool};
+use comm100_bridge::delivery::spool::{frame_limit, Spool, Spooled};
+use comm100_bridge::event::EventType;
+use comm100_bridge::route::Message;
 use libfuzzer_sys::fuzz_target;
 
 static RUN: AtomicU64 = AtomicU64::new(0);
@@ -47,6 +49,20 @@ fuzz_target!(|data: &[u8]| {
     for end in &batch.ends {
         assert!(ends.insert((end.segment, end.offset)), "a record read twice");
     }
+    // A record appended after recovery reads back whole, after everything recovered.
+    let appended = Message {
+        id: uuid::Uuid::nil(),
+        kind: EventType::ChatEnded,
+        topic: "comm100.chat_ended".into(),
+        key: Some("fuzz".into()),
+        headers: Vec::new(),
+        value: br#"{"fuzz":true}"#.to_vec(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(spool.append(&appended)).expect("the recovered spool takes a record");
+    let after = spool.read_batch(usize::MAX, u64::MAX).expect("reads back");
+    assert_eq!(after.entries.len(), batch.entries.len() + 1);
+    assert_eq!(after.entries.last(), Some(&Spooled::Record(appended)));
     spool.close();
     let _ = std::fs::remove_dir_all(&dir);
 });

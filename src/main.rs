@@ -88,6 +88,7 @@ enum SpoolCommand {
 }
 
 fn main() -> ExitCode {
+    return_large_buffers_to_the_os();
     let cli = Cli::parse();
     let result = match cli.command {
         None => run_serve(cli.config.as_deref()),
@@ -108,6 +109,20 @@ fn main() -> ExitCode {
             eprintln!("comm100-bridge: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Makes glibc's malloc serve every allocation of 128 KiB or more (request bodies, records,
+/// spool frames) with its own mapping, returned to the OS when freed. By default the
+/// threshold rises after such a block is freed, and later large buffers come from the
+/// heap, which keeps what they used: resident memory then grows well past the in-flight
+/// budget under bursts of large bodies.
+fn return_large_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called first in main, before any other thread exists or allocates; mallopt
+    // only changes a malloc parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
     }
 }
 

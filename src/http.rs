@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::auth::LiveAuth;
+use crate::delivery::spool::replay::Memory;
 use crate::delivery::{Delivery, Outcome};
 use crate::event::{Exceeded, Meter, RejectError, Site, Timestamp};
 use crate::metrics::{DlqReason, Metrics};
@@ -624,6 +625,7 @@ pub fn gunzip(body: &[u8], max: usize) -> Result<Bytes, Gunzip> {
 pub struct Budget {
     requests: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
+    total_bytes: usize,
     /// The most one request may hold.
     per_request: usize,
     dead_letters: Arc<Semaphore>,
@@ -641,9 +643,16 @@ impl Budget {
         Self {
             requests: Arc::new(Semaphore::new(max_requests)),
             bytes: Arc::new(Semaphore::new(max_bytes)),
+            total_bytes: max_bytes,
             per_request: max_body_bytes.saturating_mul(REQUEST_BODIES).min(max_bytes),
             dead_letters: Arc::new(Semaphore::new(max_bytes / 4)),
         }
+    }
+
+    /// Spool replay's share of the byte budget: its rounds take their memory from the
+    /// same bytes as requests.
+    pub fn replay_memory(&self) -> Memory {
+        Memory::shared(self.bytes.clone(), self.total_bytes)
     }
 
     /// One request and `bytes` bytes, or `None` at once if either is exhausted.

@@ -243,7 +243,7 @@ impl Bridge {
 
         let replay = spool
             .clone()
-            .map(|s| Replay::spawn(s, publisher.clone(), metrics));
+            .map(|s| Replay::spawn(s, publisher.clone(), metrics, app.budget.replay_memory()));
 
         let shutdown_delay = Duration::from_millis(config.http.shutdown_delay_ms);
         let (stop, stopped) = watch::channel(false);

@@ -11,7 +11,8 @@ use tracing_subscriber::EnvFilter;
 
 use comm100_bridge::config::{Config, LogFormat};
 use comm100_bridge::delivery::kafka::Publisher;
-use comm100_bridge::delivery::spool::{self, replay::Replay, Spool};
+use comm100_bridge::delivery::spool::replay::{Memory, Replay};
+use comm100_bridge::delivery::spool::{self, Spool};
 use comm100_bridge::event::{Record, Site, Timestamp};
 use comm100_bridge::metrics::Metrics;
 use comm100_bridge::route::Router;
@@ -287,7 +288,7 @@ fn spool_drain(dir: &Path, config_file: Option<&Path>) -> anyhow::Result<()> {
         if pending > 0 {
             let publisher = Publisher::new(&config, metrics.clone())?;
             tracing::info!(records = pending, dir = %dir.display(), brokers = %config.kafka.brokers.join(","), "draining the spool to Kafka");
-            let replay = Replay::spawn(spool.clone(), publisher.clone(), metrics);
+            let replay = Replay::spawn(spool.clone(), publisher.clone(), metrics, Memory::own());
             let left = replay.drain(shutdown_signal(), false).await;
             if let Err(e) = publisher.flush(Duration::from_secs(10)).await {
                 tracing::warn!(error = %e, "producer not fully flushed");

@@ -236,3 +236,81 @@ async fn a_full_disk_is_answered_503_and_heals_when_space_returns() {
     assert_spooled(&post_one(&process, &mut acked, "full", seq).await);
     deliver_and_verify("full spool disk", &cluster, &mut process, &acked).await;
 }
+
+/// Resident memory now (VmRSS) of `process`, and resets its peak (VmHWM) to it.
+fn reset_peak(process: &Process) -> u64 {
+    let pid = process.child.id();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_of_large_records_replays_within_the_memory_budget() {
+    const RECORDS: usize = 400;
+    const PAD: usize = 700_000;
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = write_config(dir.path(), &cluster.bootstrap_servers(), &spool, &[]);
+    cluster.broker_down(-1).unwrap();
+    let mut process = Process::start(&config);
+    let hook = process.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    // Four chats posted at once, each one's events one after another (so each chat's order
+    // is checked in Kafka).
+    const CHATS: usize = 4;
+    let pad = std::sync::Arc::new("p".repeat(PAD));
+    let mut senders = tokio::task::JoinSet::new();
+    for c in 0..CHATS {
+        let (hook, pad) = (hook.clone(), pad.clone());
+        senders.spawn(async move {
+            let chat = format!("large-{c}");
+            let mut acked = Acked::default();
+            for seq in (c..RECORDS).step_by(CHATS) {
+                let body = serde_json::json!({
+                    "event": "chat_transferred", "visitor": {"chat_id": chat}, "seq": seq,
+                    "pad": *pad,
+                });
+                let answer = post(&hook, &[], body.to_string()).await;
+                assert_spooled(&answer);
+                acked.record(&chat, seq, Some(answer));
+            }
+            acked
+        });
+    }
+    let mut acked = Acked::default();
+    while let Some(done) = senders.join_next().await {
+        acked.merge(done.unwrap());
+    }
+    let before = reset_peak(&process);
+    cluster.broker_up(-1).unwrap();
+    wait_for_metric(
+        &process.admin("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    let peak = process.peak_rss();
+    // A replay round holds at most 16 MiB (a quarter of the default 64 MiB budget):
+    // the records it read and the producer's copies of them.
+    const ROUND: u64 = 16 << 20;
+    const SLACK: u64 = 16 << 20;
+    report(&format!(
+        "large spool replay: {RECORDS} records of {} KB ({} MiB) spooled, replayed with peak RSS {} MiB ({} MiB before replay, bound before + {} MiB)",
+        PAD / 1000,
+        (RECORDS * PAD) >> 20,
+        peak >> 20,
+        before >> 20,
+        (ROUND + SLACK) >> 20
+    ));
+    assert!(
+        peak < before + ROUND + SLACK,
+        "replay peaked at {} MiB from {} MiB",
+        peak >> 20,
+        before >> 20
+    );
+    deliver_and_verify("large spool replay", &cluster, &mut process, &acked).await;
+}

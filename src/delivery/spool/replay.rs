@@ -3,9 +3,10 @@
 //! for a permanent rejection, after it is in the dead-letter topic).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{Batch, Spool, Spooled};
@@ -14,10 +15,39 @@ use crate::metrics::Metrics;
 
 /// Records read and sent per round, at most.
 const BATCH: usize = 512;
-/// Bytes of spooled frames read and sent per round, at most (one record more when a single
-/// one is larger): what replay holds in memory, with the producer's copy of it, stays near
-/// twice this, whatever the size of the records in the spool.
-pub const BATCH_BYTES: u64 = 8 << 20;
+/// The most memory one replay round holds: the records read (at most half of it, or one
+/// record when a single one is larger) and the producer's copies of them.
+const ROUND_BYTES: usize = 16 << 20;
+
+/// The memory replay may hold, taken for each round from a pool of bytes: the webhook
+/// listener's in-flight budget (`http.max_inflight_bytes`), so that requests and replay
+/// together stay within it, or a pool of its own for `spool drain`.
+#[derive(Clone)]
+pub struct Memory {
+    pool: Arc<Semaphore>,
+    per_round: u32,
+}
+
+impl Memory {
+    /// Rounds take a quarter of `pool` (of `pool_bytes` bytes) at most, 16 MiB at most.
+    pub fn shared(pool: Arc<Semaphore>, pool_bytes: usize) -> Self {
+        let per_round = (pool_bytes / 4).clamp(1 << 20, ROUND_BYTES);
+        Self {
+            pool,
+            per_round: u32::try_from(per_round).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// A pool of 16 MiB for replay alone.
+    pub fn own() -> Self {
+        Self::shared(Arc::new(Semaphore::new(ROUND_BYTES)), 4 * ROUND_BYTES)
+    }
+
+    /// Bytes of spooled frames one round reads.
+    fn frames(&self) -> u64 {
+        u64::from(self.per_round / 2)
+    }
+}
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -42,10 +72,10 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Starts replaying `spool` in the background.
-    pub fn spawn(spool: Spool, publisher: Publisher, metrics: Metrics) -> Self {
+    /// Starts replaying `spool` in the background, within `memory`.
+    pub fn spawn(spool: Spool, publisher: Publisher, metrics: Metrics, memory: Memory) -> Self {
         let (mode, rx) = watch::channel(Mode::Run);
-        let task = tokio::spawn(run(spool.clone(), publisher, metrics, rx));
+        let task = tokio::spawn(run(spool.clone(), publisher, metrics, memory, rx));
         Self { mode, task, spool }
     }
 
@@ -75,6 +105,7 @@ async fn run(
     spool: Spool,
     publisher: Publisher,
     metrics: Metrics,
+    memory: Memory,
     mut mode: watch::Receiver<Mode>,
 ) {
     let mut failures: u32 = 0;
@@ -88,12 +119,20 @@ async fn run(
             () = spool.wait_for_records() => {}
             _ = mode.changed() => continue,
         }
+        // Held until the round's records are acknowledged or given up.
+        let held = tokio::select! {
+            held = memory.pool.clone().acquire_many_owned(memory.per_round) => held,
+            _ = mode.changed() => continue,
+        };
+        let Ok(held) = held else { return };
         let reader = spool.clone();
-        let read = move || reader.read_batch(BATCH, BATCH_BYTES);
+        let frames = memory.frames();
+        let read = move || reader.read_batch(BATCH, frames);
         let batch = match tokio::task::spawn_blocking(read).await {
             Ok(Ok(batch)) if !batch.entries.is_empty() => batch,
             Ok(Ok(_)) => continue,
             Ok(Err(e)) => {
+                drop(held);
                 if failures == 0 {
                     tracing::error!(error = %e, "cannot read the spool; retrying");
                 }
@@ -115,6 +154,8 @@ async fn run(
         if let Err(e) = spool.commit(&batch, done) {
             tracing::error!(error = %e, "cannot save the spool cursor; records may be replayed twice");
         }
+        drop(batch);
+        drop(held);
         if done < total {
             failures += 1;
             metrics.spool_replay_retries.inc();

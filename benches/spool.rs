@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use comm100_bridge::config::{Config, FsyncPolicy};
 use comm100_bridge::delivery::kafka::Publisher;
-use comm100_bridge::delivery::spool::replay::Replay;
+use comm100_bridge::delivery::spool::replay::{Memory, Replay};
 use comm100_bridge::delivery::spool::Spool;
 use comm100_bridge::event::{Record, Timestamp};
 use comm100_bridge::metrics::Metrics;
@@ -86,7 +86,7 @@ async fn main() {
         if fsync == FsyncPolicy::Always {
             let publisher = Publisher::new(&config, metrics.clone()).unwrap();
             let started = Instant::now();
-            let left = Replay::spawn(spool.clone(), publisher.clone(), metrics)
+            let left = Replay::spawn(spool.clone(), publisher.clone(), metrics, Memory::own())
                 .drain(std::future::pending(), false)
                 .await;
             assert_eq!(left, 0);

@@ -1078,3 +1078,102 @@ async fn a_flood_of_rejected_bodies_with_the_dlq_on_and_kafka_slow_stays_bounded
         BUDGET >> 20
     ));
 }
+
+/// A sender with a valid token that sends its head and then its body one byte every
+/// `interval`; returns the status it is answered with, and when.
+async fn slow_body(
+    addr: std::net::SocketAddr,
+    declared: usize,
+    interval: Duration,
+) -> (Option<u16>, Duration) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let head = format!(
+        "POST /webhooks/comm100?token={TOKEN} HTTP/1.1\r\nhost: x\r\ncontent-length: {declared}\r\n\r\n{{\"event\":\"chat_ended\",\"x\":\""
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let trickle = async {
+        loop {
+            tokio::time::sleep(interval).await;
+            if write.write_all(b"a").await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let answer = async {
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        text.split(' ').nth(1).and_then(|s| s.parse().ok())
+    };
+    tokio::select! {
+        status = answer => (status, started.elapsed()),
+        () = trickle => unreachable!(),
+        () = tokio::time::sleep(Duration::from_secs(30)) => (None, started.elapsed()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_senders_with_slow_bodies_hold_the_budget_only_until_the_body_timeout() {
+    const SLOW: usize = 40;
+    // Two such bodies and their start allowance take all but 2 KiB of the 1 MiB budget.
+    const DECLARED: usize = 474_000;
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.http.body_read_timeout_ms = 1500;
+    c.http.max_inflight_bytes = 1 << 20;
+    c.http.max_connections_per_client = 1024;
+    let bridge = Bridge::start(c).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let slow: Vec<_> = (0..SLOW)
+        .map(|_| tokio::spawn(slow_body(bridge.addr, DECLARED, Duration::from_millis(100))))
+        .collect();
+    // While they hold the budget, another sender is refused with 429, not queued behind them.
+    let held = eventually(Duration::from_secs(5), "the budget taken", async || {
+        let answer = post(&hook, &[], event("meanwhile", 0)).await;
+        (answer.status == StatusCode::TOO_MANY_REQUESTS).then_some(answer)
+    })
+    .await;
+    assert!(held.headers.contains_key("retry-after"));
+    let mut cut = Vec::new();
+    for s in slow {
+        let (status, took) = s.await.unwrap();
+        assert!(
+            matches!(status, Some(408) | Some(429)),
+            "a slow body was answered {status:?} after {took:?}"
+        );
+        cut.push((status, took));
+    }
+    let timed_out: Vec<Duration> = cut
+        .iter()
+        .filter(|(s, _)| *s == Some(408))
+        .map(|(_, t)| *t)
+        .collect();
+    assert!(!timed_out.is_empty(), "{cut:?}");
+    let slowest = timed_out.iter().max().unwrap();
+    assert!(
+        *slowest < Duration::from_millis(1500) + Duration::from_secs(2),
+        "held until {slowest:?}"
+    );
+    // The budget is whole again.
+    let answer = post(&hook, &[], event("after", 0)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    report(&format!(
+        "slow bodies: {SLOW} valid senders trickling a 474 kB body held a 1 MiB budget (others got 429) until answered 408 after at most {:.1} s (body timeout 1.5 s); {} were refused 429 at once",
+        slowest.as_secs_f64(),
+        SLOW - timed_out.len()
+    ));
+    bridge.stop().await.unwrap();
+}

@@ -475,3 +475,59 @@ async fn sigterm_right_after_start_is_a_clean_shutdown() {
     }
     report("startup: 10 SIGTERMs sent as soon as the bridge said it listened: 10 clean exits 0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_token_file_never_lets_everyone_in() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+
+    // At start: a token file with nothing in it (blank lines only) is no token at all.
+    std::fs::write(&tokens, "\n  \n").unwrap();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.auth.tokens.clear();
+    c.auth.tokens_file = Some(tokens.clone());
+    let listeners = comm100_bridge::Listeners {
+        webhook: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: None,
+    };
+    let refused = comm100_bridge::serve(c, listeners, std::future::pending()).await;
+    assert!(
+        matches!(refused, Err(comm100_bridge::ServeError::NoToken)),
+        "{refused:?}"
+    );
+
+    // While running: the file emptied is not taken, the token in force stays.
+    std::fs::write(&tokens, "token-a\n").unwrap();
+    let config = write_config(
+        dir.path(),
+        &cluster.bootstrap_servers(),
+        &dir.path().join("spool"),
+        &[(
+            "auth",
+            &format!("tokens_file = {:?}", tokens.display().to_string()),
+        )],
+    );
+    let config_text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&format!("tokens = [\"{TOKEN}\"]"), "tokens = []");
+    std::fs::write(&config, config_text).unwrap();
+    let mut bridge = Process::start(&config);
+    let hook = "/webhooks/comm100";
+    assert!(status_with(&bridge, hook, "token-a").await.is_success());
+    std::fs::write(&tokens, "").unwrap();
+    bridge.signal("-HUP");
+    eventually(Duration::from_secs(10), "the refusal logged", async || {
+        bridge
+            .log()
+            .iter()
+            .any(|l| l.contains("hold no token"))
+            .then_some(())
+    })
+    .await;
+    let anyone = post(&bridge.url(hook), &[], event("anyone", 0)).await;
+    assert_eq!(anyone.status, StatusCode::UNAUTHORIZED, "{}", anyone.text);
+    assert!(status_with(&bridge, hook, "token-a").await.is_success());
+    bridge.signal("-TERM");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+}

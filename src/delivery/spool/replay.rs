@@ -109,6 +109,7 @@ async fn run(
     mut mode: watch::Receiver<Mode>,
 ) {
     let mut failures: u32 = 0;
+    let mut cursor_failing = false;
     loop {
         match *mode.borrow_and_update() {
             Mode::Stop => return,
@@ -151,8 +152,18 @@ async fn run(
         };
         let total = batch.entries.len();
         let done = send(&publisher, &batch).await;
-        if let Err(e) = spool.commit(&batch, done) {
-            tracing::error!(error = %e, "cannot save the spool cursor; records may be replayed twice");
+        match spool.commit(&batch, done) {
+            Ok(()) if cursor_failing => {
+                cursor_failing = false;
+                tracing::info!("the spool cursor is saved again");
+            }
+            Ok(()) => {}
+            // Once per streak: a full disk would otherwise log it every round.
+            Err(e) if !cursor_failing => {
+                cursor_failing = true;
+                tracing::error!(error = %e, "cannot save the spool cursor; records replayed since may be replayed again after a restart");
+            }
+            Err(_) => {}
         }
         drop(batch);
         drop(held);

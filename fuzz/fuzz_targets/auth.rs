@@ -2,7 +2,7 @@
 //! twice, and accepts a request exactly when it presents a configured token, as read by an
 //! independent decoding of the places a token may be (the `token` query parameter,
 //! `X-Bridge-Token`, `Authorization: Bearer` and the HTTP Basic password; the first four
-//! presented count).
+//! presented count). Run with `auth.dict`, which holds the tokens and the schemes.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -41,10 +41,9 @@ fuzz_target!(|data: &[u8]| {
     let valid = presented.iter().any(|t| TOKENS.iter().any(|ok| ok.as_bytes() == t));
     match answer {
         Ok(()) => assert!(valid, "accepted without a configured token: {presented:?}"),
-        Err(AuthError::InvalidToken) => {
-            assert!(!valid && !presented.is_empty(), "refused {presented:?}")
+        Err(AuthError::InvalidToken | AuthError::MissingToken) => {
+            assert!(!valid, "refused a configured token: {presented:?}")
         }
-        Err(AuthError::MissingToken) => assert!(presented.is_empty(), "missed {presented:?}"),
         Err(e) => panic!("{e:?} without site tokens or an allowlist"),
     }
 });

@@ -9,12 +9,12 @@
 //! the position of the first record not yet acknowledged by Kafka; segments wholly before
 //! it are deleted. On open, every segment is scanned: a torn tail (no intact frame after
 //! it) is logged and cut off; a damaged span followed by intact frames is kept, and replay
-//! sends it to the dead-letter topic and goes on after it ([`frame`]).
+//! sends it to the dead-letter topic and goes on after it (`frame.rs`).
 //!
 //! An append is acknowledged only once it is fsynced and its segment is still the file in
 //! `spool.dir`. Anything else faults the spool ([`Fault`]): appends are refused until the
 //! writer heals it, recreating a removed directory with what the open segment holds, or
-//! proving with a probe write that the disk takes writes again ([`writer`]).
+//! proving with a probe write that the disk takes writes again (`writer.rs`).
 
 mod frame;
 pub mod inspect;

@@ -99,7 +99,8 @@ impl Delivery {
                 durable: spool.durable(),
             },
             Ok(Err(e)) => {
-                if !matches!(e, SpoolError::Full(_)) {
+                // A full or faulted spool is reported once, not per record.
+                if !matches!(e, SpoolError::Full(_) | SpoolError::Faulted(_)) {
                     tracing::error!(id = %message.id, error = %e, "cannot spool the record");
                 }
                 spool_failure(&e)

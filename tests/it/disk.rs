@@ -44,19 +44,36 @@ fn assert_refused(answer: &Answer) {
     );
 }
 
-/// ERROR lines of the bridge's log whose message contains `text`.
-fn errors(process: &mut Process, text: &str) -> usize {
+/// The messages of the bridge's own ERROR lines so far (not librdkafka's, which report
+/// the Kafka outage these tests make).
+fn errors(process: &mut Process) -> Vec<String> {
     process
         .log()
         .iter()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|v| v["level"] == "ERROR")
         .filter(|v| {
+            v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("comm100_bridge"))
+        })
+        .map(|v| {
             v["fields"]["message"]
                 .as_str()
-                .is_some_and(|m| m.contains(text))
+                .unwrap_or_default()
+                .to_owned()
         })
-        .count()
+        .collect()
+}
+
+/// Asserts the ERROR lines so far are one per cause: each of `expected` (a part of its
+/// message) once, in that order, and nothing else.
+fn assert_errors(process: &mut Process, expected: &[&str]) {
+    let errors = errors(process);
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (line, text) in errors.iter().zip(expected) {
+        assert!(line.contains(text), "{errors:#?}");
+    }
 }
 
 async fn readyz(process: &Process) -> Answer {
@@ -104,8 +121,10 @@ async fn a_removed_spool_directory_loses_no_record_answered_2xx() {
         metric(&metrics, "comm100_bridge_spool_lost_events_total"),
         0.0
     );
-    assert_eq!(errors(&mut process, "the spool cannot take records"), 1);
-    assert_eq!(errors(&mut process, "is recreated"), 1);
+    assert_errors(
+        &mut process,
+        &["the spool cannot take records", "is recreated"],
+    );
     deliver_and_verify("removed spool directory", &cluster, &mut process, &acked).await;
 }
 
@@ -140,7 +159,7 @@ async fn a_spool_directory_that_cannot_be_recreated_is_reported_until_it_can() {
     let metrics = get(&process.admin("/metrics")).await.text;
     assert_eq!(metric(&metrics, "comm100_bridge_spool_faulted"), 1.0);
     // Five refusals and the writer's own retries: one ERROR line for the cause.
-    assert_eq!(errors(&mut process, "the spool cannot take records"), 1);
+    assert_errors(&mut process, &["the spool cannot take records"]);
 
     std::fs::remove_file(&spool).unwrap();
     eventually(Duration::from_secs(10), "readiness back", async || {
@@ -149,6 +168,10 @@ async fn a_spool_directory_that_cannot_be_recreated_is_reported_until_it_can() {
     .await;
     assert_spooled(&post_one(&process, &mut acked, "blocked", 6).await);
     assert_eq!(acked.ids.len(), 2);
+    assert_errors(
+        &mut process,
+        &["the spool cannot take records", "is recreated"],
+    );
     deliver_and_verify("spool directory in the way", &cluster, &mut process, &acked).await;
 }
 
@@ -221,7 +244,7 @@ async fn a_full_disk_is_answered_503_and_heals_when_space_returns() {
     assert!(reason.contains("no space left"), "{reason}");
     assert_refused(&post_one(&process, &mut acked, "full", seq).await);
     seq += 1;
-    assert_eq!(errors(&mut process, "the spool cannot take records"), 1);
+    assert_errors(&mut process, &["the spool cannot take records"]);
 
     let grown = Command::new("mount")
         .args(["-o", "remount,size=4m"])

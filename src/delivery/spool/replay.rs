@@ -134,8 +134,9 @@ async fn run(
             Ok(Ok(_)) => continue,
             Ok(Err(e)) => {
                 drop(held);
+                // Once per streak; a fault of the disk itself is reported by the spool.
                 if failures == 0 {
-                    tracing::error!(error = %e, "cannot read the spool; retrying");
+                    tracing::warn!(error = %e, "cannot read the spool; retrying");
                 }
                 // A removed directory is noticed and recreated by the spool's writer.
                 spool.check();

@@ -398,7 +398,13 @@ pub(super) mod faults {
 
     impl Plan {
         /// Lets `after` calls of `op` pass, then fails the next `times` with `kind`.
-        pub(in crate::delivery::spool) fn fail(&self, op: Op, after: u32, times: u32, kind: io::ErrorKind) {
+        pub(in crate::delivery::spool) fn fail(
+            &self,
+            op: Op,
+            after: u32,
+            times: u32,
+            kind: io::ErrorKind,
+        ) {
             self.due.lock().unwrap().push((op, after, times, kind));
         }
 

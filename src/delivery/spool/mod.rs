@@ -272,13 +272,7 @@ impl Spool {
             #[cfg(test)]
             faults: faults::Plan::default(),
         });
-        let writer = Writer {
-            inner: inner.clone(),
-            file,
-            segment: active,
-            segment_bytes: config.segment_bytes,
-            logged: None,
-        };
+        let writer = Writer::new(inner.clone(), file, active, config.segment_bytes);
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))

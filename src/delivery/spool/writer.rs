@@ -52,17 +52,28 @@ pub(super) enum Op {
 
 /// The writer thread: owns the newest segment file.
 pub(super) struct Writer {
-    pub(super) inner: Arc<Inner>,
+    inner: Arc<Inner>,
     /// The newest segment, open for appending and reading (what it holds can be recovered
     /// through it after the directory was removed).
-    pub(super) file: File,
-    pub(super) segment: u64,
-    pub(super) segment_bytes: u64,
+    file: File,
+    segment: u64,
+    segment_bytes: u64,
     /// The last fault logged, and when: one ERROR line per cause.
-    pub(super) logged: Option<(FaultKind, std::time::Instant)>,
+    logged: Option<(FaultKind, std::time::Instant)>,
 }
 
 impl Writer {
+    /// A writer appending to `file`, segment `segment`, rolling at `segment_bytes`.
+    pub(super) fn new(inner: Arc<Inner>, file: File, segment: u64, segment_bytes: u64) -> Self {
+        Self {
+            inner,
+            file,
+            segment,
+            segment_bytes,
+            logged: None,
+        }
+    }
+
     pub(super) fn run(mut self, rx: mpsc::Receiver<Command>) {
         loop {
             let first = if self.inner.fault().is_some() {

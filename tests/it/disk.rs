@@ -258,6 +258,34 @@ async fn a_full_disk_is_answered_503_and_heals_when_space_returns() {
     seq += 1;
     assert_errors(&mut process, &["the spool cannot take records"]);
 
+    // Kafka back while the disk is still full: replay reads the spool and publishes all of
+    // it (saving its cursor may fail on the full disk, which is logged once).
+    cluster.broker_up(-1).unwrap();
+    wait_for_metric(
+        &process.admin("/metrics"),
+        "comm100_bridge_spool_events",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    verify(
+        "full spool disk, replayed while full",
+        &cluster.bootstrap_servers(),
+        TOPIC,
+        &acked,
+        true,
+    );
+    let logged = errors(&mut process);
+    assert!(
+        logged.len() <= 2
+            && logged[0].contains("the spool cannot take records")
+            && logged
+                .get(1)
+                .is_none_or(|e| e.contains("cannot save the spool cursor")),
+        "{logged:#?}"
+    );
+
+    // Room again: ready without a restart, and the spool takes records again.
     let grown = Command::new("mount")
         .args(["-o", "remount,size=4m"])
         .arg(&mount)
@@ -268,8 +296,30 @@ async fn a_full_disk_is_answered_503_and_heals_when_space_returns() {
         (readyz(&process).await.status == StatusCode::OK).then_some(())
     })
     .await;
+    cluster.broker_down(-1).unwrap();
     assert_spooled(&post_one(&process, &mut acked, "full", seq).await);
     deliver_and_verify("full spool disk", &cluster, &mut process, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fsync_never_a_spooled_record_is_answered_not_durable() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.spool.fsync = comm100_bridge::config::FsyncPolicy::Never;
+    c.delivery.deadline_ms = 1500;
+    c.spool.append_budget_ms = 500;
+    cluster.broker_down(-1).unwrap();
+    let bridge = Bridge::start(c).await;
+    let answer = post(
+        &bridge.url(&format!("/webhooks/comm100?token={TOKEN}")),
+        &[],
+        event("lazy", 0),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert_eq!(answer.json["status"], "spooled", "{}", answer.text);
+    assert_eq!(answer.json["durable"], false, "{}", answer.text);
+    bridge.stop().await.unwrap();
 }
 
 /// Resident memory now (VmRSS) of `process`, and resets its peak (VmHWM) to it.

@@ -19,6 +19,9 @@ const BATCH: usize = 512;
 /// record when a single one is larger) and the producer's copies of them.
 const ROUND_BYTES: usize = 16 << 20;
 
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 /// The memory replay may hold, taken for each round from a pool of bytes: the webhook
 /// listener's in-flight budget (`http.max_inflight_bytes`), so that requests and replay
 /// together stay within it, or a pool of its own for `spool drain`.
@@ -31,7 +34,7 @@ pub struct Memory {
 impl Memory {
     /// Rounds take a quarter of `pool` (of `pool_bytes` bytes) at most, 16 MiB at most.
     pub fn shared(pool: Arc<Semaphore>, pool_bytes: usize) -> Self {
-        let per_round = (pool_bytes / 4).clamp(1 << 20, ROUND_BYTES);
+        let per_round = (pool_bytes / 4).clamp(1, ROUND_BYTES);
         Self {
             pool,
             per_round: u32::try_from(per_round).unwrap_or(u32::MAX),
@@ -48,8 +51,6 @@ impl Memory {
         u64::from(self.per_round / 2)
     }
 }
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What replay is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +290,19 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_takes_a_quarter_of_the_budget_and_never_more_than_it_has() {
+        let pool = |bytes: usize| Arc::new(Semaphore::new(bytes));
+        let default = Memory::shared(pool(64 << 20), 64 << 20);
+        assert_eq!((default.per_round, default.frames()), (16 << 20, 8 << 20));
+        assert_eq!(Memory::shared(pool(1 << 30), 1 << 30).per_round, 16 << 20);
+        // A small budget still lets a round (of at least one record) through.
+        let small = Memory::shared(pool(100_000), 100_000);
+        assert_eq!(small.per_round, 25_000);
+        assert!(small.pool.try_acquire_many(small.per_round).is_ok());
+        assert_eq!(Memory::own().per_round, 16 << 20);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -12,6 +12,19 @@ use serde_json::Value;
 
 const TOPIC: &str = "comm100.chat_transferred";
 
+/// These tests take the mock brokers down and up. A broker coming up binds its old port
+/// again, and the test process aborts if another socket holds that port meanwhile, which
+/// the sockets of several such tests at once make likely: they run one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Takes every broker of `cluster` down and starts a bridge against it, its config in
+/// `dir`, its spool in `spool`.
+fn start_with_kafka_down(cluster: &Cluster, dir: &Path, spool: &Path) -> Process {
+    let config = write_config(dir, &cluster.bootstrap_servers(), spool, &[]);
+    cluster.broker_down(-1).unwrap();
+    Process::start(&config)
+}
+
 /// Posts one event of `chat` and records the answer in `acked`.
 async fn post_one(process: &Process, acked: &mut Acked, chat: &str, seq: usize) -> Answer {
     let answer = post(
@@ -100,9 +113,8 @@ async fn a_removed_spool_directory_loses_no_record_answered_2xx() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let config = write_config(dir.path(), &cluster.bootstrap_servers(), &spool, &[]);
-    cluster.broker_down(-1).unwrap();
-    let mut process = Process::start(&config);
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
     let mut acked = Acked::default();
 
     assert_spooled(&post_one(&process, &mut acked, "gone", 0).await);
@@ -145,9 +157,8 @@ async fn a_spool_directory_that_cannot_be_recreated_is_reported_until_it_can() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let config = write_config(dir.path(), &cluster.bootstrap_servers(), &spool, &[]);
-    cluster.broker_down(-1).unwrap();
-    let mut process = Process::start(&config);
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
     let mut acked = Acked::default();
 
     assert_spooled(&post_one(&process, &mut acked, "blocked", 0).await);
@@ -228,9 +239,8 @@ async fn a_full_disk_is_answered_503_and_heals_when_space_returns() {
     }
     let _mounted = Mounted(&mount);
     let spool = mount.join("spool");
-    let config = write_config(dir.path(), &cluster.bootstrap_servers(), &spool, &[]);
-    cluster.broker_down(-1).unwrap();
-    let mut process = Process::start(&config);
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
     let mut acked = Acked::default();
 
     let mut seq = 0;
@@ -308,6 +318,7 @@ async fn with_fsync_never_a_spooled_record_is_answered_not_durable() {
     c.spool.fsync = comm100_bridge::config::FsyncPolicy::Never;
     c.delivery.deadline_ms = 1500;
     c.spool.append_budget_ms = 500;
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     cluster.broker_down(-1).unwrap();
     let bridge = Bridge::start(c).await;
     let answer = post(
@@ -339,9 +350,8 @@ async fn a_spool_of_large_records_replays_within_the_memory_budget() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let config = write_config(dir.path(), &cluster.bootstrap_servers(), &spool, &[]);
-    cluster.broker_down(-1).unwrap();
-    let mut process = Process::start(&config);
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
     let hook = process.url(&format!("/webhooks/comm100?token={TOKEN}"));
     // Four chats posted at once, each one's events one after another (so each chat's order
     // is checked in Kafka).

@@ -67,7 +67,6 @@ fn read_frame(reader: &mut impl Read, available: u64, limit: u64) -> io::Result<
 /// or `None` when there is none. A candidate must declare a length that fits, begin its
 /// payload as every record does (`{"`) and match its checksum.
 fn next_intact(file: &File, from: u64, end: u64, limit: u64) -> io::Result<Option<u64>> {
-    use std::os::unix::fs::FileExt;
     const LOOK: usize = FRAME_HEADER as usize + 2;
     let mut window = vec![0u8; (64 << 10) + LOOK];
     let mut base = from;
@@ -96,19 +95,6 @@ fn next_intact(file: &File, from: u64, end: u64, limit: u64) -> io::Result<Optio
     }
     return Ok(None);
 
-    fn read_up_to_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read_at(&mut buf[filled..], at + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(filled)
-    }
-
     fn checksum_at(file: &File, at: u64, len: u64) -> io::Result<Option<u32>> {
         let mut hasher = crc32fast::Hasher::new();
         let mut chunk = vec![0u8; len.min(256 << 10) as usize];
@@ -124,6 +110,21 @@ fn next_intact(file: &File, from: u64, end: u64, limit: u64) -> io::Result<Optio
         }
         Ok(Some(hasher.finalize()))
     }
+}
+
+/// Reads into `buf` from `at` until it is full or the file ends; how many bytes were read.
+fn read_up_to_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], at + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Bytes kept of a damaged span for the dead-letter topic.
@@ -202,17 +203,8 @@ impl SegmentReader {
                 let next = next_intact(file, at + 1, self.end, self.limit)?;
                 let stop = next.unwrap_or(self.end);
                 let mut prefix = vec![0u8; (stop - at).min(DAMAGED_PREFIX) as usize];
-                {
-                    use std::os::unix::fs::FileExt;
-                    let mut filled = 0;
-                    while filled < prefix.len() {
-                        match file.read_at(&mut prefix[filled..], at + filled as u64)? {
-                            0 => break,
-                            n => filled += n,
-                        }
-                    }
-                    prefix.truncate(filled);
-                }
+                let filled = read_up_to_at(file, &mut prefix, at)?;
+                prefix.truncate(filled);
                 self.reader.seek(SeekFrom::Start(stop))?;
                 self.offset = stop;
                 let tail = next.is_none();

@@ -31,7 +31,11 @@ fn message(n: usize) -> Message {
 }
 
 fn open(dir: &Path) -> Spool {
-    Spool::open(&config(dir), frame_limit(1 << 20), Metrics::new()).unwrap()
+    open_with(&config(dir))
+}
+
+fn open_with(config: &SpoolConfig) -> Spool {
+    Spool::open(config, frame_limit(1 << 20), Metrics::new()).unwrap()
 }
 
 fn read_all(spool: &Spool) -> Vec<Message> {
@@ -180,7 +184,7 @@ async fn a_full_spool_refuses_new_records_and_keeps_the_old_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.max_bytes = 8192;
-    let spool = Spool::open(&c, frame_limit(1 << 20), Metrics::new()).unwrap();
+    let spool = open_with(&c);
     let mut accepted = 0;
     let mut refused = 0;
     for m in (0..60).map(message) {
@@ -375,12 +379,7 @@ fn records_and_damage(batch: &Batch) -> Vec<Result<Message, u64>> {
 #[tokio::test]
 async fn a_damaged_frame_mid_segment_costs_that_frame_only() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(
-        &one_segment(dir.path()),
-        frame_limit(1 << 20),
-        Metrics::new(),
-    )
-    .unwrap();
+    let spool = open_with(&one_segment(dir.path()));
     let sent: Vec<Message> = (0..6).map(message).collect();
     for m in &sent {
         spool.append(m).await.unwrap();
@@ -423,12 +422,7 @@ async fn a_damaged_frame_mid_segment_costs_that_frame_only() {
 #[tokio::test]
 async fn zeros_where_frames_were_are_damage_not_an_empty_record() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(
-        &one_segment(dir.path()),
-        frame_limit(1 << 20),
-        Metrics::new(),
-    )
-    .unwrap();
+    let spool = open_with(&one_segment(dir.path()));
     let sent: Vec<Message> = (0..4).map(message).collect();
     for m in &sent {
         spool.append(m).await.unwrap();
@@ -524,7 +518,7 @@ async fn with_fsync_never_nothing_is_synced_and_the_spool_says_so() {
         fsync: FsyncPolicy::Never,
         ..config(dir.path())
     };
-    let spool = Spool::open(&c, frame_limit(1 << 20), Metrics::new()).unwrap();
+    let spool = open_with(&c);
     for m in (0..40).map(message) {
         spool.append(&m).await.unwrap();
     }

@@ -1140,12 +1140,14 @@ async fn valid_senders_with_slow_bodies_hold_the_budget_only_until_the_body_time
     let slow: Vec<_> = (0..SLOW)
         .map(|_| tokio::spawn(slow_body(bridge.addr, DECLARED, Duration::from_millis(100))))
         .collect();
-    // While they hold the budget, another sender is refused with 429, not queued behind them.
-    let held = eventually(Duration::from_secs(5), "the budget taken", async || {
-        let answer = post(&hook, &[], event("meanwhile", 0)).await;
-        (answer.status == StatusCode::TOO_MANY_REQUESTS).then_some(answer)
+    // Two of them fit in the budget; the others are refused at once. Once only those two
+    // are left, another sender is refused with 429, not queued behind them.
+    eventually(Duration::from_secs(10), "all but two refused", async || {
+        (slow.iter().filter(|s| s.is_finished()).count() == SLOW - 2).then_some(())
     })
     .await;
+    let held = post(&hook, &[], event("meanwhile", 0)).await;
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS, "{}", held.text);
     assert!(held.headers.contains_key("retry-after"));
     let mut cut = Vec::new();
     for s in slow {

@@ -183,6 +183,8 @@ mod tests {
         }
     }
 
+    // The unit tests spawn no process, so no fork can hold a broker's listener (clippy.toml).
+    #[allow(clippy::disallowed_methods)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn kafka_first_then_the_spool_and_nothing_overtakes_a_spooled_record() {
         let cluster = MockCluster::new(1).unwrap();
@@ -207,6 +209,8 @@ mod tests {
         assert_eq!(delivery.spool.as_ref().unwrap().pending_events(), 2);
     }
 
+    // The unit tests spawn no process, so no fork can hold a broker's listener (clippy.toml).
+    #[allow(clippy::disallowed_methods)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_a_spool_a_record_kafka_does_not_take_in_time_fails() {
         let cluster = MockCluster::new(1).unwrap();

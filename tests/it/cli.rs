@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::common::fixtures_dir;
+use crate::common::{fixtures_dir, Spawn};
 use serde_json::Value;
 
 fn bridge() -> Command {
@@ -24,7 +24,7 @@ fn normalize_prints_topic_key_headers_and_value() {
     let out = bridge()
         .args(["normalize", "--site", "eu"])
         .arg(fixtures_dir().join("chat_wrapped_up.json"))
-        .output()
+        .run()
         .unwrap();
     assert!(
         out.status.success(),
@@ -51,7 +51,7 @@ fn normalize_reads_standard_input_and_honours_topic_configuration() {
         .env("COMM100_BRIDGE__TOPICS__PREFIX", "acme")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .spawn()
+        .spawn_child()
         .unwrap();
     child
         .stdin
@@ -76,7 +76,7 @@ fn normalize_exits_1_on_a_payload_the_bridge_would_reject() {
     ] {
         let path = dir.path().join("bad.json");
         std::fs::write(&path, body).unwrap();
-        let out = bridge().arg("normalize").arg(&path).output().unwrap();
+        let out = bridge().arg("normalize").arg(&path).run().unwrap();
         assert_eq!(out.status.code(), Some(1));
         assert!(out.stdout.is_empty());
         let err = String::from_utf8_lossy(&out.stderr);
@@ -93,7 +93,7 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
             "very-secret-1,very-secret-2",
         )
         .env("COMM100_BRIDGE__KAFKA__BROKERS", "k1:9092,k2:9092")
-        .output()
+        .run()
         .unwrap();
     assert!(
         out.status.success(),
@@ -115,7 +115,7 @@ fn check_config_names_a_bad_key_and_fails() {
     let out = bridge()
         .args(["check-config", "--config"])
         .arg(&path)
-        .output()
+        .run()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -136,7 +136,7 @@ fn check_config_takes_kafka_properties_and_rust_log_from_the_environment() {
             "SASL_SSL",
         )
         .env("RUST_LOG", "debug,rdkafka=trace")
-        .output()
+        .run()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -155,7 +155,7 @@ fn check_config_takes_kafka_properties_and_rust_log_from_the_environment() {
         .arg("check-config")
         .env("COMM100_BRIDGE__AUTH__TOKENS", "t")
         .env("COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASWORD", "x")
-        .output()
+        .run()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -164,7 +164,7 @@ fn check_config_takes_kafka_properties_and_rust_log_from_the_environment() {
 
 #[test]
 fn version_names_the_commit_and_every_option_has_help() {
-    let out = bridge().arg("--version").output().unwrap();
+    let out = bridge().arg("--version").run().unwrap();
     let version = String::from_utf8(out.stdout).unwrap();
     let want = format!("comm100-bridge {}", comm100_bridge::LONG_VERSION);
     assert_eq!(version.trim(), want);
@@ -177,7 +177,7 @@ fn version_names_the_commit_and_every_option_has_help() {
         &["spool", "inspect"],
         &["spool", "drain"],
     ] {
-        let out = bridge().args(command).arg("--help").output().unwrap();
+        let out = bridge().args(command).arg("--help").run().unwrap();
         let help = String::from_utf8(out.stdout).unwrap();
         // clap prints `--flag <VALUE>` and its help on one line, or the help on the next.
         let lines: Vec<&str> = help.lines().collect();
@@ -201,7 +201,7 @@ fn serve_without_a_token_refuses_to_start() {
     let out = bridge()
         .arg("serve")
         .env("COMM100_BRIDGE__HTTP__LISTEN", "127.0.0.1:0")
-        .output()
+        .run()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -249,7 +249,7 @@ async fn dev_publishes_a_posted_sample_prints_it_and_exits_0_on_sigterm() {
         .args(["dev", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_child()
         .unwrap();
     let rx = lines(child.stdout.take().unwrap());
     let mut seen = Vec::new();
@@ -283,7 +283,7 @@ async fn dev_publishes_a_posted_sample_prints_it_and_exits_0_on_sigterm() {
 
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
-        .status()
+        .run_status()
         .unwrap();
     assert!(kill.success());
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())

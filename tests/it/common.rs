@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{mpsc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -32,11 +32,74 @@ use tokio::task::JoinHandle;
 pub const TOKEN: &str = "test-token-0123456789";
 pub const PARTITIONS: i32 = 3;
 
-pub type Cluster = MockCluster<'static, DefaultProducerContext>;
+/// Forking copies every descriptor of this process until the child execs, the mock
+/// brokers' listening sockets included. A broker taken down closes its listener and binds
+/// the same port again at once; if a fork still holds the old listener, that bind fails
+/// and librdkafka aborts the whole test binary. So a spawn ([`Spawn`]) and a broker going
+/// down or up ([`Cluster`]) never overlap. `clippy.toml` forbids the unguarded calls.
+static FORKING: RwLock<()> = RwLock::new(());
+
+fn forking() -> RwLockReadGuard<'static, ()> {
+    FORKING.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A mock cluster whose brokers go down and up only while no child is being spawned.
+pub struct Cluster(MockCluster<'static, DefaultProducerContext>);
+
+impl Cluster {
+    #[allow(clippy::disallowed_methods)]
+    pub fn broker_down(&self, broker_id: i32) -> rdkafka::error::KafkaResult<()> {
+        let _alone = FORKING.write().unwrap_or_else(PoisonError::into_inner);
+        self.0.broker_down(broker_id)
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    pub fn broker_up(&self, broker_id: i32) -> rdkafka::error::KafkaResult<()> {
+        let _alone = FORKING.write().unwrap_or_else(PoisonError::into_inner);
+        self.0.broker_up(broker_id)
+    }
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = MockCluster<'static, DefaultProducerContext>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// `Command`'s spawning methods, each while no mock broker is going down or up.
+pub trait Spawn {
+    fn spawn_child(&mut self) -> std::io::Result<Child>;
+    /// Like `Command::output`: standard input closed, output and errors captured.
+    fn run(&mut self) -> std::io::Result<Output>;
+    /// Like `Command::status`: the child's standard streams are this process's.
+    fn run_status(&mut self) -> std::io::Result<ExitStatus>;
+}
+
+impl Spawn for Command {
+    #[allow(clippy::disallowed_methods)]
+    fn spawn_child(&mut self) -> std::io::Result<Child> {
+        let _spawning = forking();
+        self.spawn()
+    }
+
+    fn run(&mut self) -> std::io::Result<Output> {
+        self.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn_child()?
+            .wait_with_output()
+    }
+
+    fn run_status(&mut self) -> std::io::Result<ExitStatus> {
+        self.spawn_child()?.wait()
+    }
+}
 
 /// A mock cluster with every bridge topic created.
 pub fn cluster() -> Cluster {
-    let cluster = MockCluster::new(1).unwrap();
+    let cluster = Cluster(MockCluster::new(1).unwrap());
     for topic in Router::new(
         &Config::load_with_env(None, Some(Default::default()))
             .unwrap()
@@ -436,7 +499,7 @@ impl Process {
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
+            .spawn_child()
             .unwrap();
         let (tx, lines) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -493,7 +556,7 @@ impl Process {
     pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
-            .status()
+            .run_status()
             .unwrap();
         assert!(ok.success());
     }

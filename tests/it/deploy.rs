@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{repo, yaml_documents};
+use crate::common::{repo, yaml_documents, Spawn};
 use comm100_bridge::config::Config;
 use comm100_bridge::route::Router;
 use serde_yaml_ng::Value;
@@ -25,7 +25,7 @@ fn check_config(env: &[(String, String)], config: Option<&Path>) -> (bool, Strin
     for (k, v) in env {
         command.env(k, v);
     }
-    let out = command.output().unwrap();
+    let out = command.run().unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)

@@ -12,11 +12,6 @@ use serde_json::Value;
 
 const TOPIC: &str = "comm100.chat_transferred";
 
-/// These tests take the mock brokers down and up. A broker coming up binds its old port
-/// again, and the test process aborts if another socket holds that port meanwhile, which
-/// the sockets of several such tests at once make likely: they run one at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Takes every broker of `cluster` down and starts a bridge against it, its config in
 /// `dir`, its spool in `spool`.
 fn start_with_kafka_down(cluster: &Cluster, dir: &Path, spool: &Path) -> Process {
@@ -113,7 +108,6 @@ async fn a_removed_spool_directory_loses_no_record_answered_2xx() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
     let mut acked = Acked::default();
 
@@ -157,7 +151,6 @@ async fn a_spool_directory_that_cannot_be_recreated_is_reported_until_it_can() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
     let mut acked = Acked::default();
 
@@ -210,7 +203,7 @@ fn mount_tmpfs(at: &Path, size: &str) -> bool {
             "tmpfs",
         ])
         .arg(at)
-        .status()
+        .run_status()
         .is_ok_and(|s| s.success());
     assert!(
         ok || std::env::var_os("CI").is_none(),
@@ -224,7 +217,7 @@ struct Mounted<'a>(&'a Path);
 
 impl Drop for Mounted<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        let _ = Command::new("umount").arg("-l").arg(self.0).run_status();
     }
 }
 
@@ -239,7 +232,6 @@ async fn a_full_disk_is_answered_503_and_heals_when_space_returns() {
     }
     let _mounted = Mounted(&mount);
     let spool = mount.join("spool");
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
     let mut acked = Acked::default();
 
@@ -299,7 +291,7 @@ async fn a_full_disk_is_answered_503_and_heals_when_space_returns() {
     let grown = Command::new("mount")
         .args(["-o", "remount,size=4m"])
         .arg(&mount)
-        .status()
+        .run_status()
         .unwrap();
     assert!(grown.success());
     eventually(Duration::from_secs(10), "readiness back", async || {
@@ -318,7 +310,6 @@ async fn with_fsync_never_a_spooled_record_is_answered_not_durable() {
     c.spool.fsync = comm100_bridge::config::FsyncPolicy::Never;
     c.delivery.deadline_ms = 1500;
     c.spool.append_budget_ms = 500;
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     cluster.broker_down(-1).unwrap();
     let bridge = Bridge::start(c).await;
     let answer = post(
@@ -350,7 +341,6 @@ async fn a_spool_of_large_records_replays_within_the_memory_budget() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
     let hook = process.url(&format!("/webhooks/comm100?token={TOKEN}"));
     // Four chats posted at once, each one's events one after another (so each chat's order

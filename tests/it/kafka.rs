@@ -46,7 +46,7 @@ fn script() -> PathBuf {
 }
 
 fn run(command: &mut Command) -> Output {
-    let output = command.output().expect("cannot run tests/kafka/cluster");
+    let output = command.run().expect("cannot run tests/kafka/cluster");
     assert!(
         output.status.success(),
         "{command:?} failed:\n{}{}",
@@ -143,7 +143,7 @@ impl Drop for Kafka {
             .arg("stop")
             .arg("--dir")
             .arg(&self.dir)
-            .output();
+            .run();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -299,7 +299,7 @@ fn normalized(sample: &Path) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
         .arg("normalize")
         .arg(sample)
-        .output()
+        .run()
         .unwrap();
     assert!(output.status.success(), "{sample:?}");
     serde_json::from_slice(&output.stdout).unwrap()
@@ -429,7 +429,7 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
         .arg(kafka.bootstrap())
         .arg(&count)
         .args(&topics)
-        .output()
+        .run()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
     assert!(
         output.status.success(),
@@ -977,7 +977,7 @@ async fn records_kafka_can_never_take_and_a_spool_left_at_shutdown() {
         .arg(&spool)
         .arg("--config")
         .arg(&config)
-        .output()
+        .run()
         .unwrap();
     assert!(
         drained.status.success(),
@@ -1045,7 +1045,7 @@ async fn a_rolling_restart_and_a_scale_in_with_kafka_back() {
     let inspected = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
         .args(["spool", "inspect", "--dir"])
         .arg(&spool)
-        .output()
+        .run()
         .unwrap();
     let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
     assert_eq!(inspected["records"], 0, "{inspected}");

@@ -158,7 +158,7 @@ async fn sigterm_with_a_shutdown_delay_keeps_serving_until_the_delay_passes() {
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
         .args(args)
-        .output()
+        .run()
         .unwrap();
     (
         out.status.code(),

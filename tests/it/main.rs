@@ -11,6 +11,7 @@ mod disk;
 mod docs;
 mod durability;
 mod golden;
+mod harness;
 mod hostile;
 mod http2;
 mod kafka;

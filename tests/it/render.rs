@@ -11,17 +11,17 @@ use std::process::Command;
 
 use serde_yaml_ng::Value;
 
-use crate::common::{repo, yaml_documents};
+use crate::common::{repo, yaml_documents, Spawn};
 
 fn on_path(tool: &str) -> bool {
-    Command::new(tool).arg("version").output().is_ok()
+    Command::new(tool).arg("version").run().is_ok()
 }
 
 /// Runs `program args`, panicking with its stderr when it fails.
 fn run(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
         .args(args)
-        .output()
+        .run()
         .unwrap_or_else(|e| panic!("cannot run {program} ({e}); .ci/run installs it"));
     assert!(
         out.status.success(),
@@ -144,7 +144,7 @@ fn effective_config(objects: &[Value]) -> toml::Value {
         };
         command.env(name, value);
     }
-    let out = command.output().unwrap();
+    let out = command.run().unwrap();
     assert!(
         out.status.success(),
         "the rendered pod's configuration fails check-config:\n{}",

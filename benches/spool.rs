@@ -2,10 +2,12 @@
 //! `fsync = "always"` and `"never"`, then replay of the spooled records to an in-process
 //! mock Kafka cluster. Run with `cargo bench --bench spool`; prints one line per case.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use comm100_bridge::config::{Config, FsyncPolicy};
 use comm100_bridge::delivery::kafka::Publisher;
+use comm100_bridge::delivery::order::Order;
 use comm100_bridge::delivery::spool::replay::{Memory, Replay};
 use comm100_bridge::delivery::spool::Spool;
 use comm100_bridge::event::{Record, Timestamp};
@@ -86,9 +88,16 @@ async fn main() {
         if fsync == FsyncPolicy::Always {
             let publisher = Publisher::new(&config, metrics.clone()).unwrap();
             let started = Instant::now();
-            let left = Replay::spawn(spool.clone(), publisher.clone(), metrics, Memory::own())
-                .drain(std::future::pending(), false)
-                .await;
+            let order = Arc::new(Order::new());
+            let left = Replay::spawn(
+                spool.clone(),
+                publisher.clone(),
+                order,
+                metrics,
+                Memory::own(),
+            )
+            .drain(std::future::pending(), false)
+            .await;
             assert_eq!(left, 0);
             let took = started.elapsed();
             line(

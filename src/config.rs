@@ -251,8 +251,7 @@ impl DeliveryConfig {
 }
 
 impl Config {
-    /// How long a request waits for Kafka before falling back to the spool; also
-    /// librdkafka's message.timeout.ms.
+    /// How long a request waits for Kafka before falling back to the spool.
     pub fn kafka_wait(&self) -> Duration {
         if self.spool.enabled {
             Duration::from_millis(self.delivery.deadline_ms - self.spool.append_budget_ms)

@@ -47,6 +47,7 @@ use tokio::sync::watch;
 use crate::auth::LiveAuth;
 use crate::config::Config;
 use crate::delivery::kafka::Publisher;
+use crate::delivery::order::Order;
 use crate::delivery::spool::replay::Replay;
 use crate::delivery::spool::{Spool, SpoolError};
 use crate::delivery::Delivery;
@@ -159,11 +160,17 @@ impl Bridge {
             false => None,
         };
         let publisher = Publisher::new(&config, metrics.clone())?;
+        let order = Arc::new(Order::new());
+        if let Some(spool) = &spool {
+            if spool.pending_events() > 0 {
+                spool.for_each_pending(|m| order.count_spooled(m.key.as_deref()))?;
+            }
+        }
         let deadline = config.delivery.deadline();
         let app = Arc::new(http::App {
             auth,
             router: Router::new(&config.topics),
-            delivery: Delivery::new(publisher, spool, deadline),
+            delivery: Delivery::new(publisher, spool, order, deadline, config.kafka_wait()),
             metrics,
             max_body_bytes: config.http.max_body_bytes,
             dead_letter_rejected: config.dlq.rejected_bodies,
@@ -241,9 +248,15 @@ impl Bridge {
             tracing::info!(%addr, %admin, tls = acceptor.is_some(), brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
         }
 
-        let replay = spool
-            .clone()
-            .map(|s| Replay::spawn(s, publisher.clone(), metrics, app.budget.replay_memory()));
+        let replay = spool.clone().map(|s| {
+            Replay::spawn(
+                s,
+                publisher.clone(),
+                app.delivery.order.clone(),
+                metrics,
+                app.budget.replay_memory(),
+            )
+        });
 
         let shutdown_delay = Duration::from_millis(config.http.shutdown_delay_ms);
         let (stop, stopped) = watch::channel(false);

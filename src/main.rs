@@ -2,6 +2,7 @@ use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -11,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use comm100_bridge::config::{Config, LogFormat};
 use comm100_bridge::delivery::kafka::Publisher;
+use comm100_bridge::delivery::order::Order;
 use comm100_bridge::delivery::spool::replay::{Memory, Replay};
 use comm100_bridge::delivery::spool::{self, Spool};
 use comm100_bridge::event::{Record, Site, Timestamp};
@@ -288,7 +290,14 @@ fn spool_drain(dir: &Path, config_file: Option<&Path>) -> anyhow::Result<()> {
         if pending > 0 {
             let publisher = Publisher::new(&config, metrics.clone())?;
             tracing::info!(records = pending, dir = %dir.display(), brokers = %config.kafka.brokers.join(","), "draining the spool to Kafka");
-            let replay = Replay::spawn(spool.clone(), publisher.clone(), metrics, Memory::own());
+            let order = Arc::new(Order::new());
+            let replay = Replay::spawn(
+                spool.clone(),
+                publisher.clone(),
+                order,
+                metrics,
+                Memory::own(),
+            );
             let left = replay.drain(shutdown_signal(), false).await;
             if let Err(e) = publisher.flush(Duration::from_secs(10)).await {
                 tracing::warn!(error = %e, "producer not fully flushed");

@@ -118,6 +118,7 @@ pub struct Metrics {
     pub spool_bytes: IntGauge,
     pub spool_capacity_bytes: IntGauge,
     pub spool_replay_retries: prometheus::IntCounter,
+    pub spool_replay_skipped: prometheus::IntCounter,
     pub spool_faulted: IntGauge,
     pub spool_lost_events: IntCounter,
     pub dlq: IntCounterVec,
@@ -244,6 +245,13 @@ impl Metrics {
                 prometheus::IntCounter::new(
                     "spool_replay_retries_total",
                     "Spool replay rounds that Kafka did not fully acknowledge and that will be retried.",
+                ),
+            ),
+            spool_replay_skipped: register(
+                r,
+                prometheus::IntCounter::new(
+                    "spool_replay_skipped_total",
+                    "Spooled records not replayed because Kafka acknowledged their original produce after its deadline.",
                 ),
             ),
             spool_faulted: gauge(

@@ -11,7 +11,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
-use tokio::sync::OwnedSemaphorePermit;
+use std::future::Future;
+use std::pin::Pin;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::config::{Config, KafkaConfig};
 use crate::metrics::{DlqReason, FailureReason, Metrics};
@@ -203,6 +205,24 @@ fn dead_letter_reason(message: &Message) -> Option<Rejection> {
 /// A record handed to the producer, whose delivery report is still to come.
 pub struct Pending(DeliveryFuture);
 
+/// The delivery report of a record whose wait ran out.
+pub struct Late(Pin<Box<dyn Future<Output = Result<Delivered, KafkaError>> + Send>>);
+
+impl Late {
+    /// Waits for the report (librdkafka's message.timeout.ms bounds the wait).
+    pub async fn wait(self) -> Result<Delivered, KafkaError> {
+        self.0.await
+    }
+}
+
+/// A record not settled within its wait.
+pub struct Unsettled {
+    pub error: PublishError,
+    /// Its delivery report, when the wait ran out before it came: librdkafka still holds
+    /// the record and may yet deliver it.
+    pub late: Option<Late>,
+}
+
 impl Pending {
     /// Waits for the delivery report (librdkafka's message.timeout.ms bounds the wait).
     pub async fn wait(self) -> Result<Delivered, KafkaError> {
@@ -231,6 +251,9 @@ struct Shared {
     last_ack: AtomicU64,
     last_failure: AtomicU64,
     epoch: Instant,
+    /// Notified when a broker connects after none was, or an acknowledgement follows a
+    /// failure.
+    recovered: Notify,
 }
 
 impl Shared {
@@ -249,7 +272,9 @@ impl ClientContext for Context {
             .values()
             .filter(|b| b.nodeid >= 0 && b.state == "UP")
             .count() as i64;
-        self.0.brokers_up.store(up, Ordering::Relaxed);
+        if self.0.brokers_up.swap(up, Ordering::Relaxed) <= 0 && up > 0 {
+            self.0.recovered.notify_waiters();
+        }
         self.0.metrics.kafka_brokers_up.set(up);
         if up > 0 {
             let cleared = self.0.authentication.lock().unwrap().take();
@@ -280,6 +305,11 @@ impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(target: "librdkafka", %error, "{reason}");
         let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            // Known at once, not at the next statistics.
+            self.0.brokers_up.store(0, Ordering::Relaxed);
+            self.0.metrics.kafka_brokers_up.set(0);
+        }
         let what = match code {
             Some(RDKafkaErrorCode::Authentication) => "Kafka authentication failed",
             Some(RDKafkaErrorCode::SSL) => "Kafka TLS handshake failed",
@@ -317,7 +347,8 @@ impl Publisher {
     /// Creates the producer; librdkafka connects in the background.
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, KafkaError> {
         let deadline = config.kafka_wait();
-        let client_config = producer_config(&config.kafka, deadline);
+        let client_config =
+            producer_config(&config.kafka, deadline, config.http.max_inflight_bytes / 2);
         let shared = Arc::new(Shared {
             brokers_up: AtomicI64::new(-1),
             metrics,
@@ -325,6 +356,7 @@ impl Publisher {
             last_ack: AtomicU64::new(0),
             last_failure: AtomicU64::new(0),
             epoch: Instant::now(),
+            recovered: Notify::new(),
         });
         let producer = client_config.create_with_context(Context(shared.clone()))?;
         Ok(Self {
@@ -373,16 +405,20 @@ impl Publisher {
             .map_err(|(e, _)| e)
     }
 
-    /// Sends `message` and waits for Kafka's acknowledgement, at most the Kafka wait; a
-    /// permanent rejection sends its dead letter instead (see [`Publisher::settle`]).
-    pub async fn publish(&self, message: &Message) -> Result<Settled, PublishError> {
+    /// Sends `message` and waits for Kafka's acknowledgement, at most `wait`; a permanent
+    /// rejection sends its dead letter instead (see [`Publisher::settle`]). When the wait
+    /// runs out, the record's delivery report is still to come: it is handed back.
+    pub async fn publish(&self, message: &Message, wait: Duration) -> Result<Settled, Unsettled> {
         let started = Instant::now();
-        let result = match self.enqueue(message) {
-            Ok(pending) => match tokio::time::timeout(self.deadline, pending.wait()).await {
-                Err(_) => Err(PublishError::Timeout(self.deadline)),
-                Ok(result) => result.map_err(PublishError::Kafka),
-            },
-            Err(e) => Err(PublishError::Kafka(e)),
+        let (result, late) = match self.enqueue(message) {
+            Ok(pending) => {
+                let mut report = Box::pin(pending.wait());
+                match tokio::time::timeout(wait, &mut report).await {
+                    Err(_) => (Err(PublishError::Timeout(wait)), Some(Late(report))),
+                    Ok(result) => (result.map_err(PublishError::Kafka), None),
+                }
+            }
+            Err(e) => (Err(PublishError::Kafka(e)), None),
         };
         self.shared
             .metrics
@@ -392,13 +428,7 @@ impl Publisher {
         let shared = &self.shared;
         let result = match result {
             Ok(delivered) => {
-                // Written only while a failure is the latest outcome: no store to a shared
-                // cache line on every acknowledged request.
-                if shared.last_failure.load(Ordering::Relaxed)
-                    > shared.last_ack.load(Ordering::Relaxed)
-                {
-                    shared.last_ack.store(shared.now_ms(), Ordering::Relaxed)
-                }
+                self.acknowledged();
                 Ok(delivered)
             }
             Err(PublishError::Kafka(e)) => Err(e),
@@ -406,7 +436,10 @@ impl Publisher {
                 shared
                     .last_failure
                     .store(shared.now_ms(), Ordering::Relaxed);
-                return Err(timeout);
+                return Err(Unsettled {
+                    error: timeout,
+                    late,
+                });
             }
         };
         let settled = self.settle(message, result).await;
@@ -417,7 +450,41 @@ impl Publisher {
                     .store(shared.now_ms(), Ordering::Relaxed);
             }
         }
-        settled
+        settled.map_err(|error| Unsettled { error, late: None })
+    }
+
+    /// Notes an acknowledgement; after failures, wakes whoever waits for Kafka to recover.
+    fn acknowledged(&self) {
+        let shared = &self.shared;
+        // Written only while a failure is the latest outcome: no store to a shared cache
+        // line on every acknowledged request.
+        if shared.last_failure.load(Ordering::Relaxed) > shared.last_ack.load(Ordering::Relaxed) {
+            shared.last_ack.store(shared.now_ms(), Ordering::Relaxed);
+            shared.recovered.notify_waiters();
+        }
+    }
+
+    /// The metrics the producer reports to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Asks the cluster for its metadata (at most 1 s): librdkafka connects only to
+    /// brokers it has requests for, so while none is connected this is what reconnects.
+    pub async fn probe(&self) {
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(1))
+        })
+        .await;
+    }
+
+    /// Resolves when Kafka may take records again: a broker connects after none was, or a
+    /// record is acknowledged after a failure.
+    pub async fn recovered(&self) {
+        self.shared.recovered.notified().await
     }
 
     /// Kafka's answer for `message`, counted, with a permanent rejection turned into its
@@ -600,14 +667,32 @@ impl Publisher {
 /// The longest the producer waits for a topic it does not find in the metadata to appear.
 const PROPAGATION_MAX: Duration = Duration::from_secs(2);
 
+/// How long librdkafka keeps trying a record (`message.timeout.ms`): well past any wait for
+/// it, so that a record whose wait ran out still gets its true outcome (acknowledged late,
+/// or failed) instead of a timeout that cannot say whether the broker wrote it.
+const REPORT_WITHIN: Duration = Duration::from_secs(30);
+
 /// The librdkafka configuration: the bridge's fixed guarantees, then the user's properties.
-pub fn producer_config(kafka: &KafkaConfig, deadline: Duration) -> ClientConfig {
+/// `deadline` is the longest a record waits for Kafka; `queue_bytes` bounds the records
+/// librdkafka holds (those whose wait ran out among them).
+pub fn producer_config(
+    kafka: &KafkaConfig,
+    deadline: Duration,
+    queue_bytes: usize,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", kafka.brokers.join(","))
         .set("client.id", &kafka.client_id)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("message.timeout.ms", deadline.as_millis().to_string())
+        .set(
+            "message.timeout.ms",
+            REPORT_WITHIN.max(deadline).as_millis().to_string(),
+        )
+        .set(
+            "queue.buffering.max.kbytes",
+            (queue_bytes / 1024).max(1).to_string(),
+        )
         // A topic that does not exist fails its records with UNKNOWN_TOPIC (dead-lettered)
         // within the Kafka wait, instead of timing them out into the spool, where they would
         // be retried for ever and hold every later record behind them. librdkafka's default
@@ -702,9 +787,10 @@ mod tests {
         let probed = producer_config(
             &config_with(&[("security.protocol", "SASL_SSL")]).kafka,
             Duration::from_secs(1),
+            1 << 20,
         );
         assert_eq!(probed.get("ssl.ca.location"), Some("probe"));
-        let plain = producer_config(&config_with(&[]).kafka, Duration::from_secs(1));
+        let plain = producer_config(&config_with(&[]).kafka, Duration::from_secs(1), 1 << 20);
         assert_eq!(plain.get("ssl.ca.location"), None);
         // A mechanism librdkafka was not built with is refused at start-up.
         let bogus = config_with(&[
@@ -784,6 +870,7 @@ mod tests {
             producer_config(
                 &config_with(properties).kafka,
                 Duration::from_millis(wait_ms),
+                1 << 20,
             )
             .get("topic.metadata.propagation.max.ms")
             .map(str::to_owned)

@@ -1,16 +1,19 @@
 //! Delivery: making a routed message durable, whoever asks. Kafka first; the spool when
 //! Kafka does not acknowledge within the deadline; the dead-letter topic for what Kafka can
-//! never take. While the spool holds records, or no broker is connected, new records go
-//! straight behind them, so that no record overtakes an older one of the same key. The
-//! webhook handler delivers through [`Delivery`]; spool replay shares its Kafka side
-//! ([`Publisher::settle`]), so a permanent rejection is decided in one place.
+//! never take. Records of one key keep the order they were accepted in ([`order`]): a key
+//! with records in the spool sends its new ones behind them, every other key goes straight
+//! to Kafka. The webhook handler delivers through [`Delivery`]; spool replay shares its
+//! Kafka side ([`Publisher::settle`]), so a permanent rejection is decided in one place.
 
 pub mod kafka;
+pub mod order;
 pub mod spool;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::delivery::kafka::{Delivered, Publisher, Rejection, Settled};
+use crate::delivery::kafka::{Delivered, Late, Publisher, Rejection, Settled, Unsettled};
+use crate::delivery::order::{Order, Turn};
 use crate::delivery::spool::{Spool, SpoolError};
 use crate::metrics::FailureReason;
 use crate::route::Message;
@@ -37,15 +40,28 @@ pub enum Outcome {
 pub struct Delivery {
     pub publisher: Publisher,
     pub spool: Option<Spool>,
+    pub order: Arc<Order>,
     deadline: Duration,
+    /// The part of the deadline kept for the spool append, when there is a spool.
+    append_budget: Duration,
 }
 
 impl Delivery {
-    pub fn new(publisher: Publisher, spool: Option<Spool>, deadline: Duration) -> Self {
+    /// `kafka_wait` is the part of `deadline` a record may wait for Kafka; the rest is
+    /// for its spool append. `order` knows the keys of what the spool holds.
+    pub fn new(
+        publisher: Publisher,
+        spool: Option<Spool>,
+        order: Arc<Order>,
+        deadline: Duration,
+        kafka_wait: Duration,
+    ) -> Self {
         Self {
             publisher,
             spool,
+            order,
             deadline,
+            append_budget: deadline.saturating_sub(kafka_wait),
         }
     }
 
@@ -54,36 +70,48 @@ impl Delivery {
         self.deadline
     }
 
-    /// Makes `message` durable: in Kafka, else in the spool, within the deadline. While the
-    /// spool holds records, or no broker is connected, new records go straight behind them
-    /// so that no record overtakes an older one of the same key.
+    /// Makes `message` durable: in Kafka, else in the spool, within the deadline, after
+    /// every earlier record of its key has its place. A key with records in the spool, or
+    /// any key while no broker is connected, goes to the spool.
     pub async fn deliver(&self, message: &Message) -> Outcome {
         let deadline = Instant::now() + self.deadline;
-        if let Some(spool) = &self.spool {
-            if spool.pending_events() > 0 || self.publisher.known_down() {
-                return self.spool_it(spool, message, deadline).await;
-            }
-        }
-        let error = match self.publisher.publish(message).await {
-            Ok(Settled::Published(delivered)) => return Outcome::Published(delivered),
-            Ok(Settled::DeadLettered(reason)) => return Outcome::DeadLettered(reason.as_str()),
-            Err(e) => e,
+        let Some(spool) = &self.spool else {
+            return match self.publisher.publish(message, self.deadline).await {
+                Ok(settled) => settled.into(),
+                Err(Unsettled { error, .. }) => Outcome::Failed {
+                    reason: error.reason(),
+                    message: error.to_string(),
+                },
+            };
         };
-        match &self.spool {
-            Some(spool) => {
+        let mut turn = self.order.enter(message.key.as_deref());
+        let behind = turn.ready().await;
+        if behind || self.publisher.known_down() {
+            return self.spool_it(spool, message, deadline, turn, None).await;
+        }
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(self.append_budget);
+        match self.publisher.publish(message, wait).await {
+            Ok(settled) => settled.into(),
+            Err(Unsettled { error, late }) => {
                 tracing::info!(id = %message.id, r#type = message.kind.as_str(), error = %error, "Kafka did not acknowledge the record in time; spooling it");
-                self.spool_it(spool, message, deadline).await
+                self.spool_it(spool, message, deadline, turn, late).await
             }
-            None => Outcome::Failed {
-                reason: error.reason(),
-                message: error.to_string(),
-            },
         }
     }
 
-    /// Appends `message` to the spool within what is left of the deadline. A record the
+    /// Appends `message` to the spool within what is left of the deadline; `late` is the
+    /// delivery report of its original produce, when that may still come. A record the
     /// producer can never send is spooled as its dead letter, so replay never meets it.
-    async fn spool_it(&self, spool: &Spool, message: &Message, deadline: Instant) -> Outcome {
+    async fn spool_it(
+        &self,
+        spool: &Spool,
+        message: &Message,
+        deadline: Instant,
+        turn: Turn<'_>,
+        late: Option<Late>,
+    ) -> Outcome {
         let letter;
         let message = if self.publisher.fits(message) {
             message
@@ -93,22 +121,73 @@ impl Delivery {
                 .dead_letter_of(message, Rejection::RecordTooLarge);
             &letter
         };
+        let appending = match spool.submit(message) {
+            Ok(appending) => appending,
+            Err(e) => {
+                drop(turn);
+                return self.not_spooled(message, &e);
+            }
+        };
+        if let Some(late) = late {
+            self.watch_original(message, late);
+        }
+        turn.spooled();
         let budget = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(budget, spool.append(message)).await {
+        let mut written = Box::pin(appending.written());
+        match tokio::time::timeout(budget, &mut written).await {
             Ok(Ok(())) => Outcome::Spooled {
                 durable: spool.durable(),
             },
             Ok(Err(e)) => {
-                // A full or faulted spool is reported once, not per record.
-                if !matches!(e, SpoolError::Full(_) | SpoolError::Faulted(_)) {
-                    tracing::error!(id = %message.id, error = %e, "cannot spool the record");
-                }
-                spool_failure(&e)
+                self.order.append_failed(message.key.as_deref());
+                self.not_spooled(message, &e)
             }
-            Err(_) => Outcome::Failed {
-                reason: FailureReason::SpoolError,
-                message: "the spool did not sync in time".to_owned(),
-            },
+            Err(_) => {
+                // The sender is told to retry; the append may still land.
+                let order = self.order.clone();
+                let key = message.key.clone();
+                tokio::spawn(async move {
+                    if written.await.is_err() {
+                        order.append_failed(key.as_deref());
+                    }
+                });
+                Outcome::Failed {
+                    reason: FailureReason::SpoolError,
+                    message: "the spool did not sync in time".to_owned(),
+                }
+            }
+        }
+    }
+
+    /// Follows the original produce of a spooled record: if Kafka acknowledges it after
+    /// all, replay skips the spooled copy.
+    fn watch_original(&self, message: &Message, late: Late) {
+        let original = self.order.watch_original(message);
+        let order = self.order.clone();
+        let metrics = self.publisher.metrics().clone();
+        tokio::spawn(async move {
+            let acknowledged = late.wait().await.is_ok();
+            if acknowledged {
+                metrics.spool_replay_skipped.inc();
+            }
+            order.original_reported(original, acknowledged);
+        });
+    }
+
+    fn not_spooled(&self, message: &Message, e: &SpoolError) -> Outcome {
+        // A full or faulted spool is reported once, not per record.
+        if !matches!(e, SpoolError::Full(_) | SpoolError::Faulted(_)) {
+            tracing::error!(id = %message.id, error = %e, "cannot spool the record");
+        }
+        spool_failure(e)
+    }
+}
+
+impl From<Settled> for Outcome {
+    fn from(settled: Settled) -> Self {
+        match settled {
+            Settled::Published(delivered) => Self::Published(delivered),
+            Settled::DeadLettered(reason) => Self::DeadLettered(reason.as_str()),
         }
     }
 }
@@ -151,6 +230,10 @@ mod tests {
         config.delivery.deadline_ms = 2000;
         config.spool.append_budget_ms = 500;
         config.spool.enabled = dir.is_some();
+        config
+            .kafka
+            .properties
+            .insert("reconnect.backoff.max.ms", "200");
         let router = Router::new(&config.topics);
         for topic in router.topics() {
             cluster.create_topic(topic, 1, 1).unwrap();
@@ -162,7 +245,13 @@ mod tests {
         });
         let publisher = Publisher::new(&config, metrics).unwrap();
         (
-            Delivery::new(publisher, spool, config.delivery.deadline()),
+            Delivery::new(
+                publisher,
+                spool,
+                Arc::new(Order::new()),
+                config.delivery.deadline(),
+                config.kafka_wait(),
+            ),
             router,
         )
     }
@@ -179,6 +268,7 @@ mod tests {
                 started.elapsed() < Duration::from_secs(10),
                 "never connected"
             );
+            publisher.probe().await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -186,7 +276,7 @@ mod tests {
     // The unit tests spawn no process, so no fork can hold a broker's listener (clippy.toml).
     #[allow(clippy::disallowed_methods)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn kafka_first_then_the_spool_and_nothing_overtakes_a_spooled_record() {
+    async fn kafka_first_then_the_spool_and_only_the_spooled_key_waits_behind_it() {
         let cluster = MockCluster::new(1).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (delivery, router) = delivery(&cluster, Some(dir.path()));
@@ -195,17 +285,25 @@ mod tests {
         assert!(matches!(outcome, Outcome::Published(_)), "{outcome:?}");
 
         cluster.broker_down(1).unwrap();
+        // Known down: straight to the spool (a record sent before that would still be
+        // held by librdkafka, and its late acknowledgement would free the key).
+        while !delivery.publisher.known_down() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(matches!(
             delivery.deliver(&message(&router, "a")).await,
             Outcome::Spooled { durable: true }
         ));
         cluster.broker_up(1).unwrap();
         connected(&delivery.publisher).await;
-        // Kafka is back, but a record is in the spool: the next one goes behind it.
+        // Kafka is back, but a record of chat a is in the spool: a's next one goes behind
+        // it, while chat b goes straight to Kafka.
         assert!(matches!(
             delivery.deliver(&message(&router, "a")).await,
             Outcome::Spooled { durable: true }
         ));
+        let outcome = delivery.deliver(&message(&router, "b")).await;
+        assert!(matches!(outcome, Outcome::Published(_)), "{outcome:?}");
         assert_eq!(delivery.spool.as_ref().unwrap().pending_events(), 2);
     }
 

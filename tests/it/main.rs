@@ -17,6 +17,7 @@ mod http2;
 mod kafka;
 mod lifecycle;
 mod metrics;
+mod order;
 mod properties;
 mod render;
 mod schemas;

@@ -127,7 +127,7 @@ pub fn frame_limit(max_message_bytes: usize) -> usize {
 }
 
 /// A place in the log: a segment and a byte offset in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Position {
     pub segment: u64,
     pub offset: u64,
@@ -162,6 +162,20 @@ pub enum Spooled {
         prefix: Vec<u8>,
         len: u64,
     },
+}
+
+/// An issued append.
+pub struct Appending(oneshot::Receiver<Result<(), Fault>>);
+
+impl Appending {
+    /// Waits until the record is on disk (see [`Spool::append`]).
+    pub async fn written(self) -> Result<(), SpoolError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(fault)) => Err(SpoolError::Faulted(fault)),
+            Err(_) => Err(SpoolError::Closed),
+        }
+    }
 }
 
 /// A handle on the spool; clones share it.
@@ -287,6 +301,12 @@ impl Spool {
     /// `spool.dir`, unless `fsync = "never"` (then written to the OS only, see
     /// [`Spool::durable`]).
     pub async fn append(&self, message: &Message) -> Result<(), SpoolError> {
+        self.submit(message)?.written().await
+    }
+
+    /// Issues the append of `message`: appends are written in the order they are issued.
+    /// [`Appending::written`] says when it is on disk.
+    pub fn submit(&self, message: &Message) -> Result<Appending, SpoolError> {
         let payload = serde_json::to_vec(message).map_err(|e| self.io(io::Error::other(e)))?;
         if payload.len() > self.inner.frame_limit {
             return Err(SpoolError::TooLarge {
@@ -312,11 +332,7 @@ impl Spool {
             state.appending -= 1;
             return Err(SpoolError::Closed);
         }
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(fault)) => Err(SpoolError::Faulted(fault)),
-            Err(_) => Err(SpoolError::Closed),
-        }
+        Ok(Appending(answer))
     }
 
     /// Whether a record the spool took survives a machine crash (`spool.fsync = "always"`).
@@ -360,9 +376,37 @@ impl Spool {
     /// Reads records from the cursor on, without moving it: up to `max_events`, and no more
     /// once `max_bytes` (frames on disk) are read, but always at least one.
     pub fn read_batch(&self, max_events: usize, max_bytes: u64) -> Result<Batch, SpoolError> {
+        let start = self.state().read;
+        self.read_from(start, max_events, max_bytes)
+    }
+
+    /// Calls `each` with every pending record, oldest first (for the keys of what a
+    /// previous run left, before replay starts). Unreadable frames are skipped.
+    pub fn for_each_pending(&self, mut each: impl FnMut(&Message)) -> Result<(), SpoolError> {
+        let mut pos = self.state().read;
+        loop {
+            let batch = self.read_from(pos, 4096, 16 << 20)?;
+            let Some(&end) = batch.ends.last() else {
+                return Ok(());
+            };
+            for entry in &batch.entries {
+                if let Spooled::Record(message) = entry {
+                    each(message);
+                }
+            }
+            pos = end;
+        }
+    }
+
+    fn read_from(
+        &self,
+        start: Position,
+        max_events: usize,
+        max_bytes: u64,
+    ) -> Result<Batch, SpoolError> {
         let (mut pos, segments, epoch) = {
             let state = self.state();
-            (state.read, state.segments.clone(), state.epoch)
+            (start, state.segments.clone(), state.epoch)
         };
         let mut batch = Batch {
             epoch,

@@ -1,6 +1,7 @@
-//! Replays spooled records to Kafka in order, with exponential backoff and jitter between
-//! failed attempts. A record leaves the spool only after its delivery report succeeds (or,
-//! for a permanent rejection, after it is in the dead-letter topic).
+//! Replays spooled records to Kafka, each key's in order, with exponential backoff and
+//! jitter between failed attempts, cut short when Kafka recovers. A record leaves the spool
+//! only after its delivery report succeeds (or, for a permanent rejection, after it is in
+//! the dead-letter topic); one done while an earlier one failed is not sent again.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,9 +10,15 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::{Batch, Spool, Spooled};
-use crate::delivery::kafka::{Publisher, Rejection};
+use std::collections::{HashMap, HashSet};
+
+use futures_util::future::join_all;
+
+use super::{Batch, Position, Spool, Spooled};
+use crate::delivery::kafka::Publisher;
+use crate::delivery::order::Order;
 use crate::metrics::Metrics;
+use crate::route::Message;
 
 /// Records read and sent per round, at most.
 const BATCH: usize = 512;
@@ -73,10 +80,17 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Starts replaying `spool` in the background, within `memory`.
-    pub fn spawn(spool: Spool, publisher: Publisher, metrics: Metrics, memory: Memory) -> Self {
+    /// Starts replaying `spool` in the background, within `memory`; `order` learns which
+    /// spooled records are in Kafka, and knows those that were already.
+    pub fn spawn(
+        spool: Spool,
+        publisher: Publisher,
+        order: Arc<Order>,
+        metrics: Metrics,
+        memory: Memory,
+    ) -> Self {
         let (mode, rx) = watch::channel(Mode::Run);
-        let task = tokio::spawn(run(spool.clone(), publisher, metrics, memory, rx));
+        let task = tokio::spawn(run(spool.clone(), publisher, order, metrics, memory, rx));
         Self { mode, task, spool }
     }
 
@@ -105,12 +119,15 @@ impl Replay {
 async fn run(
     spool: Spool,
     publisher: Publisher,
+    order: Arc<Order>,
     metrics: Metrics,
     memory: Memory,
     mut mode: watch::Receiver<Mode>,
 ) {
     let mut failures: u32 = 0;
     let mut cursor_failing = false;
+    // Unreadable frames past the cursor already in the dead-letter topic.
+    let mut dead_lettered = HashSet::new();
     loop {
         match *mode.borrow_and_update() {
             Mode::Stop => return,
@@ -142,7 +159,7 @@ async fn run(
                 // A removed directory is noticed and recreated by the spool's writer.
                 spool.check();
                 failures += 1;
-                if !pause(failures, &mut mode).await {
+                if !pause(failures, &mut mode, &publisher, &order).await {
                     return;
                 }
                 continue;
@@ -153,8 +170,24 @@ async fn run(
             }
         };
         let total = batch.entries.len();
-        let done = send(&publisher, &batch).await;
-        match spool.commit(&batch, done) {
+        let sent = send(&publisher, &order, &batch, &dead_lettered).await;
+        let done = sent.iter().take_while(|&&ok| ok).count();
+        let committed = spool.commit(&batch, done);
+        if committed.is_ok() {
+            order.forget(batch.entries[..done].iter().filter_map(|e| match e {
+                Spooled::Record(m) => Some(&m.id),
+                Spooled::Unreadable { .. } => None,
+            }));
+            let cursor = batch.ends.get(done.wrapping_sub(1)).copied();
+            dead_lettered.retain(|p| Some(*p) > cursor);
+        }
+        for (i, _) in sent.iter().enumerate().skip(done).filter(|(_, &ok)| ok) {
+            if matches!(batch.entries[i], Spooled::Unreadable { .. }) {
+                dead_lettered.insert(batch.ends[i]);
+            }
+        }
+        let in_kafka = sent.iter().filter(|&&ok| ok).count();
+        match committed {
             Ok(()) if cursor_failing => {
                 cursor_failing = false;
                 tracing::info!("the spool cursor is saved again");
@@ -169,11 +202,11 @@ async fn run(
         }
         drop(batch);
         drop(held);
-        if done < total {
+        if in_kafka < total {
             failures += 1;
             metrics.spool_replay_retries.inc();
             tracing::warn!(
-                replayed = done,
+                replayed = in_kafka,
                 remaining = spool.pending_events(),
                 attempt = failures,
                 "Kafka did not acknowledge every spooled record; backing off"
@@ -185,7 +218,7 @@ async fn run(
                 );
                 return;
             }
-            if !pause(failures, &mut mode).await {
+            if !pause(failures, &mut mode, &publisher, &order).await {
                 return;
             }
         } else {
@@ -197,87 +230,127 @@ async fn run(
     }
 }
 
-/// Sends a batch in order and returns how many leading records are done: acknowledged, or
-/// rejected for good and in the dead-letter topic ([`Publisher::settle`]).
-async fn send(publisher: &Publisher, batch: &Batch) -> usize {
-    let mut queued = Vec::with_capacity(batch.entries.len());
-    for entry in &batch.entries {
-        let message = match entry {
-            Spooled::Record(message) => message,
-            // Sent in its turn below.
-            Spooled::Unreadable { .. } => {
-                queued.push(None);
-                continue;
+/// Sends a batch and says which entries are done: acknowledged, rejected for good and in
+/// the dead-letter topic ([`Publisher::settle`]), or known to be in Kafka already. The
+/// records of one key go one after another, each once the one before it is done, so a
+/// failed record is never overtaken by a later one of its key; keys go side by side.
+async fn send(
+    publisher: &Publisher,
+    order: &Order,
+    batch: &Batch,
+    dead_lettered: &HashSet<Position>,
+) -> Vec<bool> {
+    let mut chains: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut alone = Vec::new();
+    for (i, entry) in batch.entries.iter().enumerate() {
+        match entry {
+            Spooled::Record(Message { key: Some(key), .. }) => {
+                chains.entry(key.as_str()).or_default().push(i)
             }
-        };
-        match publisher.enqueue(message) {
-            Ok(pending) => queued.push(Some(Ok(pending))),
-            // Refused at once and for good (too large): settled below, in its turn.
-            Err(e) if Rejection::of(&e).is_some() => queued.push(Some(Err(e))),
-            // Stop here so nothing overtakes the record that could not be queued.
-            Err(e) => {
-                tracing::warn!(id = %message.id, error = %e, "cannot queue a spooled record");
+            _ => alone.push(vec![i]),
+        }
+    }
+    let chains = chains.into_values().chain(alone).map(|chain| async move {
+        let mut done = Vec::with_capacity(chain.len());
+        for i in chain {
+            let ok = send_one(publisher, order, batch, i, dead_lettered).await;
+            done.push((i, ok));
+            if !ok {
                 break;
             }
         }
-    }
-    let mut done = 0;
-    let mut blocked = false;
-    for (entry, queued) in batch.entries.iter().zip(queued) {
-        let (message, queued) = match (entry, queued) {
-            (Spooled::Record(message), Some(queued)) => (message, queued),
-            (Spooled::Unreadable { prefix, len }, _) => {
-                if !blocked {
-                    match publisher.dead_letter_unreadable(prefix, *len).await {
-                        Ok(()) => {
-                            tracing::error!(bytes = len, "spooled bytes that are not a record (damaged on disk, or written by an incompatible version) went to the dead-letter topic; replay goes on after them");
-                            done += 1;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "an unreadable spooled frame was not dead-lettered");
-                            blocked = true;
-                        }
-                    }
-                }
-                continue;
-            }
-            (Spooled::Record(_), None) => unreachable!("every record is queued or refused"),
-        };
-        let result = match queued {
-            Ok(pending) => pending.wait().await,
-            Err(e) => Err(e),
-        };
-        if blocked {
-            // Later records' reports are still awaited, so none is left behind unread;
-            // they are sent again next round.
-            continue;
-        }
-        match publisher.settle(message, result).await {
-            Ok(_) => done += 1,
-            Err(e) => {
-                tracing::warn!(id = %message.id, r#type = message.kind.as_str(), error = %e, "spooled record not acknowledged");
-                blocked = true;
-            }
-        }
+        done
+    });
+    let mut done = vec![false; batch.entries.len()];
+    for (i, ok) in join_all(chains).await.into_iter().flatten() {
+        done[i] = ok;
     }
     done
+}
+
+/// Sends entry `i` of `batch`; true once it is done.
+async fn send_one(
+    publisher: &Publisher,
+    order: &Order,
+    batch: &Batch,
+    i: usize,
+    dead_lettered: &HashSet<Position>,
+) -> bool {
+    let message = match &batch.entries[i] {
+        Spooled::Record(message) => message,
+        Spooled::Unreadable { .. } if dead_lettered.contains(&batch.ends[i]) => return true,
+        Spooled::Unreadable { prefix, len } => {
+            return match publisher.dead_letter_unreadable(prefix, *len).await {
+                Ok(()) => {
+                    tracing::error!(bytes = len, "spooled bytes that are not a record (damaged on disk, or written by an incompatible version) went to the dead-letter topic; replay goes on after them");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "an unreadable spooled frame was not dead-lettered");
+                    false
+                }
+            };
+        }
+    };
+    if order.is_done(&message.id) {
+        return true;
+    }
+    if order.awaiting_original(&message.id) {
+        // Not yet: librdkafka may still deliver it.
+        return false;
+    }
+    let result = match publisher.enqueue(message) {
+        Ok(pending) => pending.wait().await,
+        Err(e) => Err(e),
+    };
+    match publisher.settle(message, result).await {
+        Ok(_) => {
+            order.in_kafka(message);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(id = %message.id, r#type = message.kind.as_str(), error = %e, "spooled record not acknowledged");
+            false
+        }
+    }
 }
 
 /// Draining retries at least this often.
 const DRAIN_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
-/// Sleeps for the backoff of the `failures`-th failure in a row (cut short when a drain
-/// begins); false if stopped meanwhile.
-async fn pause(failures: u32, mode: &mut watch::Receiver<Mode>) -> bool {
+/// Sleeps for the backoff of the `failures`-th failure in a row, cut short when Kafka
+/// recovers (a broker connects, or a record is acknowledged), a spooled record's original
+/// produce reports, or a drain begins; false if stopped meanwhile.
+async fn pause(
+    failures: u32,
+    mode: &mut watch::Receiver<Mode>,
+    publisher: &Publisher,
+    order: &Order,
+) -> bool {
     let delay = match *mode.borrow() {
         Mode::Drain { .. } => backoff(failures).min(DRAIN_BACKOFF_MAX),
         _ => backoff(failures),
     };
+    let probing = async {
+        // Nothing else makes librdkafka reconnect while replay waits.
+        loop {
+            if publisher.known_down() {
+                publisher.probe().await;
+            }
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+    };
     tokio::select! {
         () = tokio::time::sleep(delay) => true,
+        () = publisher.recovered() => true,
+        () = order.reported() => true,
+        () = probing => unreachable!("probing never ends"),
         _ = mode.changed() => *mode.borrow() != Mode::Stop,
     }
 }
+
+/// How often a paused replay asks for metadata while no broker is connected.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// Exponential in the number of failures, capped, with the upper half jittered.
 fn backoff(failures: u32) -> Duration {

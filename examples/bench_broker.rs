@@ -1,7 +1,9 @@
 //! Broker helpers for the end-to-end benchmark.
 //!
 //!     bench_broker mock [N]                 host a librdkafka mock cluster with every topic;
-//!                                           prints `bootstrap <address>`, runs until killed
+//!                                           prints `bootstrap <address>`, runs until killed;
+//!                                           a line `down` or `up` on its standard input
+//!                                           takes every broker down or up, answered `ok`
 //!     bench_broker create-topics ADDR [N]   create every topic on the broker at ADDR (tansu
 //!                                           does not auto-create), then exit
 //!
@@ -36,7 +38,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 cluster.create_topic(&topic, partitions(1)?, 1)?;
             }
             println!("bootstrap {}", cluster.bootstrap_servers());
-            tokio::signal::ctrl_c().await?;
+            let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel();
+            std::thread::spawn(move || {
+                for line in std::io::stdin().lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    command = commands.recv() => match command.as_deref() {
+                        // This process spawns no child: no fork can hold a listener.
+                        #[allow(clippy::disallowed_methods)]
+                        Some("down") => cluster.broker_down(-1)?,
+                        #[allow(clippy::disallowed_methods)]
+                        Some("up") => cluster.broker_up(-1)?,
+                        Some(other) => return Err(format!("unknown command {other}").into()),
+                        None => std::future::pending().await,
+                    },
+                }
+                println!("ok");
+            }
             drop(cluster);
         }
         Some("create-topics") => {

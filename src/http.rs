@@ -223,7 +223,8 @@ async fn dispatch(
 }
 
 fn readyz(app: &App) -> Response<Body> {
-    let up = app.delivery.publisher.brokers_up().max(0);
+    let known = app.delivery.publisher.brokers_up();
+    let up = known.max(0);
     let not_ready = |reason: &str| {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -232,6 +233,11 @@ fn readyz(app: &App) -> Response<Body> {
     };
     if app.draining.load(Ordering::SeqCst) {
         return not_ready("shutting down");
+    }
+    // Until the first statistics (or a report that every broker is down), requests would
+    // find a producer that does not know the cluster yet.
+    if known < 0 {
+        return not_ready("connecting to Kafka");
     }
     // A configuration error: traffic should stay with replicas that can publish.
     if let Some(problem) = app.delivery.publisher.authentication_error() {

@@ -240,6 +240,12 @@ impl Bridge {
             admin,
         } = listeners;
         let deadline = config.delivery.deadline();
+        // librdkafka connects only to brokers it has requests for: learn the cluster now,
+        // not on the first webhook.
+        tokio::spawn({
+            let publisher = publisher.clone();
+            async move { publisher.probe().await }
+        });
         if let Ok(addr) = listener.local_addr() {
             let admin = admin
                 .as_ref()

@@ -427,10 +427,7 @@ impl Publisher {
             .observe(started.elapsed().as_secs_f64());
         let shared = &self.shared;
         let result = match result {
-            Ok(delivered) => {
-                self.acknowledged();
-                Ok(delivered)
-            }
+            Ok(delivered) => Ok(delivered),
             Err(PublishError::Kafka(e)) => Err(e),
             Err(timeout) => {
                 shared
@@ -456,6 +453,16 @@ impl Publisher {
     /// Notes an acknowledgement; after failures, wakes whoever waits for Kafka to recover.
     fn acknowledged(&self) {
         let shared = &self.shared;
+        // A broker answered: before the next statistics, Kafka is known to be up.
+        let up = shared.brokers_up.load(Ordering::Relaxed);
+        if up <= 0 {
+            let _ = shared
+                .brokers_up
+                .compare_exchange(up, 1, Ordering::Relaxed, Ordering::Relaxed);
+            if up == 0 {
+                shared.recovered.notify_waiters();
+            }
+        }
         // Written only while a failure is the latest outcome: no store to a shared cache
         // line on every acknowledged request.
         if shared.last_failure.load(Ordering::Relaxed) > shared.last_ack.load(Ordering::Relaxed) {
@@ -499,6 +506,7 @@ impl Publisher {
         let metrics = &self.shared.metrics;
         let error = match result {
             Ok(delivered) => {
+                self.acknowledged();
                 return Ok(match dead_letter_reason(message) {
                     Some(reason) => {
                         metrics.dead_lettered(reason.into());
@@ -715,6 +723,11 @@ pub fn producer_config(
         .any(|k| kafka.properties.get(k).is_some());
     if tls && !ca_set {
         c.set("ssl.ca.location", "probe");
+    }
+    // librdkafka's default backs reconnects off up to 10 s: an outage would outlast the
+    // brokers' return by that much. A value in kafka.properties overrides this.
+    if kafka.properties.get("reconnect.backoff.max.ms").is_none() {
+        c.set("reconnect.backoff.max.ms", "1000");
     }
     c.set_log_level(RDKafkaLogLevel::Info);
     c

@@ -234,14 +234,14 @@ fn readyz(app: &App) -> Response<Body> {
     if app.draining.load(Ordering::SeqCst) {
         return not_ready("shutting down");
     }
+    // A configuration error: traffic should stay with replicas that can publish.
+    if let Some(problem) = app.delivery.publisher.authentication_error() {
+        return not_ready(&problem);
+    }
     // Until the first statistics (or a report that every broker is down), requests would
     // find a producer that does not know the cluster yet.
     if known < 0 {
         return not_ready("connecting to Kafka");
-    }
-    // A configuration error: traffic should stay with replicas that can publish.
-    if let Some(problem) = app.delivery.publisher.authentication_error() {
-        return not_ready(&problem);
     }
     if let Some(fault) = app.delivery.spool.as_ref().and_then(|s| s.fault()) {
         return not_ready(&format!("the spool cannot take records: {fault}"));

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::delivery::kafka::{Delivered, Late, Publisher, Rejection, Settled, Unsettled};
-use crate::delivery::order::{Order, Turn};
+use crate::delivery::order::{Order, Original, Turn};
 use crate::delivery::spool::{Spool, SpoolError};
 use crate::metrics::FailureReason;
 use crate::route::Message;
@@ -121,15 +121,20 @@ impl Delivery {
                 .dead_letter_of(message, Rejection::RecordTooLarge);
             &letter
         };
+        // Watched before the append is issued, so replay never reads it unwatched.
+        let original = late.map(|late| (self.order.watch_original(message), late));
         let appending = match spool.submit(message) {
             Ok(appending) => appending,
             Err(e) => {
+                if let Some((original, _)) = original {
+                    self.order.original_reported(original, false);
+                }
                 drop(turn);
                 return self.not_spooled(message, &e);
             }
         };
-        if let Some(late) = late {
-            self.watch_original(message, late);
+        if let Some((original, late)) = original {
+            self.follow_original(original, late);
         }
         turn.spooled();
         let budget = deadline.saturating_duration_since(Instant::now());
@@ -161,8 +166,7 @@ impl Delivery {
 
     /// Follows the original produce of a spooled record: if Kafka acknowledges it after
     /// all, replay skips the spooled copy.
-    fn watch_original(&self, message: &Message, late: Late) {
-        let original = self.order.watch_original(message);
+    fn follow_original(&self, original: Original, late: Late) {
         let order = self.order.clone();
         let metrics = self.publisher.metrics().clone();
         tokio::spawn(async move {

@@ -6,9 +6,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use base64::Engine;
@@ -20,6 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, ConfigError, ForwardedHeader, Secret};
 use crate::event::Site;
+use crate::reload::{Changing, Watched};
 
 /// Why a request was refused. The sender is only told 401 or 403; the reason is the label
 /// of `auth_failures_total`.
@@ -203,6 +202,8 @@ impl Auth {
 pub enum ReloadError {
     #[error(transparent)]
     Unreadable(#[from] ConfigError),
+    #[error(transparent)]
+    Changing(#[from] Changing),
     #[error(
         "the token files now hold no token, which would accept anyone: keeping the tokens in \
          force (set auth.allow_unauthenticated = true to allow that)"
@@ -215,15 +216,23 @@ pub enum ReloadError {
 pub struct LiveAuth {
     current: ArcSwap<Auth>,
     config: AuthConfig,
-    stamps: Mutex<Vec<Option<SystemTime>>>,
+    files: Watched,
 }
 
 impl LiveAuth {
-    pub fn load(config: &AuthConfig) -> Result<Self, ConfigError> {
+    pub fn load(config: &AuthConfig) -> Result<Self, ReloadError> {
+        let files = Watched::new(
+            config
+                .tokens_file
+                .iter()
+                .chain(config.site_tokens_files.values())
+                .cloned(),
+        );
+        let auth = files.read(|| Auth::from_config(config).map_err(ReloadError::from))?;
         Ok(Self {
-            stamps: Mutex::new(stamps(config)),
-            current: ArcSwap::from_pointee(Auth::from_config(config)?),
+            current: ArcSwap::from_pointee(auth),
             config: config.clone(),
+            files,
         })
     }
 
@@ -232,16 +241,17 @@ impl LiveAuth {
         self.current.load()
     }
 
-    /// Whether a token file changed (modification time) since it was last read.
+    /// Whether a token file changed since it was read, and has stayed so for
+    /// [`crate::reload::SETTLE`].
     pub fn files_changed(&self) -> bool {
-        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) != stamps(&self.config)
+        self.files.settled_change()
     }
 
     /// Reads the token files again. On an error the rules in force stay.
     pub fn reload(&self) -> Result<(), ReloadError> {
-        let now = stamps(&self.config);
-        *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = now;
-        let auth = Auth::from_config(&self.config)?;
+        let auth = self
+            .files
+            .read(|| Auth::from_config(&self.config).map_err(ReloadError::from))?;
         if auth.is_open() && !self.config.allow_unauthenticated {
             return Err(ReloadError::NoToken);
         }
@@ -253,16 +263,6 @@ impl LiveAuth {
     pub fn has_files(&self) -> bool {
         self.config.tokens_file.is_some() || !self.config.site_tokens_files.is_empty()
     }
-}
-
-fn stamps(config: &AuthConfig) -> Vec<Option<SystemTime>> {
-    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    config
-        .tokens_file
-        .iter()
-        .chain(config.site_tokens_files.values())
-        .map(|p| stamp(p))
-        .collect()
 }
 
 /// The addresses a request passed through, oldest first, from the one configured header:

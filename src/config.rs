@@ -44,14 +44,16 @@ pub fn property_from_env(name: &str) -> String {
     stem + file
 }
 
-/// librdkafka properties the bridge sets itself.
-const OWNED_PROPERTIES: [&str; 6] = [
+/// librdkafka properties the bridge sets itself, aliases included.
+const OWNED_PROPERTIES: [&str; 8] = [
     "bootstrap.servers",
     "metadata.broker.list",
     "client.id",
     "acks",
+    "request.required.acks",
     "enable.idempotence",
     "message.timeout.ms",
+    "delivery.timeout.ms",
 ];
 
 /// Why a configuration cannot be used.
@@ -176,14 +178,14 @@ pub struct FileTokens {
 }
 
 impl AuthConfig {
-    /// Reads the token files now (they are read again on SIGHUP): one token per line, blank
-    /// lines ignored.
+    /// Reads the token files now (they are read again on SIGHUP): tokens separated by line
+    /// breaks or commas (the form of `auth.tokens` in the environment), blanks ignored.
     pub fn read_token_files(&self) -> Result<FileTokens, ConfigError> {
         let read = |key: String, path: &Path| -> Result<Vec<Secret>, ConfigError> {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| invalid(&key, format!("cannot read {}: {e}", path.display())))?;
             Ok(text
-                .lines()
+                .split(['\n', ','])
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
                 .map(Secret::new)
@@ -1160,6 +1162,29 @@ mod tests {
             err.contains("not supported in this build") && !err.contains("s3cr3t-value"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn properties_the_bridge_owns_are_refused_under_every_alias() {
+        for key in [
+            "bootstrap.servers",
+            "metadata.broker.list",
+            "client.id",
+            "acks",
+            "request.required.acks",
+            "enable.idempotence",
+            "message.timeout.ms",
+            "delivery.timeout.ms",
+        ] {
+            let f = file(&format!("[kafka.properties]\n\"{key}\" = \"1\"\n"));
+            let err = Config::load_with_env(Some(f.path()), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("kafka.properties.{key}")) && err.contains("itself"),
+                "{key}: {err}"
+            );
+        }
     }
 
     #[test]

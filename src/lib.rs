@@ -70,6 +70,8 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error("{0}")]
     Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Tokens(#[from] auth::ReloadError),
     #[error(
         "cannot listen on {addr} ({key}): {source}; choose another address or stop what uses it"
     )]

@@ -2,9 +2,8 @@
 //! reloaded (by [`crate::reload`]) on SIGHUP or when either file changes. Established connections keep the
 //! certificate they were set up with; new handshakes get the new one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use rustls::crypto::ring::{default_provider, sign::any_supported_type};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -15,6 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
+use crate::reload::{Changing, Watched};
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,13 @@ pub enum TlsError {
         path: PathBuf,
         source: rustls::Error,
     },
+    #[error(
+        "the key in {key} (http.tls.key) is not the key of the certificate in {cert} \
+         (http.tls.cert): write the matching pair"
+    )]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error(transparent)]
+    Changing(#[from] Changing),
     #[error("TLS setup failed: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -41,32 +48,33 @@ pub enum TlsError {
 pub struct Certificates {
     files: TlsConfig,
     current: RwLock<Arc<CertifiedKey>>,
-    stamps: RwLock<(Option<SystemTime>, Option<SystemTime>)>,
+    watched: Watched,
 }
 
 impl Certificates {
     /// Loads the certificate chain and key named in `files`.
     pub fn load(files: &TlsConfig) -> Result<Arc<Self>, TlsError> {
-        let key = read_key(files)?;
+        let watched = Watched::new([files.cert.clone(), files.key.clone()]);
+        let key = watched.read(|| read_key(files))?;
         Ok(Arc::new(Self {
             current: RwLock::new(Arc::new(key)),
-            stamps: RwLock::new(stamps(files)),
+            watched,
             files: files.clone(),
         }))
     }
 
-    /// Reads the files again; on error keeps serving the previous certificate.
+    /// Reads the files again; on error (a key that is not the certificate's among them)
+    /// keeps serving the previous certificate.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let stamps_now = stamps(&self.files);
-        let key = read_key(&self.files)?;
+        let key = self.watched.read(|| read_key(&self.files))?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
-        *self.stamps.write().unwrap_or_else(|e| e.into_inner()) = stamps_now;
         Ok(())
     }
 
-    /// Whether either file changed (modification time) since it was last read.
+    /// Whether either file changed since it was last read, and has stayed so for
+    /// [`crate::reload::SETTLE`].
     pub fn changed(&self) -> bool {
-        *self.stamps.read().unwrap_or_else(|e| e.into_inner()) != stamps(&self.files)
+        self.watched.settled_change()
     }
 
     /// The acceptor for the listener, offering HTTP/1.1 by ALPN, and HTTP/2 first with
@@ -95,11 +103,6 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
-fn stamps(files: &TlsConfig) -> (Option<SystemTime>, Option<SystemTime>) {
-    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (stamp(&files.cert), stamp(&files.key))
-}
-
 fn read_key(files: &TlsConfig) -> Result<CertifiedKey, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect())
@@ -122,5 +125,17 @@ fn read_key(files: &TlsConfig) -> Result<CertifiedKey, TlsError> {
         path: files.key.clone(),
         source,
     })?;
-    Ok(CertifiedKey::new(chain, signer))
+    let certified = CertifiedKey::new(chain, signer);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(TlsError::Mismatch {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            })
+        }
+        Err(e) => Err(TlsError::Config(e)),
+    }
 }

@@ -533,3 +533,147 @@ async fn an_empty_token_file_never_lets_everyone_in() {
     bridge.signal("-TERM");
     assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
 }
+
+/// A Kubernetes Secret volume as the kubelet writes it: each key a symlink through `..data`
+/// to a timestamped directory, and an update a new directory swapped in by renaming a
+/// symlink over `..data`.
+struct SecretVolume {
+    dir: std::path::PathBuf,
+    version: usize,
+}
+
+impl SecretVolume {
+    fn new(dir: &Path, key: &str, value: &str) -> Self {
+        let mut volume = Self {
+            dir: dir.to_owned(),
+            version: 0,
+        };
+        volume.update(key, value);
+        std::os::unix::fs::symlink(format!("..data/{key}"), dir.join(key)).unwrap();
+        volume
+    }
+
+    fn update(&mut self, key: &str, value: &str) {
+        self.version += 1;
+        let version = format!(
+            "..2026_12_03_00_00_0{}.{}",
+            self.version,
+            100 + self.version
+        );
+        std::fs::create_dir(self.dir.join(&version)).unwrap();
+        std::fs::write(self.dir.join(&version).join(key), value).unwrap();
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_volume_is_honoured_without_a_restart_or_a_signal() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    // As the chart's Secret holds them: comma-separated, no final newline.
+    let mut volume = SecretVolume::new(&secrets, "tokens", "token-a,token-b");
+    let config = write_config(
+        dir.path(),
+        &cluster.bootstrap_servers(),
+        &dir.path().join("spool"),
+        &[(
+            "auth",
+            &format!(
+                "tokens_file = {:?}",
+                secrets.join("tokens").display().to_string()
+            ),
+        )],
+    );
+    let mut bridge = Process::start(&config);
+    let hook = "/webhooks/comm100";
+    assert!(status_with(&bridge, hook, "token-a").await.is_success());
+    assert!(status_with(&bridge, hook, "token-b").await.is_success());
+
+    // Rotation: token-a revoked, token-c added.
+    volume.update("tokens", "token-b,token-c");
+    let took = wait_accepted(&bridge, hook, "token-c").await;
+    assert_eq!(
+        status_with(&bridge, hook, "token-a").await,
+        StatusCode::UNAUTHORIZED,
+        "the revoked token is still accepted"
+    );
+    assert!(status_with(&bridge, hook, "token-b").await.is_success());
+    assert!(
+        took < Duration::from_secs(3),
+        "took {} ms: more than the settle time and a few polls",
+        took.as_millis()
+    );
+    assert_eq!(bridge.child.try_wait().unwrap(), None);
+    bridge.signal("-TERM");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+    report(&format!(
+        "secret volume rotation (kubelet's symlink swap): new token accepted {} ms after the \
+         swap, the revoked one refused, no signal, no restart",
+        took.as_millis()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_rewritten_in_two_halves_is_never_half_believed() {
+    use std::io::Write;
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "token-a\n").unwrap();
+    let config = write_config(
+        dir.path(),
+        &cluster.bootstrap_servers(),
+        &dir.path().join("spool"),
+        &[(
+            "auth",
+            &format!("tokens_file = {:?}", tokens.display().to_string()),
+        )],
+    );
+    let mut bridge = Process::start(&config);
+    let hook = "/webhooks/comm100";
+    assert!(status_with(&bridge, hook, "token-a").await.is_success());
+
+    let mut half_probes = 0;
+    for round in 0..3 {
+        let (first, rest) = (format!("round{round}-"), "second-half-of-the-token\n");
+        let whole = format!("{first}{}", rest.trim_end());
+        let mut file = std::fs::File::create(&tokens).unwrap();
+        file.write_all(first.as_bytes()).unwrap();
+        file.flush().unwrap();
+        // The pause between the two writes, longer than two checks of the file: every
+        // check in it sees the first half.
+        let pause = std::time::Instant::now();
+        while pause.elapsed() < Duration::from_millis(600) {
+            let status = status_with(&bridge, hook, &first).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "round {round}: the first half of a token being written was accepted"
+            );
+            half_probes += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        file.write_all(rest.as_bytes()).unwrap();
+        drop(file);
+        wait_accepted(&bridge, hook, &whole).await;
+        assert_eq!(
+            status_with(&bridge, hook, &first).await,
+            StatusCode::UNAUTHORIZED,
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        status_with(&bridge, hook, "token-a").await,
+        StatusCode::UNAUTHORIZED
+    );
+    bridge.signal("-TERM");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+    report(&format!(
+        "token file written in two halves 600 ms apart, 3 times: {half_probes} posts with the \
+         first half during the pauses, all 401; each whole token accepted after"
+    ));
+}

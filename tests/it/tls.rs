@@ -237,3 +237,82 @@ async fn sighup_with_tls_reloads_the_certificate_and_the_token_files() {
         started.elapsed().as_millis()
     ));
 }
+
+/// Replaces `path` with `text` by renaming a complete file over it.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_is_not_the_certificates_is_refused_and_the_old_pair_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (cert, key, old_der) = self_signed();
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let cluster = cluster();
+    let config = write_config(
+        dir.path(),
+        &cluster.bootstrap_servers(),
+        &dir.path().join("spool"),
+        &[
+            ("http", "expose_admin_routes = true"),
+            (
+                "http.tls",
+                &format!("cert = {:?}", cert_path.display().to_string()),
+            ),
+            (
+                "http.tls",
+                &format!("key = {:?}", key_path.display().to_string()),
+            ),
+        ],
+    );
+    let mut bridge = Process::start(&config);
+
+    // Only the key of a new pair arrives: the files no longer match.
+    let (new_cert, new_key, new_der) = self_signed();
+    replace(&key_path, &new_key);
+    eventually(Duration::from_secs(10), "the refusal logged", async || {
+        bridge
+            .log()
+            .iter()
+            .any(|l| {
+                l.contains("TLS certificate not reloaded") && l.contains("is not the key of the")
+            })
+            .then_some(())
+    })
+    .await;
+    let mut old = connect(bridge.addr, &old_der)
+        .await
+        .expect("the old pair is no longer served");
+    assert_eq!(request(&mut old, get_healthz()).await.0, StatusCode::OK);
+    bridge.signal("-HUP");
+    eventually(
+        Duration::from_secs(10),
+        "the refusal after SIGHUP",
+        async || {
+            bridge
+                .log()
+                .iter()
+                .any(|l| {
+                    l.contains("not reloaded after SIGHUP") && l.contains("is not the key of the")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(connect(bridge.addr, &old_der).await.is_ok());
+
+    // Its certificate follows: the new pair is served.
+    replace(&cert_path, &new_cert);
+    let mut new = eventually(Duration::from_secs(10), "the new pair served", async || {
+        connect(bridge.addr, &new_der).await.ok()
+    })
+    .await;
+    assert_eq!(request(&mut new, get_healthz()).await.0, StatusCode::OK);
+    drop((old, new));
+    bridge.signal("-TERM");
+    assert_eq!(bridge.child.wait().unwrap().code(), Some(0));
+}

@@ -100,6 +100,8 @@ pub struct HttpConfig {
     pub max_headers: usize,
     pub max_inflight_requests: usize,
     pub max_inflight_bytes: usize,
+    pub max_inflight_requests_per_client: usize,
+    pub max_inflight_bytes_per_client: usize,
     pub shutdown_delay_ms: u64,
     pub http2: bool,
     pub max_connections_per_client: usize,
@@ -655,6 +657,10 @@ impl Config {
                 "http.max_inflight_requests",
                 self.http.max_inflight_requests as u64,
             ),
+            (
+                "http.max_inflight_requests_per_client",
+                self.http.max_inflight_requests_per_client as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -675,7 +681,13 @@ impl Config {
         if self.http.max_inflight_bytes < self.http.max_body_bytes {
             return Err(invalid(
                 "http.max_inflight_bytes",
-                "must be at least http.max_body_bytes, or no request without Content-Length fits",
+                "must be at least http.max_body_bytes, or the largest body never fits",
+            ));
+        }
+        if self.http.max_inflight_bytes_per_client < self.http.max_body_bytes {
+            return Err(invalid(
+                "http.max_inflight_bytes_per_client",
+                "must be at least http.max_body_bytes, or the largest body never fits",
             ));
         }
         for site in self.auth.site_tokens_files.keys() {

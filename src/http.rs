@@ -1,11 +1,11 @@
 //! HTTP: routes, body limit, auth and JSON answers; the accept loop with graceful shutdown.
 
-use std::cell::RefCell;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::auth::LiveAuth;
+use crate::config::HttpConfig;
 use crate::delivery::spool::replay::Memory;
 use crate::delivery::{Delivery, Outcome};
 use crate::event::{Exceeded, Meter, RejectError, Site, Timestamp};
@@ -298,18 +299,19 @@ async fn accept(
         return Err(Refusal::TooLarge.because("the body"));
     }
 
-    // Reserve the memory this request may hold before reading any of it: the body (twice
-    // with gzip: as received and decompressed), and a start for its record and parse tree.
-    // A body of unknown length is read into a buffer that grows by doubling: twice the limit.
-    let mut reserve = declared.map_or(2 * app.max_body_bytes, |n| n as usize) + START_BYTES;
-    if gzip {
-        reserve += app.max_body_bytes;
-    }
-    let (_request, held) = app
+    // A request slot and a start for its record and parse tree, from the budget and from
+    // its client's share; the body's memory is added as it arrives, so a slow sender holds
+    // only what it has sent.
+    let client = app
+        .auth
+        .current()
+        .client_address(&parts, peer.ip())
+        .unwrap_or_else(|| peer.ip().to_canonical());
+    let held = app
         .budget
-        .try_acquire(reserve)
-        .ok_or_else(|| Refusal::Busy.plain())?;
-    let body = read(app, body, declared, gzip).await?;
+        .try_acquire(client, START_BYTES)
+        .map_err(Crowded::refused)?;
+    let body = read(app, body, declared, gzip, &held).await?;
 
     let site_label = site.as_ref().map(|s| s.as_str().to_owned());
     let parsed = {
@@ -370,26 +372,36 @@ fn content_encoding(headers: &http::HeaderMap) -> Result<bool, Refused> {
     }
 }
 
-/// The whole body, decompressed, within the body timeout and the size limit.
+/// The whole body, decompressed, within the body timeout, the size limit and the budget:
+/// each buffer is paid for from `held` before it is allocated.
 async fn read(
     app: &App,
     body: Incoming,
     declared: Option<u64>,
     gzip: bool,
+    held: &Held,
 ) -> Result<Bytes, Refused> {
-    let read = read_body(body, declared.map_or(0, |n| n as usize), app.max_body_bytes);
+    let mut room = |room: Room| app.budget.room(held, room);
+    let read = read_body(
+        body,
+        declared.map_or(0, |n| n as usize),
+        app.max_body_bytes,
+        &mut room,
+    );
     let body = match tokio::time::timeout(app.body_read_timeout, read).await {
         Err(_) => return Err(Refusal::BodyTimeout.plain()),
-        Ok(Ok(Some(body))) => body,
-        Ok(Ok(None)) => return Err(Refusal::TooLarge.because("the body")),
-        Ok(Err(e)) => return Err(Refusal::BodyUnreadable.because(e)),
+        Ok(Ok(body)) => body,
+        Ok(Err(ReadError::TooLarge)) => return Err(Refusal::TooLarge.because("the body")),
+        Ok(Err(ReadError::Crowded(c))) => return Err(c.refused()),
+        Ok(Err(ReadError::Hyper(e))) => return Err(Refusal::BodyUnreadable.because(e)),
     };
     if !gzip {
         return Ok(body);
     }
-    gunzip(&body, app.max_body_bytes).map_err(|e| match e {
+    gunzip_within(&body, app.max_body_bytes, &mut room).map_err(|e| match e {
         Gunzip::TooLarge => Refusal::TooLarge.because("the decompressed body"),
         Gunzip::Invalid(e) => Refusal::InvalidGzip.because(e),
+        Gunzip::Crowded(c) => c.refused(),
     })
 }
 
@@ -583,23 +595,75 @@ pub fn webhook_statuses() -> Vec<u16> {
     statuses
 }
 
-/// Reads a body of at most `max` bytes into one buffer of `expected` bytes to start with,
-/// so that it is held once; `None` if it is longer.
+/// Why a body was not read.
+enum ReadError {
+    TooLarge,
+    Crowded(Crowded),
+    Hyper(hyper::Error),
+}
+
+/// A buffer's memory, as it grows: its new capacity is taken before it is allocated, and the
+/// old one given back once the contents moved, so both are counted while they coexist.
+#[derive(Debug, Clone, Copy)]
+pub enum Room {
+    Take(usize),
+    GiveBack(usize),
+}
+
+/// Grows a buffer of capacity `from` to `to` with `grow`, paying for it through `room`.
+fn regrow(
+    from: usize,
+    to: usize,
+    grow: impl FnOnce(),
+    room: &mut impl FnMut(Room) -> Result<(), Crowded>,
+) -> Result<(), Crowded> {
+    room(Room::Take(to))?;
+    grow();
+    room(Room::GiveBack(from))
+}
+
+/// The capacity a buffer of `capacity` holding `len` bytes grows to for `need` bytes:
+/// doubling (at least 16 KiB), never past `max`, nor past `expected` when that is known.
+fn next_capacity(capacity: usize, need: usize, expected: usize, max: usize) -> usize {
+    let mut to = need.max(2 * capacity).max(16 << 10).min(max);
+    if expected > 0 {
+        to = to.min(expected.max(need));
+    }
+    to.max(need)
+}
+
+/// Reads a body of at most `max` bytes into one buffer, sized for `expected` bytes when
+/// that is known, asking `room` for each growth before it is made.
 async fn read_body(
     mut body: Incoming,
     expected: usize,
     max: usize,
-) -> Result<Option<Bytes>, hyper::Error> {
-    let mut buffer = BytesMut::with_capacity(expected.min(max));
+    room: &mut impl FnMut(Room) -> Result<(), Crowded>,
+) -> Result<Bytes, ReadError> {
+    let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if buffer.len() + data.len() > max {
-                return Ok(None);
-            }
-            buffer.extend_from_slice(&data);
+        let Ok(data) = frame.map_err(ReadError::Hyper)?.into_data() else {
+            continue;
+        };
+        let need = buffer.len() + data.len();
+        if need > max {
+            return Err(ReadError::TooLarge);
         }
+        if need > buffer.capacity() {
+            let (from, to) = (
+                buffer.capacity(),
+                next_capacity(buffer.capacity(), need, expected, max),
+            );
+            let grow = || {
+                let mut grown = BytesMut::with_capacity(to);
+                grown.extend_from_slice(&buffer);
+                buffer = grown;
+            };
+            regrow(from, to, grow, room).map_err(ReadError::Crowded)?;
+        }
+        buffer.extend_from_slice(&data);
     }
-    Ok(Some(buffer.freeze()))
+    Ok(buffer.freeze())
 }
 
 /// Why a gzip body was refused.
@@ -608,26 +672,72 @@ pub enum Gunzip {
     /// It decompresses to more than the limit.
     TooLarge,
     Invalid(std::io::Error),
+    /// The budget has no room for what it decompresses to.
+    Crowded(Crowded),
 }
 
 /// Decompresses a gzip body (one or more members), refusing to produce more than `max`
-/// bytes.
-pub fn gunzip(body: &[u8], max: usize) -> Result<Bytes, Gunzip> {
+/// bytes, asking `room` for each growth of the output before it is made.
+pub fn gunzip_within(
+    body: &[u8],
+    max: usize,
+    room: &mut impl FnMut(Room) -> Result<(), Crowded>,
+) -> Result<Bytes, Gunzip> {
     use std::io::Read;
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max));
-    flate2::read::MultiGzDecoder::new(body)
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(Gunzip::Invalid)?;
-    if out.len() > max {
-        return Err(Gunzip::TooLarge);
+    let mut decoder = flate2::read::MultiGzDecoder::new(body);
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 << 10];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Gunzip::Invalid(e)),
+        };
+        let need = out.len() + n;
+        if need > max {
+            return Err(Gunzip::TooLarge);
+        }
+        if need > out.capacity() {
+            let (from, to) = (out.capacity(), next_capacity(out.capacity(), need, 0, max));
+            let grow = || {
+                let mut grown = Vec::with_capacity(to);
+                grown.extend_from_slice(&out);
+                out = grown;
+            };
+            regrow(from, to, grow, room).map_err(Gunzip::Crowded)?;
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
     Ok(Bytes::from(out))
 }
 
+/// Which limit a request met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crowded {
+    /// `http.max_inflight_requests` / `http.max_inflight_bytes`.
+    Everyone,
+    /// Its client's share: `http.max_inflight_requests_per_client` /
+    /// `http.max_inflight_bytes_per_client`.
+    Client,
+}
+
+impl Crowded {
+    fn refused(self) -> Refused {
+        match self {
+            Self::Everyone => Refusal::Busy.plain(),
+            Self::Client => Refusal::Busy.because(
+                "this client address holds its share of the in-flight budget \
+                 (http.max_inflight_requests_per_client / http.max_inflight_bytes_per_client); \
+                 retry shortly",
+            ),
+        }
+    }
+}
+
 /// The global in-flight budget: webhook requests, and the memory they may hold (their
-/// bodies, parse trees and records); and, apart, the memory of rejected bodies on their way
-/// to the dead-letter topic.
+/// bodies, parse trees and records), each client address within its share of both; and,
+/// apart, the memory of rejected bodies on their way to the dead-letter topic.
 pub struct Budget {
     requests: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
@@ -635,6 +745,37 @@ pub struct Budget {
     /// The most one request may hold.
     per_request: usize,
     dead_letters: Arc<Semaphore>,
+    clients: Arc<Shares>,
+}
+
+/// What each client address holds, and the most it may.
+struct Shares {
+    held: Mutex<HashMap<IpAddr, Share>>,
+    max_requests: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Share {
+    requests: usize,
+    bytes: usize,
+}
+
+impl Shares {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Share>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn give_back(&self, client: IpAddr, requests: usize, bytes: usize) {
+        let mut held = self.lock();
+        if let Some(share) = held.get_mut(&client) {
+            share.requests -= requests;
+            share.bytes -= bytes;
+            if share.requests == 0 {
+                held.remove(&client);
+            }
+        }
+    }
 }
 
 /// What a request is granted past its body before it asks for more: the record of a typical
@@ -645,13 +786,23 @@ const START_BYTES: usize = 48 << 10;
 pub const REQUEST_BODIES: usize = 24;
 
 impl Budget {
-    pub fn new(max_requests: usize, max_bytes: usize, max_body_bytes: usize) -> Self {
+    /// The budget of `http.max_inflight_*`, each client within `http.max_inflight_*_per_client`.
+    pub fn new(http: &HttpConfig) -> Self {
+        let max_bytes = http.max_inflight_bytes;
         Self {
-            requests: Arc::new(Semaphore::new(max_requests)),
+            requests: Arc::new(Semaphore::new(http.max_inflight_requests)),
             bytes: Arc::new(Semaphore::new(max_bytes)),
             total_bytes: max_bytes,
-            per_request: max_body_bytes.saturating_mul(REQUEST_BODIES).min(max_bytes),
+            per_request: http
+                .max_body_bytes
+                .saturating_mul(REQUEST_BODIES)
+                .min(max_bytes),
             dead_letters: Arc::new(Semaphore::new(max_bytes / 4)),
+            clients: Arc::new(Shares {
+                held: Mutex::new(HashMap::new()),
+                max_requests: http.max_inflight_requests_per_client,
+                max_bytes: http.max_inflight_bytes_per_client,
+            }),
         }
     }
 
@@ -661,11 +812,38 @@ impl Budget {
         Memory::shared(self.bytes.clone(), self.total_bytes)
     }
 
-    /// One request and `bytes` bytes, or `None` at once if either is exhausted.
-    fn try_acquire(&self, bytes: usize) -> Option<(OwnedSemaphorePermit, Held)> {
-        let request = self.requests.clone().try_acquire_owned().ok()?;
-        let bytes = self.try_bytes(&self.bytes, bytes)?;
-        Some((request, Held(RefCell::new(bytes))))
+    /// One request and `bytes` bytes for `client`, or at once which limit refused them.
+    fn try_acquire(&self, client: IpAddr, bytes: usize) -> Result<Held, Crowded> {
+        let mut clients = self.clients.lock();
+        let share = clients.entry(client).or_default();
+        if share.requests >= self.clients.max_requests
+            || share.bytes.saturating_add(bytes) > self.clients.max_bytes
+        {
+            if share.requests == 0 {
+                clients.remove(&client);
+            }
+            return Err(Crowded::Client);
+        }
+        let granted = self
+            .requests
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .zip(self.try_bytes(&self.bytes, bytes));
+        let Some((request, bytes_permit)) = granted else {
+            if share.requests == 0 {
+                clients.remove(&client);
+            }
+            return Err(Crowded::Everyone);
+        };
+        share.requests += 1;
+        share.bytes += bytes;
+        Ok(Held {
+            bytes: Mutex::new(bytes_permit),
+            _request: request,
+            client,
+            clients: self.clients.clone(),
+        })
     }
 
     fn try_bytes(&self, from: &Arc<Semaphore>, n: usize) -> Option<OwnedSemaphorePermit> {
@@ -674,15 +852,36 @@ impl Budget {
             .ok()
     }
 
+    /// `n` more bytes for the request holding `held`, from the budget and its client's share.
+    fn more(&self, held: &Held, n: usize) -> Result<(), Crowded> {
+        let mut clients = self.clients.lock();
+        let share = clients.entry(held.client).or_default();
+        if share.bytes.saturating_add(n) > self.clients.max_bytes {
+            return Err(Crowded::Client);
+        }
+        let more = self.try_bytes(&self.bytes, n).ok_or(Crowded::Everyone)?;
+        share.bytes += n;
+        held.permit().merge(more);
+        Ok(())
+    }
+
     /// `n` more bytes for the request holding `held`, within what one request may hold.
     fn grow(&self, held: &Held, n: usize) -> Result<(), Exceeded> {
-        let mut held = held.0.borrow_mut();
-        if held.num_permits().saturating_add(n) > self.per_request {
+        if held.permit().num_permits().saturating_add(n) > self.per_request {
             return Err(Exceeded::Limit);
         }
-        let more = self.try_bytes(&self.bytes, n).ok_or(Exceeded::Busy)?;
-        held.merge(more);
-        Ok(())
+        self.more(held, n).map_err(|_| Exceeded::Busy)
+    }
+
+    /// Pays for, or gives back, a buffer's memory for the request holding `held`.
+    fn room(&self, held: &Held, room: Room) -> Result<(), Crowded> {
+        match room {
+            Room::Take(n) => self.more(held, n),
+            Room::GiveBack(n) => {
+                held.give_back(n);
+                Ok(())
+            }
+        }
     }
 
     /// Room for a rejected body of `len` bytes in the producer's queue, if its share has it.
@@ -691,8 +890,43 @@ impl Budget {
     }
 }
 
-/// The bytes of the budget one request holds; more are added as its parse tree grows.
-struct Held(RefCell<OwnedSemaphorePermit>);
+/// What one request holds: its slot, and the bytes of the budget and of its client's share
+/// (more are added as its buffers and parse tree grow). Given back when dropped.
+struct Held {
+    bytes: Mutex<OwnedSemaphorePermit>,
+    _request: OwnedSemaphorePermit,
+    client: IpAddr,
+    clients: Arc<Shares>,
+}
+
+impl Held {
+    fn permit(&self) -> std::sync::MutexGuard<'_, OwnedSemaphorePermit> {
+        self.bytes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives back `n` of the bytes held.
+    fn give_back(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let part = self.permit().split(n);
+        if let Some(part) = part {
+            drop(part);
+            self.clients.give_back(self.client, 0, n);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let bytes = self
+            .bytes
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .num_permits();
+        self.clients.give_back(self.client, 1, bytes);
+    }
+}
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut r = error(

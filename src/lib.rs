@@ -179,11 +179,7 @@ impl Bridge {
             retry_after_secs: deadline.as_secs().max(1),
             draining: AtomicBool::new(false),
             body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
-            budget: http::Budget::new(
-                config.http.max_inflight_requests,
-                config.http.max_inflight_bytes,
-                config.http.max_body_bytes,
-            ),
+            budget: http::Budget::new(&config.http),
             limits: http::ConnectionLimits {
                 http2: config.http.http2,
                 max_connections: config.http.max_connections,

@@ -1079,103 +1079,300 @@ async fn a_flood_of_rejected_bodies_with_the_dlq_on_and_kafka_slow_stays_bounded
     ));
 }
 
-/// A sender with a valid token that sends its head and then its body one byte every
-/// `interval`; returns the status it is answered with, and when.
-async fn slow_body(
+/// A webhook post with a valid token on a connection of its own from the loopback address
+/// `from`, through a proxy when `forwarded_for` is given: `at_once` bytes of `body` at once,
+/// then `step` bytes every `interval` (chunked, or with a Content-Length). Returns the status
+/// answered, with its body, and when.
+#[allow(clippy::too_many_arguments)]
+async fn post_from(
+    from: &str,
     addr: std::net::SocketAddr,
-    declared: usize,
+    forwarded_for: Option<&str>,
+    body: Vec<u8>,
+    chunked: bool,
+    at_once: usize,
+    step: usize,
     interval: Duration,
-) -> (Option<u16>, Duration) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+) -> (Option<u16>, String, Duration) {
+    let stream = connect_from(from, addr).await;
     let started = Instant::now();
+    let framing = match chunked {
+        true => "transfer-encoding: chunked".to_owned(),
+        false => format!("content-length: {}", body.len()),
+    };
+    let forwarded = forwarded_for.map_or(String::new(), |a| format!("x-forwarded-for: {a}\r\n"));
     let head = format!(
-        "POST /webhooks/comm100?token={TOKEN} HTTP/1.1\r\nhost: x\r\ncontent-length: {declared}\r\n\r\n{{\"event\":\"chat_ended\",\"x\":\""
+        "POST /webhooks/comm100?token={TOKEN} HTTP/1.1\r\nhost: x\r\n{forwarded}{framing}\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let (mut read, mut write) = stream.into_split();
-    let trickle = async {
-        loop {
-            tokio::time::sleep(interval).await;
-            if write.write_all(b"a").await.is_err() {
-                std::future::pending::<()>().await;
-            }
+    let frame = |piece: &[u8], last: bool| -> Vec<u8> {
+        if !chunked {
+            return piece.to_vec();
         }
+        let mut out = format!("{:x}\r\n", piece.len()).into_bytes();
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+        if last {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        out
+    };
+    let (mut read, mut write) = stream.into_split();
+    let send = async move {
+        let first = at_once.min(body.len());
+        let mut out = head.into_bytes();
+        out.extend(frame(&body[..first], first == body.len()));
+        write.write_all(&out).await?;
+        let mut sent = first;
+        while sent < body.len() {
+            tokio::time::sleep(interval).await;
+            let next = (sent + step).min(body.len());
+            write
+                .write_all(&frame(&body[sent..next], next == body.len()))
+                .await?;
+            sent = next;
+        }
+        std::future::pending::<std::io::Result<()>>().await
     };
     let answer = async {
-        let mut buf = vec![0u8; 4096];
         let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
         loop {
             match read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    got.extend_from_slice(&buf[..n]);
-                    if got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            let text = String::from_utf8_lossy(&got);
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|n| n.parse::<usize>().ok());
+                if length.is_some_and(|n| rest.len() >= n) {
+                    break;
                 }
             }
         }
-        let text = String::from_utf8_lossy(&got);
-        text.split(' ').nth(1).and_then(|s| s.parse().ok())
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let status = text.split(' ').nth(1).and_then(|s| s.parse().ok());
+        (status, text)
     };
     tokio::select! {
-        status = answer => (status, started.elapsed()),
-        () = trickle => unreachable!(),
-        () = tokio::time::sleep(Duration::from_secs(30)) => (None, started.elapsed()),
+        (status, text) = answer => (status, text, started.elapsed()),
+        _ = send => (None, "the connection closed while sending".to_owned(), started.elapsed()),
+        () = tokio::time::sleep(Duration::from_secs(30)) => (None, "no answer".to_owned(), started.elapsed()),
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn valid_senders_with_slow_bodies_hold_the_budget_only_until_the_body_timeout() {
-    const SLOW: usize = 40;
-    // Two such bodies and their start allowance take all but 2 KiB of the 1 MiB budget.
-    const DECLARED: usize = 474_000;
-    let cluster = cluster();
-    let mut c = config(&cluster.bootstrap_servers());
-    c.http.body_read_timeout_ms = 1500;
-    c.http.max_inflight_bytes = 1 << 20;
-    c.http.max_connections_per_client = 1024;
-    let bridge = Bridge::start(c).await;
-    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
-    let slow: Vec<_> = (0..SLOW)
-        .map(|_| tokio::spawn(slow_body(bridge.addr, DECLARED, Duration::from_millis(100))))
-        .collect();
-    // Two of them fit in the budget; the others are refused at once. Once only those two
-    // are left, another sender is refused with 429, not queued behind them.
-    eventually(Duration::from_secs(10), "all but two refused", async || {
-        (slow.iter().filter(|s| s.is_finished()).count() == SLOW - 2).then_some(())
+/// A chat-ended event of about `size` bytes: a long transcript.
+fn transcript_event(chat: &str, size: usize) -> Vec<u8> {
+    json!({
+        "event": "chat_ended",
+        "visitor": {"chat_id": chat},
+        "chat": {"chat_transcript": "x".repeat(size)},
     })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_senders_with_a_valid_token_cannot_starve_another_addresss_large_events() {
+    const SLOW: usize = 90;
+    let cluster = cluster();
+    // The budget, its shares and the body timeout (10 s) as they are by default.
+    let bridge = Bridge::start(config(&cluster.bootstrap_servers())).await;
+    // 90 uploads with a valid token from 127.0.0.2, chunked, at 1 KB/s.
+    let slow: Vec<_> = (0..SLOW)
+        .map(|i| {
+            let body = transcript_event(&format!("slow-{i}"), 300_000);
+            tokio::spawn(post_from(
+                "127.0.0.2",
+                bridge.addr,
+                None,
+                body,
+                true,
+                1000,
+                100,
+                Duration::from_millis(100),
+            ))
+        })
+        .collect();
+    let metrics = bridge.admin("/metrics");
+    eventually(
+        Duration::from_secs(10),
+        "every slow upload in flight",
+        async || {
+            let text = get(&metrics).await.text;
+            (metric(&text, "comm100_bridge_inflight_requests") >= SLOW as f64).then_some(())
+        },
+    )
     .await;
-    let held = post(&hook, &[], event("meanwhile", 0)).await;
-    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS, "{}", held.text);
-    assert!(held.headers.contains_key("retry-after"));
+
+    // Meanwhile another address's 300 KB transcripts and chunked posts are served.
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        for chunked in [false, true] {
+            let body = transcript_event(&format!("normal-{i}-{chunked}"), 300_000);
+            let (status, text, _) = post_from(
+                "127.0.0.1",
+                bridge.addr,
+                None,
+                body,
+                chunked,
+                100_000,
+                100_000,
+                Duration::from_millis(1),
+            )
+            .await;
+            assert_eq!(status, Some(200), "chunked {chunked}: {text}");
+            answers.push(status);
+        }
+    }
+    let text = get(&metrics).await.text;
+    assert!(
+        metric(&text, "comm100_bridge_inflight_requests") >= SLOW as f64,
+        "the slow uploads were cut before the normal posts were done"
+    );
     let mut cut = Vec::new();
     for s in slow {
-        let (status, took) = s.await.unwrap();
-        assert!(
-            matches!(status, Some(408) | Some(429)),
-            "a slow body was answered {status:?} after {took:?}"
-        );
-        cut.push((status, took));
+        let (status, text, took) = s.await.unwrap();
+        assert_eq!(status, Some(408), "a slow upload after {took:?}: {text}");
+        cut.push(took);
     }
-    let timed_out: Vec<Duration> = cut
-        .iter()
-        .filter(|(s, _)| *s == Some(408))
-        .map(|(_, t)| *t)
-        .collect();
-    assert!(!timed_out.is_empty(), "{cut:?}");
-    let slowest = timed_out.iter().max().unwrap();
-    assert!(
-        *slowest < Duration::from_millis(1500) + Duration::from_secs(2),
-        "held until {slowest:?}"
-    );
-    // The budget is whole again.
-    let answer = post(&hook, &[], event("after", 0)).await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let slowest = cut.iter().max().unwrap();
     report(&format!(
-        "slow bodies: {SLOW} valid senders trickling a 474 kB body held a 1 MiB budget (others got 429) until answered 408 after at most {:.1} s (body timeout 1.5 s); {} were refused 429 at once",
+        "slow senders: {SLOW} chunked uploads with a valid token at 1 KB/s from one address held \
+         until 408 at {:.1} s (body timeout 10 s); meanwhile another address's {} posts of 300 \
+         KB (half chunked) were all answered 200",
         slowest.as_secs_f64(),
-        SLOW - timed_out.len()
+        answers.len()
     ));
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_holds_at_most_its_share_of_the_budget() {
+    let cluster = cluster();
+    let mut c = config(&cluster.bootstrap_servers());
+    c.http.body_read_timeout_ms = 3000;
+    c.http.max_inflight_requests = 64;
+    c.http.max_inflight_requests_per_client = 32;
+    c.http.max_inflight_bytes = 24 << 20;
+    c.http.max_inflight_bytes_per_client = 12 << 20;
+    c.http.max_connections_per_client = 1024;
+    c.auth.trusted_proxies = vec!["127.0.0.3/32".parse().unwrap()];
+    let bridge = Bridge::start(c).await;
+    let proxy = "127.0.0.3";
+
+    // Requests: 64 slow uploads from one client behind the proxy; it gets its 32.
+    let slow: Vec<_> = (0..64)
+        .map(|i| {
+            let body = transcript_event(&format!("slow-{i}"), 10_000);
+            tokio::spawn(post_from(
+                proxy,
+                bridge.addr,
+                Some("203.0.113.9"),
+                body,
+                true,
+                100,
+                10,
+                Duration::from_millis(100),
+            ))
+        })
+        .collect();
+    eventually(Duration::from_secs(10), "32 refused", async || {
+        (slow.iter().filter(|s| s.is_finished()).count() >= 32).then_some(())
+    })
+    .await;
+    // Another client through the same proxy, and one posting directly, are served.
+    for (from, forwarded) in [(proxy, Some("198.51.100.1")), ("127.0.0.1", None)] {
+        let body = transcript_event("other", 300_000);
+        let (status, text, _) = post_from(
+            from,
+            bridge.addr,
+            forwarded,
+            body,
+            false,
+            300_000,
+            1,
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(status, Some(200), "{from} {forwarded:?}: {text}");
+    }
+    let mut by_status = std::collections::BTreeMap::new();
+    for s in slow {
+        let (status, text, _) = s.await.unwrap();
+        if status == Some(429) {
+            assert!(
+                text.contains("http.max_inflight_requests_per_client"),
+                "{text}"
+            );
+        }
+        *by_status.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(
+        by_status,
+        [(Some(408), 32), (Some(429), 32)].into_iter().collect(),
+        "one client's requests"
+    );
+
+    // Bytes: bodies sent up to 600 KB of 700 KB and then held, each holding its buffer of
+    // 700 KB and its start (749,235 bytes): the client's 12 MiB share takes 16 of them, and
+    // leaves the rest of the 24 MiB for others (all 32 would leave 1 MiB; another 700 KB
+    // transcript takes 9 MiB while parsed).
+    let greedy: Vec<_> = (0..32)
+        .map(|i| {
+            let body = transcript_event(&format!("big-{i}"), 700_000);
+            tokio::spawn(post_from(
+                "127.0.0.2",
+                bridge.addr,
+                None,
+                body,
+                false,
+                600_000,
+                10,
+                Duration::from_millis(100),
+            ))
+        })
+        .collect();
+    eventually(Duration::from_secs(10), "16 refused", async || {
+        (greedy.iter().filter(|s| s.is_finished()).count() >= 16).then_some(())
+    })
+    .await;
+    let body = transcript_event("other-big", 700_000);
+    let (status, text, _) = post_from(
+        "127.0.0.1",
+        bridge.addr,
+        None,
+        body,
+        false,
+        700_000,
+        1,
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(status, Some(200), "{text}");
+    let mut by_status = std::collections::BTreeMap::new();
+    for s in greedy {
+        let (status, text, _) = s.await.unwrap();
+        if status == Some(429) {
+            assert!(
+                text.contains("http.max_inflight_bytes_per_client"),
+                "{text}"
+            );
+        }
+        *by_status.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(
+        by_status,
+        [(Some(408), 16), (Some(429), 16)].into_iter().collect(),
+        "one client's bytes"
+    );
+    report(
+        "client shares: 64 slow uploads from one client behind a trusted proxy: 32 held, 32 \
+         refused 429 naming the share, while another client through the same proxy and one \
+         posting directly got 200 for 300 KB; 32 held 700 KB uploads from one address: 16 \
+         within its 12 MiB share, 16 refused, another address's 700 KB post 200",
+    );
     bridge.stop().await.unwrap();
 }

@@ -67,6 +67,12 @@ enum Command {
     /// Look into, or empty, a spool directory (for example one a removed replica left).
     #[command(subcommand)]
     Spool(SpoolCommand),
+    /// Exit 0 if URL answers 2xx within 3 s: a container's health check without curl.
+    Healthcheck {
+        /// An http:// URL, such as the admin listener's /healthz or /readyz.
+        #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
+        url: hyper::Uri,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
         Some(Command::Spool(SpoolCommand::Drain { dir, config })) => {
             spool_drain(&dir, config.or(cli.config).as_deref())
         }
+        Some(Command::Healthcheck { url }) => healthcheck(url),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,6 +146,40 @@ fn init_logging(config: &Config) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// GETs `url` over HTTP/1.1 and fails unless the answer is 2xx within 3 s.
+fn healthcheck(url: hyper::Uri) -> anyhow::Result<()> {
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+    anyhow::ensure!(
+        url.scheme_str() == Some("http"),
+        "--url must be an http:// URL, not {url}"
+    );
+    let host = url.host().context("--url has no host")?.to_owned();
+    let port = url.port_u16().unwrap_or(80);
+    let ask = async {
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .with_context(|| format!("cannot connect to {host}:{port}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .body(Empty::<bytes::Bytes>::new())?;
+        anyhow::Ok(sender.send_request(request).await?.status())
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let status = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(3), ask).await })
+        .map_err(|_| anyhow::anyhow!("{url} did not answer within 3 s"))??;
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    println!("{url}: {status}");
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -291,3 +291,39 @@ async fn dev_publishes_a_posted_sample_prints_it_and_exits_0_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "dev did not exit 0 on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_only_on_a_2xx_answer() {
+    let cluster = crate::common::cluster();
+    let running =
+        crate::common::Bridge::start(crate::common::config(&cluster.bootstrap_servers())).await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let cases = [
+        (running.admin("/healthz"), true, "200 OK"),
+        (running.admin("/nope"), false, "404"),
+        (format!("http://{closed}/healthz"), false, "cannot connect"),
+        (
+            "https://127.0.0.1:1/healthz".to_owned(),
+            false,
+            "http:// URL",
+        ),
+    ];
+    for (url, ok, says) in cases {
+        let out = tokio::task::spawn_blocking(move || {
+            bridge().args(["healthcheck", "--url", &url]).run().unwrap()
+        })
+        .await
+        .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.success(), ok, "{said}");
+        assert!(said.contains(says), "{said}");
+    }
+    running.stop().await.unwrap();
+}

@@ -113,14 +113,18 @@ fn compose_services_files_ports_and_environment_are_real() {
     let admin = effective["admin"]["listen"].as_str().unwrap();
     assert!(admin.starts_with("0.0.0.0:"), "{admin}");
     let admin_port = admin.rsplit(':').next().unwrap();
-    assert!(bridge["healthcheck"]["test"]
+    let healthcheck: Vec<&str> = bridge["healthcheck"]["test"]
         .as_sequence()
         .unwrap()
         .iter()
-        .any(|t| t
-            .as_str()
-            .unwrap()
-            .ends_with(&format!(":{admin_port}/readyz"))));
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        healthcheck[..3],
+        ["CMD", "comm100-bridge", "healthcheck"],
+        "the image has no curl"
+    );
+    assert!(healthcheck[4].ends_with(&format!(":{admin_port}/readyz")));
 
     // The one-shot service creates every topic the bridge publishes to.
     let script = compose["services"]["topics"]["command"][0]
@@ -179,6 +183,36 @@ fn the_dockerfile_runs_serve_as_a_non_root_user_with_a_spool_volume() {
     let defaults = Config::load_with_env(None, Some(Default::default())).unwrap();
     assert!(dockerfile.contains(&format!("VOLUME {}", defaults.spool.dir.display())));
     assert!(dockerfile.contains("AS build"), "not a multi-stage build");
+    // Base images pinned by digest; no curl in the runtime image: the health check is the
+    // binary itself.
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .collect();
+    assert_eq!(froms.len(), 2, "{froms:?}");
+    for from in froms {
+        let image = from.split_whitespace().next().unwrap();
+        let digest = image.split_once("@sha256:").map(|(_, d)| d);
+        assert!(
+            digest.is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{image} is not pinned by digest"
+        );
+    }
+    assert!(
+        !dockerfile
+            .lines()
+            .any(|l| !l.trim_start().starts_with('#') && l.contains("curl")),
+        "curl in the image"
+    );
+    let healthcheck = dockerfile
+        .lines()
+        .skip_while(|l| !l.starts_with("HEALTHCHECK"))
+        .nth(1)
+        .unwrap();
+    assert_eq!(
+        healthcheck.trim(),
+        r#"CMD ["comm100-bridge", "healthcheck", "--url", "http://127.0.0.1:9464/healthz"]"#
+    );
     let ignore = std::fs::read_to_string(repo(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target"));
 }

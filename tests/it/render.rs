@@ -123,25 +123,65 @@ fn effective_config(objects: &[Value]) -> toml::Value {
     let file = work.path().join(file_name);
     std::fs::write(&file, text(&config_map["data"][file_name])).unwrap();
 
+    // Secret volumes as the kubelet writes them: each key a file under the mount path (a
+    // stand-in value when the Secret is the operator's). Paths in the environment that lead
+    // into them are pointed at the copies.
     let secrets = of_kind(objects, "Secret");
+    let env: Vec<(String, String)> = container["env"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|var| {
+            assert!(
+                var.get("valueFrom").is_none(),
+                "{}: secrets reach the bridge as files, which it reads again when they change",
+                text(&var["name"])
+            );
+            (text(&var["name"]), text(&var["value"]))
+        })
+        .collect();
+    let mut mounts = Vec::new();
+    for mount in container["volumeMounts"].as_sequence().unwrap() {
+        let secret = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .and_then(|v| v["secret"]["secretName"].as_str());
+        let Some(name) = secret else {
+            continue;
+        };
+        let at = text(&mount["mountPath"]);
+        let local = work.path().join(at.trim_start_matches('/'));
+        std::fs::create_dir_all(&local).unwrap();
+        match secrets.iter().find(|s| s["metadata"]["name"] == name) {
+            Some(secret) => {
+                for (key, value) in secret["stringData"].as_mapping().unwrap() {
+                    std::fs::write(local.join(text(key)), text(value)).unwrap();
+                }
+            }
+            None => {
+                for (_, value) in &env {
+                    if let Some(key) = value.strip_prefix(&format!("{at}/")) {
+                        std::fs::write(local.join(key), format!("stand-in-for-{key}")).unwrap();
+                    }
+                }
+            }
+        }
+        mounts.push((at, local));
+    }
     let mut command = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"));
     command
         .env_clear()
         .arg("check-config")
         .arg("--config")
         .arg(&file);
-    for var in container["env"].as_sequence().into_iter().flatten() {
-        let name = text(&var["name"]);
-        let value = if let Some(value) = var.get("value") {
-            text(value)
-        } else {
-            let reference = &var["valueFrom"]["secretKeyRef"];
-            secrets
-                .iter()
-                .find(|s| s["metadata"]["name"] == reference["name"])
-                .map(|s| text(&s["stringData"][text(&reference["key"]).as_str()]))
-                .unwrap_or_else(|| format!("stand-in-for-{}", text(&reference["key"])))
-        };
+    for (name, mut value) in env {
+        for (at, local) in &mounts {
+            if let Some(rest) = value.strip_prefix(&format!("{at}/")) {
+                value = local.join(rest).display().to_string();
+            }
+        }
         command.env(name, value);
     }
     let out = command.run().unwrap();
@@ -182,7 +222,11 @@ fn check(objects: &[Value], image: &str, monitored: bool) -> u64 {
     };
     assert_eq!(port("admin"), port_of(&config["admin"]["listen"]));
     assert_eq!(port("http"), port_of(&config["http"]["listen"]));
-    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+    for (probe, path) in [
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ] {
         let get = &container[probe]["httpGet"];
         assert_eq!(get["path"].as_str(), Some(path), "{probe}");
         let target = &get["port"];
@@ -191,6 +235,20 @@ fn check(objects: &[Value], image: &str, monitored: bool) -> u64 {
             "{probe} port {target:?} is not the admin port"
         );
     }
+
+    // A long spool scan at start is not a liveness failure: the startup probe allows
+    // minutes before liveness begins.
+    let startup = &container["startupProbe"];
+    let allowed = startup["periodSeconds"].as_u64().unwrap_or(10)
+        * startup["failureThreshold"].as_u64().unwrap_or(3);
+    assert!(allowed >= 120, "the startup probe allows only {allowed} s");
+
+    // The tokens are a file of a mounted Secret (check-config read it), read again when it
+    // changes.
+    assert!(
+        config["auth"]["tokens_file"].as_str().is_some(),
+        "auth.tokens_file is not set"
+    );
 
     // The grace period outlasts the longest shutdown: the delay, requests in flight (the
     // deadline and 5 s to read a body), the spool drain and the producer's flush.
@@ -290,6 +348,12 @@ fn the_kustomize_base_and_its_overlay_render_as_documented() {
     assert!(overlay
         .iter()
         .all(|o| o["metadata"]["namespace"] == "comm100" || o["kind"] == "Namespace"));
+    assert_eq!(
+        effective_config(&overlay)["auth"]["trusted_proxies"],
+        toml::Value::try_from(["10.244.0.0/16"]).unwrap()
+    );
+    check_network_policy(&overlay, 8080, 9464);
+    assert!(of_kind(&base, "NetworkPolicy").is_empty());
 }
 
 #[test]
@@ -310,17 +374,37 @@ fn the_helm_chart_lints_and_renders_with_default_and_other_values() {
         "Chart.yaml appVersion"
     );
 
-    // Defaults: the image tag is the chart's appVersion; a token is generated.
-    let defaults = helm_template(None);
+    // Defaults: the chart generates no token, so it asks for one.
+    let refused = Command::new("helm")
+        .args(["template", "comm100-bridge", chart.to_str().unwrap()])
+        .run()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("set secret.tokens"),
+        "{said}"
+    );
+    // With a token: the image tag is the chart's appVersion, and every render is the same
+    // (what helm template, Argo CD and Flux each produce).
+    let work = tempfile::tempdir().unwrap();
+    let token_only = work.path().join("token.yaml");
+    std::fs::write(&token_only, "secret: {tokens: \"token-a,token-b\"}\n").unwrap();
+    let defaults = helm_template(Some(&token_only));
+    assert_eq!(
+        defaults,
+        helm_template(Some(&token_only)),
+        "two renders differ"
+    );
     let grace = check(&defaults, &format!("comm100-bridge:{app_version}"), false);
     assert_eq!(grace, 45);
     let secret = one(&defaults, "Secret");
-    assert_eq!(text(&secret["stringData"]["tokens"]).len(), 48);
+    assert_eq!(text(&secret["stringData"]["tokens"]), "token-a,token-b");
     assert!(secret["stringData"].get("kafka-password").is_none());
+    assert!(of_kind(&defaults, "NetworkPolicy").is_empty());
 
     // Other values: the image, ports, timings, an existing Secret, SASL properties, more
-    // TOML, and the Prometheus Operator objects with the label a Prometheus selects.
-    let work = tempfile::tempdir().unwrap();
+    // TOML, trusted proxies, a NetworkPolicy, and the Prometheus Operator objects with the
+    // label a Prometheus selects.
     let values = work.path().join("values.yaml");
     std::fs::write(
         &values,
@@ -346,6 +430,8 @@ config: |
 serviceMonitor: {enabled: true, labels: {release: prom}}
 prometheusRule: {enabled: true, labels: {release: prom}}
 spoolDrain: {ordinals: [2]}
+auth: {trustedProxies: [10.244.0.0/16, "fd00::/8"]}
+networkPolicy: {enabled: true}
 "#,
     )
     .unwrap();
@@ -425,4 +511,53 @@ spoolDrain: {ordinals: [2]}
     assert_eq!(config["kafka"]["brokers"][1].as_str(), Some("k2.test:9093"));
     assert_eq!(config["log"]["level"].as_str(), Some("debug"));
     assert_eq!(config["dlq"]["topic"].as_str(), Some("team.dlq"));
+    assert_eq!(
+        config["auth"]["trusted_proxies"],
+        toml::Value::try_from(["10.244.0.0/16", "fd00::/8"]).unwrap()
+    );
+    check_network_policy(&custom, 9000, 9999);
+}
+
+/// The NetworkPolicy selects the bridge's pods and lets in only the webhook port from
+/// the Ingress controller's namespace and the admin port from the monitoring namespace.
+fn check_network_policy(objects: &[Value], http: u64, admin: u64) {
+    let policy = one(objects, "NetworkPolicy");
+    let pod = &one(objects, "StatefulSet")["spec"]["template"];
+    assert!(selects(
+        &policy["spec"]["podSelector"]["matchLabels"],
+        &pod["metadata"]["labels"]
+    ));
+    let ports = pod["spec"]["containers"][0]["ports"].as_sequence().unwrap();
+    let number = |name: &Value| {
+        name.as_u64().unwrap_or_else(|| {
+            ports.iter().find(|p| &p["name"] == name).unwrap()["containerPort"]
+                .as_u64()
+                .unwrap()
+        })
+    };
+    let rules: Vec<(u64, String)> = policy["spec"]["ingress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|rule| {
+            let only: Vec<u64> = rule["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|p| number(&p["port"]))
+                .collect();
+            assert_eq!(only.len(), 1, "{rule:?}");
+            let from = text(
+                &rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            );
+            (only[0], from)
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (http, "ingress-nginx".to_owned()),
+            (admin, "monitoring".to_owned())
+        ]
+    );
 }

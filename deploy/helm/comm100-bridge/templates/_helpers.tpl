@@ -27,6 +27,33 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- .Values.secret.existingSecret | default (include "comm100-bridge.fullname" .) -}}
 {{- end -}}
 
+{{/* Where the Secret's keys are files: the bridge reads the tokens there again whenever the
+kubelet updates them, so a rotation needs no restart. */}}
+{{- define "comm100-bridge.secretDir" -}}
+/run/secrets/comm100-bridge
+{{- end -}}
+
+{{/* Whether the Kafka password is read from the Secret: one was given, or SASL has a
+username. */}}
+{{- define "comm100-bridge.kafkaPassword" -}}
+{{- if or .Values.secret.kafkaPassword (hasKey .Values.kafka.properties "sasl.username") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "comm100-bridge.secretMount" -}}
+- name: secret
+  mountPath: {{ include "comm100-bridge.secretDir" . }}
+  readOnly: true
+{{- end -}}
+
+{{- define "comm100-bridge.secretVolume" -}}
+- name: secret
+  secret:
+    secretName: {{ include "comm100-bridge.secretName" . }}
+    defaultMode: 0440
+{{- end -}}
+
 {{/*
 The longest shutdown, rounded up, plus 10 s: the delay, the requests in flight (the
 deadline and 5 s to read a body), the spool drain and the producer's 10 s flush.
@@ -46,7 +73,10 @@ deadline and 5 s to read a body), the spool drain and the producer's 10 s flush.
 {{- end -}}
 
 {{/* The bridge's environment: what the probes, volume and grace period rely on (these win
-over the `config` file), the brokers, the Kafka properties and the Secret's values. */}}
+over the `config` file), the brokers, the Kafka properties and the Secret's files. The admin
+listener is on every address because the kubelet's probes and Prometheus reach it on the
+pod's address; it serves only /healthz, /readyz and /metrics (networkPolicy limits who may
+connect). */}}
 {{- define "comm100-bridge.env" -}}
 - name: COMM100_BRIDGE__HTTP__LISTEN
   value: "0.0.0.0:{{ .Values.ports.http }}"
@@ -66,17 +96,14 @@ over the `config` file), the brokers, the Kafka properties and the Secret's valu
 - name: {{ include "comm100-bridge.propertyEnv" $key }}
   value: {{ $value | toString | quote }}
 {{- end }}
-- name: COMM100_BRIDGE__AUTH__TOKENS
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "comm100-bridge.secretName" . }}
-      key: tokens
-{{- if or .Values.secret.existingSecret .Values.secret.kafkaPassword }}
-- name: COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "comm100-bridge.secretName" . }}
-      key: {{ .Values.secret.kafkaPasswordKey }}
-      optional: {{ not .Values.secret.kafkaPassword }}
+{{- with .Values.auth.trustedProxies }}
+- name: COMM100_BRIDGE__AUTH__TRUSTED_PROXIES
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: COMM100_BRIDGE__AUTH__TOKENS_FILE
+  value: {{ include "comm100-bridge.secretDir" . }}/tokens
+{{- if include "comm100-bridge.kafkaPassword" . }}
+- name: COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASSWORD_FILE
+  value: {{ include "comm100-bridge.secretDir" . }}/{{ .Values.secret.kafkaPasswordKey }}
 {{- end }}
 {{- end -}}

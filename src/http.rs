@@ -622,8 +622,8 @@ fn regrow(
     room(Room::GiveBack(from))
 }
 
-/// The capacity a buffer of `capacity` holding `len` bytes grows to for `need` bytes:
-/// doubling (at least 16 KiB), never past `max`, nor past `expected` when that is known.
+/// The capacity a buffer of `capacity` bytes grows to when it must hold `need`: doubling
+/// (at least 16 KiB), never past `max`, nor past `expected` when that is known.
 fn next_capacity(capacity: usize, need: usize, expected: usize, max: usize) -> usize {
     let mut to = need.max(2 * capacity).max(16 << 10).min(max);
     if expected > 0 {
@@ -1235,6 +1235,84 @@ impl Drop for GaugeGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn budget(
+        requests: usize,
+        per_client_requests: usize,
+        bytes: usize,
+        per_client_bytes: usize,
+    ) -> Budget {
+        let mut http = crate::config::Config::load_with_env(None, Some(Default::default()))
+            .unwrap()
+            .http;
+        http.max_body_bytes = 1000;
+        http.max_inflight_requests = requests;
+        http.max_inflight_requests_per_client = per_client_requests;
+        http.max_inflight_bytes = bytes;
+        http.max_inflight_bytes_per_client = per_client_bytes;
+        Budget::new(&http)
+    }
+
+    #[test]
+    fn a_client_holds_at_most_its_share_and_gives_all_of_it_back() {
+        let b = budget(4, 2, 10_000, 6_000);
+        let (x, y): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let first = b.try_acquire(x, 1_000).unwrap();
+        let second = b.try_acquire(x, 1_000).unwrap();
+        assert_eq!(
+            b.try_acquire(x, 1).err(),
+            Some(Crowded::Client),
+            "a third request"
+        );
+        assert_eq!(
+            b.more(&first, 4_001).err(),
+            Some(Crowded::Client),
+            "past 6,000 bytes"
+        );
+        b.more(&first, 4_000).unwrap();
+        // The other client still has the rest of the budget, and no more.
+        let other = b.try_acquire(y, 1_000).unwrap();
+        assert_eq!(b.more(&other, 3_001).err(), Some(Crowded::Everyone));
+        b.more(&other, 3_000).unwrap();
+        assert_eq!(b.bytes.available_permits(), 0);
+        // A buffer's growth: the new capacity is taken, then the old one given back.
+        b.room(&other, Room::GiveBack(2_000)).unwrap();
+        assert_eq!(b.bytes.available_permits(), 2_000);
+        drop((first, second, other));
+        assert_eq!(b.bytes.available_permits(), 10_000);
+        assert_eq!(b.requests.available_permits(), 4);
+        assert!(b.clients.lock().is_empty(), "a share outlived its requests");
+        // Refused at once, a client leaves nothing behind either.
+        let held: Vec<Held> = (0..4)
+            .map(|i| b.try_acquire(IpAddr::from([10, 0, 0, i]), 1).unwrap())
+            .collect();
+        assert_eq!(b.try_acquire(x, 1).err(), Some(Crowded::Everyone));
+        drop(held);
+        assert!(b.clients.lock().is_empty());
+    }
+
+    #[test]
+    fn a_buffer_grows_by_doubling_to_what_is_expected_and_never_past_the_limit() {
+        assert_eq!(next_capacity(0, 100, 0, 1 << 20), 16 << 10);
+        assert_eq!(
+            next_capacity(16 << 10, (16 << 10) + 1, 0, 1 << 20),
+            32 << 10
+        );
+        assert_eq!(next_capacity(0, 100, 5_000, 1 << 20), 5_000);
+        assert_eq!(
+            next_capacity(512 << 10, (512 << 10) + 1, 700_000, 1 << 20),
+            700_000
+        );
+        assert_eq!(
+            next_capacity(768 << 10, (768 << 10) + 1, 0, 1 << 20),
+            1 << 20
+        );
+        assert_eq!(
+            next_capacity(0, 9_000, 5_000, 1 << 20),
+            9_000,
+            "more than declared"
+        );
+    }
 
     /// Its place in [`Refusal::ALL`]; the match breaks the build when a refusal is added.
     fn position(refusal: Refusal) -> usize {

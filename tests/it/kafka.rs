@@ -851,6 +851,53 @@ fn incompressible_event(chat: &str, bytes: usize) -> String {
         .to_string()
 }
 
+/// Waits until every partition's leader refuses a record over `limit` bytes for [`TOPIC`]:
+/// a changed topic configuration reaches the leaders a moment after the controller took it.
+/// The probe is a producer of the test's own, so the bridge's posts are each sent once.
+async fn topic_limit_in_force(bootstrap: &str, limit: usize) {
+    use rdkafka::error::KafkaError;
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    use rdkafka::types::RDKafkaErrorCode;
+    let probe: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("compression.type", "none")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let partitions = probe
+        .client()
+        .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
+        .unwrap()
+        .topics()[0]
+        .partitions()
+        .len() as i32;
+    // A record with an `id`, as the topic's readers expect; one that gets through is one of
+    // "other records in the topic".
+    let payload =
+        serde_json::json!({"id": "max-message-bytes-probe", "pad": "x".repeat(2 * limit)})
+            .to_string();
+    let started = Instant::now();
+    for partition in 0..partitions {
+        loop {
+            let record = FutureRecord::<(), _>::to(TOPIC)
+                .payload(&payload)
+                .partition(partition);
+            match probe.send(record, Duration::from_secs(10)).await {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    break
+                }
+                Ok(_) => {}
+                Err((e, _)) => panic!("probing partition {partition}: {e}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "max.message.bytes = {limit} not in force on partition {partition} after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// Kills every broker, then starts them again at once (one alone has no controller quorum).
 fn all_brokers_down(kafka: &Kafka) {
     for id in 1..=3 {
@@ -886,6 +933,7 @@ async fn records_kafka_can_never_take_and_a_spool_left_at_shutdown() {
     {
         result.unwrap();
     }
+    topic_limit_in_force(kafka.bootstrap(), 20_000).await;
     let work = tempfile::tempdir().unwrap();
     let config = bridge_config(work.path(), "bridge", kafka.bootstrap(), true, "");
     let mut bridge = Process::start(&config);

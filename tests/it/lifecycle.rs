@@ -501,15 +501,7 @@ async fn an_empty_token_file_never_lets_everyone_in() {
 
     // While running: the file emptied is not taken, the token in force stays.
     std::fs::write(&tokens, "token-a\n").unwrap();
-    let config = write_config(
-        dir.path(),
-        &cluster.bootstrap_servers(),
-        &dir.path().join("spool"),
-        &[(
-            "auth",
-            &format!("tokens_file = {:?}", tokens.display().to_string()),
-        )],
-    );
+    let config = tokens_file_config(dir.path(), &cluster.bootstrap_servers(), &tokens);
     let config_text = std::fs::read_to_string(&config)
         .unwrap()
         .replace(&format!("tokens = [\"{TOKEN}\"]"), "tokens = []");
@@ -576,17 +568,10 @@ async fn a_rotated_secret_volume_is_honoured_without_a_restart_or_a_signal() {
     std::fs::create_dir(&secrets).unwrap();
     // As the chart's Secret holds them: comma-separated, no final newline.
     let mut volume = SecretVolume::new(&secrets, "tokens", "token-a,token-b");
-    let config = write_config(
+    let config = tokens_file_config(
         dir.path(),
         &cluster.bootstrap_servers(),
-        &dir.path().join("spool"),
-        &[(
-            "auth",
-            &format!(
-                "tokens_file = {:?}",
-                secrets.join("tokens").display().to_string()
-            ),
-        )],
+        &secrets.join("tokens"),
     );
     let mut bridge = Process::start(&config);
     let hook = "/webhooks/comm100";
@@ -624,15 +609,7 @@ async fn a_token_file_rewritten_in_two_halves_is_never_half_believed() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "token-a\n").unwrap();
-    let config = write_config(
-        dir.path(),
-        &cluster.bootstrap_servers(),
-        &dir.path().join("spool"),
-        &[(
-            "auth",
-            &format!("tokens_file = {:?}", tokens.display().to_string()),
-        )],
-    );
+    let config = tokens_file_config(dir.path(), &cluster.bootstrap_servers(), &tokens);
     let mut bridge = Process::start(&config);
     let hook = "/webhooks/comm100";
     assert!(status_with(&bridge, hook, "token-a").await.is_success());
@@ -676,4 +653,17 @@ async fn a_token_file_rewritten_in_two_halves_is_never_half_believed() {
         "token file written in two halves 600 ms apart, 3 times: {half_probes} posts with the \
          first half during the pauses, all 401; each whole token accepted after"
     ));
+}
+
+/// A child bridge's configuration (as [`write_config`]) that also reads `tokens`.
+fn tokens_file_config(dir: &Path, bootstrap: &str, tokens: &Path) -> std::path::PathBuf {
+    write_config(
+        dir,
+        bootstrap,
+        &dir.join("spool"),
+        &[(
+            "auth",
+            &format!("tokens_file = {:?}", tokens.display().to_string()),
+        )],
+    )
 }

@@ -15,7 +15,7 @@ use comm100_bridge::delivery::kafka::Publisher;
 use comm100_bridge::delivery::order::Order;
 use comm100_bridge::delivery::spool::replay::{Memory, Replay};
 use comm100_bridge::delivery::spool::{self, Spool};
-use comm100_bridge::event::{Record, Site, Timestamp};
+use comm100_bridge::event::{EventType, Record, Site, Timestamp};
 use comm100_bridge::metrics::Metrics;
 use comm100_bridge::route::Router;
 use comm100_bridge::{dev, serve, Listeners};
@@ -64,6 +64,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// The JSON Schema of every record type, generated from the code that declares them.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
     /// Look into, or empty, a spool directory (for example one a removed replica left).
     #[command(subcommand)]
     Spool(SpoolCommand),
@@ -72,6 +75,20 @@ enum Command {
         /// An http:// URL, such as the admin listener's /healthz or /readyz.
         #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
         url: hyper::Uri,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Write `<type>.schema.json` for every record type into DIR (created if missing),
+    /// replacing files of those names.
+    Write {
+        /// The directory to write into.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Configuration file (TOML) whose topic names the schemas mention.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -107,6 +124,9 @@ fn main() -> ExitCode {
             normalize(&file, site.as_deref(), config.or(cli.config).as_deref())
         }
         Some(Command::CheckConfig { config }) => check_config(config.or(cli.config).as_deref()),
+        Some(Command::Schemas(SchemasCommand::Write { dir, config })) => {
+            schemas_write(&dir, config.or(cli.config).as_deref())
+        }
         Some(Command::Spool(SpoolCommand::Inspect { dir })) => spool_inspect(&dir),
         Some(Command::Spool(SpoolCommand::Drain { dir, config })) => {
             spool_drain(&dir, config.or(cli.config).as_deref())
@@ -146,6 +166,20 @@ fn init_logging(config: &Config) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Writes the schema of every record type into `dir`.
+fn schemas_write(dir: &Path, config: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let router = Router::new(&config.topics);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for kind in EventType::ALL {
+        let path = dir.join(format!("{kind}.schema.json"));
+        std::fs::write(&path, router.schema_text(kind))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 /// GETs `url` over HTTP/1.1 and fails unless the answer is 2xx within 3 s.

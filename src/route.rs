@@ -110,6 +110,48 @@ impl Router {
     }
 }
 
+impl Router {
+    /// The JSON Schema document of the records of type `kind`, as `schemas write` writes it
+    /// to `<type>.schema.json`: the record's schema with where and how it is published.
+    pub fn schema(&self, kind: EventType) -> Value {
+        let mut document = Map::new();
+        let mut put = |k: &str, v: Value| document.insert(k.to_owned(), v);
+        put(
+            "$schema",
+            "https://json-schema.org/draft/2020-12/schema".into(),
+        );
+        put("$id", format!("{SCHEMA_ID_BASE}{kind}.schema.json").into());
+        put("title", format!("comm100-bridge {kind} record").into());
+        put(
+            "description",
+            format!(
+                "{} {} Published as JSON on the topic `{}` (configurable) with CloudEvents \
+                 headers ce_specversion, ce_id, ce_type={}, ce_source, ce_time and content-type.",
+                kind.summary(),
+                kind.key_summary(),
+                self.topic(kind),
+                ce_type(kind),
+            )
+            .into(),
+        );
+        if let Value::Object(schema) = Record::schema(kind) {
+            document.extend(schema);
+        }
+        Value::Object(document)
+    }
+
+    /// [`Router::schema`] as the text of its file: indented JSON and a final newline.
+    pub fn schema_text(&self, kind: EventType) -> String {
+        let mut text =
+            serde_json::to_string_pretty(&self.schema(kind)).expect("a JSON value serializes");
+        text.push('\n');
+        text
+    }
+}
+
+/// Where the schemas' `$id`s live; the file name follows.
+const SCHEMA_ID_BASE: &str = "https://comm100-bridge.dev/schemas/";
+
 /// `ce_type` of records of type `kind`: [`CE_TYPE_PREFIX`] and the type.
 fn ce_type(kind: EventType) -> &'static str {
     match kind {

@@ -1,7 +1,8 @@
 //! Each payload object is declared once, with `payload_object!`: a line per field gives its
 //! type, how it is normalized and the payload key(s) it comes from. The struct (fields in
 //! that order, then `extra`), the shape the reader fills (its keys sorted as Comm100 sends
-//! them) and the normalizer (taking each key by its place in the shape) follow from it.
+//! them), the normalizer (taking each key by its place in the shape) and the JSON Schema
+//! (each field's doc comment its description) follow from it.
 
 /// How the payload key of a field is read, by the field's normalizer: nested objects are
 /// read against their shape, everything else as plain JSON.
@@ -28,16 +29,19 @@ macro_rules! kind_of {
 /// the `then` block from the others.
 macro_rules! payload_object {
     (
-        $(#[$meta:meta])*
+        $(#[doc = $doc:literal])*
         $name:ident {
-            $($field:ident: $ty:ty = $rule:ident($($key:literal),*),)+
+            $(
+                $(#[doc = $field_doc:literal])*
+                $field:ident: $ty:ty = $rule:ident($($key:literal),*),
+            )+
         }
         $(then |$object:ident| $then:block)?
     ) => {
-        $(#[$meta])*
+        $(#[doc = $doc])*
         #[derive(Debug, Clone, PartialEq, Serialize)]
         pub struct $name<'a> {
-            $(pub $field: $ty,)+
+            $($(#[doc = $field_doc])* pub $field: $ty,)+
             #[serde(skip_serializing_if = "Map::is_empty")]
             pub extra: Map<String, Value>,
         }
@@ -56,6 +60,20 @@ macro_rules! payload_object {
                 };
                 $(let $object = &mut object; $then)?
                 object
+            }
+        }
+
+        impl<'a> $crate::event::schema::Describe for $name<'a> {
+            fn describe(defs: &mut $crate::event::schema::Defs) -> Value {
+                use $crate::event::schema::{def_name, doc, object, refine, Describe};
+                defs.refer(&def_name(stringify!($name)), |defs| {
+                    let properties = vec![$((
+                        stringify!($field),
+                        doc(&[$($field_doc),*]),
+                        refine(stringify!($rule), <$ty as Describe>::describe(defs)),
+                    ),)+];
+                    object(&doc(&[$($doc),*]), properties, true, defs)
+                })
             }
         }
     };

@@ -356,26 +356,34 @@ impl<'a, 'm> Fields<'a, 'm> {
 }
 
 payload_object! {
-    /// One custom variable.
+    /// A value captured from the visitor's page by Comm100 custom-variable code (payload
+    /// `custom_variable` or `custom_variables`).
     CustomVariable {
+        /// Variable name.
         name: Option<Text<'a>> = text("name"),
+        /// Captured value; null when empty.
         value: Option<Text<'a>> = text("value"),
     }
 }
 
 payload_object! {
-    /// One custom (pre-chat or wrap-up) field; `field_id` is accepted for `id`.
+    /// A pre-chat, offline-message or wrap-up form field.
     CustomField {
+        /// Field id (payload `id` or `field_id`), decimal when it was an integer.
         id: Option<Text<'a>> = first_id("id", "field_id"),
+        /// Field label.
         name: Option<Text<'a>> = text("name"),
+        /// Entered value, as text (numbers arrive as text).
         value: Option<Text<'a>> = text("value"),
     }
 }
 
 payload_object! {
-    /// One attachment. `url` is accepted for `uri`.
+    /// A file attached by the visitor or exchanged in the chat.
     Attachment {
+        /// File name.
         name: Option<Text<'a>> = text("name"),
+        /// Where the file can be fetched (payload `uri` or `url`).
         uri: Option<Text<'a>> = first_text("uri", "url"),
     }
 }
@@ -395,7 +403,8 @@ pub struct VisitorStatus {
 }
 
 impl VisitorStatus {
-    const NAMES: [&'static str; 12] = [
+    /// The names of the codes Comm100 documents, by code.
+    pub(crate) const NAMES: [&'static str; 12] = [
         "waiting_for_chat",
         "voice_chatting",
         "chatting",
@@ -410,12 +419,15 @@ impl VisitorStatus {
         "out_of_site",
     ];
 
+    /// The name of a code Comm100 does not document.
+    pub(crate) const UNKNOWN: &'static str = "unknown";
+
     fn new(code: i64) -> Self {
         let name = usize::try_from(code)
             .ok()
             .and_then(|i| Self::NAMES.get(i))
             .copied()
-            .unwrap_or("unknown");
+            .unwrap_or(Self::UNKNOWN);
         Self { code, name }
     }
 }

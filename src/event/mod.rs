@@ -11,6 +11,7 @@ mod declare;
 mod fields;
 mod meter;
 mod objects;
+mod schema;
 mod shape;
 mod time;
 
@@ -25,6 +26,7 @@ use uuid::Uuid;
 pub use fields::{Attachment, CustomField, CustomVariable, Text, VisitorStatus};
 pub use meter::{Exceeded, Grow, Meter};
 pub use objects::{Agent, AgentStatus, Chat, OfflineMessage, Visitor, Wrapup};
+pub use schema::{Defs, Describe};
 pub use time::Timestamp;
 
 use fields::Fields;
@@ -92,50 +94,62 @@ impl EventType {
         }
     }
 
+    /// The `event` values of this type, as Comm100 spells them (matched case-insensitively
+    /// after trimming); none for [`EventType::Unknown`].
+    pub fn names(self) -> Vec<&'static str> {
+        EVENT_NAMES
+            .iter()
+            .filter(|(_, kind, _)| *kind == self)
+            .map(|(name, _, _)| *name)
+            .collect()
+    }
+
     /// Classifies a payload's `event` value (case-insensitive, trimmed); an agent status
     /// event also yields the status.
     pub fn classify(event: &str) -> (Self, Option<AgentStatus>) {
-        const NAMES: [(&str, EventType, Option<AgentStatus>); 12] = [
-            (
-                "offline_message_submitted",
-                EventType::OfflineMessageSubmitted,
-                None,
-            ),
-            ("chat_started", EventType::ChatStarted, None),
-            ("chat_ended", EventType::ChatEnded, None),
-            ("chat_wrapped_up", EventType::ChatWrappedUp, None),
-            ("chat_wraped_up", EventType::ChatWrappedUp, None),
-            ("chat_request", EventType::ChatRequested, None),
-            ("chat_requested", EventType::ChatRequested, None),
-            ("chat_transferred", EventType::ChatTransferred, None),
-            (
-                "online",
-                EventType::AgentStatusChanged,
-                Some(AgentStatus::Online),
-            ),
-            (
-                "away",
-                EventType::AgentStatusChanged,
-                Some(AgentStatus::Away),
-            ),
-            (
-                "login",
-                EventType::AgentStatusChanged,
-                Some(AgentStatus::Login),
-            ),
-            (
-                "logout",
-                EventType::AgentStatusChanged,
-                Some(AgentStatus::Logout),
-            ),
-        ];
         let event = event.trim();
-        NAMES
+        EVENT_NAMES
             .iter()
             .find(|(name, _, _)| name.eq_ignore_ascii_case(event))
             .map_or((Self::Unknown, None), |&(_, kind, status)| (kind, status))
     }
 }
+
+/// Every `event` value Comm100 sends, with its type and, for an agent's, the status.
+const EVENT_NAMES: [(&str, EventType, Option<AgentStatus>); 12] = [
+    (
+        "offline_message_submitted",
+        EventType::OfflineMessageSubmitted,
+        None,
+    ),
+    ("chat_started", EventType::ChatStarted, None),
+    ("chat_ended", EventType::ChatEnded, None),
+    ("chat_wrapped_up", EventType::ChatWrappedUp, None),
+    ("chat_wraped_up", EventType::ChatWrappedUp, None),
+    ("chat_request", EventType::ChatRequested, None),
+    ("chat_requested", EventType::ChatRequested, None),
+    ("chat_transferred", EventType::ChatTransferred, None),
+    (
+        "online",
+        EventType::AgentStatusChanged,
+        Some(AgentStatus::Online),
+    ),
+    (
+        "away",
+        EventType::AgentStatusChanged,
+        Some(AgentStatus::Away),
+    ),
+    (
+        "login",
+        EventType::AgentStatusChanged,
+        Some(AgentStatus::Login),
+    ),
+    (
+        "logout",
+        EventType::AgentStatusChanged,
+        Some(AgentStatus::Logout),
+    ),
+];
 
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

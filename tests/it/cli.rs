@@ -68,6 +68,46 @@ fn normalize_reads_standard_input_and_honours_topic_configuration() {
 }
 
 #[test]
+fn schemas_write_writes_the_repositorys_schemas_with_the_configured_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bridge()
+        .args(["schemas", "write", "--dir"])
+        .arg(dir.path().join("new"))
+        .run()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let mut written = 0;
+    for entry in std::fs::read_dir(&repo).unwrap() {
+        let name = entry.unwrap().file_name();
+        let new = std::fs::read(dir.path().join("new").join(&name)).unwrap();
+        assert!(new == std::fs::read(repo.join(&name)).unwrap(), "{name:?}");
+        written += 1;
+    }
+    assert_eq!(written, 8);
+
+    let out = bridge()
+        .args(["schemas", "write", "--dir"])
+        .arg(dir.path())
+        .env("COMM100_BRIDGE__TOPICS__PREFIX", "acme")
+        .run()
+        .unwrap();
+    assert!(out.status.success());
+    let schema: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("chat_ended.schema.json")).unwrap())
+            .unwrap();
+    let description = schema["description"].as_str().unwrap();
+    assert!(
+        description.contains("topic `acme.chat_ended`"),
+        "{description}"
+    );
+}
+
+#[test]
 fn normalize_exits_1_on_a_payload_the_bridge_would_reject() {
     let dir = tempfile::tempdir().unwrap();
     for (body, code) in [
@@ -176,6 +216,7 @@ fn version_names_the_commit_and_every_option_has_help() {
         &["check-config"],
         &["spool", "inspect"],
         &["spool", "drain"],
+        &["schemas", "write"],
     ] {
         let out = bridge().args(command).arg("--help").run().unwrap();
         let help = String::from_utf8(out.stdout).unwrap();

@@ -3,7 +3,9 @@
 //! wrong type or an undocumented field does not.
 
 use crate::common::{fixtures_dir, samples, validator};
-use comm100_bridge::event::{Record, Site, Timestamp};
+use comm100_bridge::config::Config;
+use comm100_bridge::event::{EventType, Record, Site, Timestamp};
+use comm100_bridge::route::Router;
 use serde_json::{json, Value};
 
 fn errors(kind: &str, record: &Value) -> Vec<String> {
@@ -79,4 +81,33 @@ fn a_record_with_a_wrong_type_or_an_undocumented_field_fails() {
 
     // A record is only valid against the schema of its own type.
     assert!(!errors("chat_started", &good).is_empty());
+}
+
+#[test]
+fn the_schemas_directory_is_what_schemas_write_generates() {
+    let router = Router::new(
+        &Config::load_with_env(None, Some(Default::default()))
+            .unwrap()
+            .topics,
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    let mut expected: Vec<_> = EventType::ALL
+        .iter()
+        .map(|k| format!("{k}.schema.json"))
+        .collect();
+    expected.sort();
+    assert_eq!(files, expected, "schemas/ holds one file per record type");
+    for kind in EventType::ALL {
+        let path = dir.join(format!("{kind}.schema.json"));
+        assert!(
+            std::fs::read_to_string(&path).unwrap() == router.schema_text(kind),
+            "{} differs from the declarations; run `cargo run -- schemas write --dir schemas`",
+            path.display()
+        );
+    }
 }

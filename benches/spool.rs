@@ -9,7 +9,7 @@ use comm100_bridge::config::{Config, FsyncPolicy};
 use comm100_bridge::delivery::kafka::Publisher;
 use comm100_bridge::delivery::order::Order;
 use comm100_bridge::delivery::spool::replay::{Memory, Replay};
-use comm100_bridge::delivery::spool::Spool;
+use comm100_bridge::delivery::spool::{frame_limit, Spool};
 use comm100_bridge::event::{Record, Timestamp};
 use comm100_bridge::metrics::Metrics;
 use comm100_bridge::route::{Message, Router};
@@ -75,8 +75,12 @@ async fn main() {
         config.spool.dir = dir.path().to_owned();
         config.spool.fsync = fsync;
         let metrics = Metrics::new();
-        let spool =
-            Spool::open(&config.spool, config.spool_frame_limit(), metrics.clone()).unwrap();
+        let spool = Spool::open(
+            &config.spool,
+            frame_limit(config.kafka.message_max_bytes()),
+            metrics.clone(),
+        )
+        .unwrap();
         let took = append_all(&spool, &messages).await;
         line(
             &format!("append (spooling), fsync = {fsync:?}"),

@@ -264,12 +264,6 @@ impl Config {
         }
     }
 
-    /// The largest record frame the spool writes; it follows from `message.max.bytes`,
-    /// since the spool only takes records the producer can send.
-    pub fn spool_frame_limit(&self) -> usize {
-        crate::delivery::spool::frame_limit(self.kafka.message_max_bytes())
-    }
-
     /// The dead-letter topic: `dlq.topic`, else `<prefix>.dlq`.
     pub fn dlq_topic(&self) -> String {
         self.dlq
@@ -835,7 +829,9 @@ impl Config {
         }
         if self.spool.enabled && self.spool.fsync == FsyncPolicy::Never {
             out.push(
-                "spool.fsync is \"never\": a 202 answered while Kafka is away says                  \"durable\": false, and those records are lost if the machine (not only the                  process) crashes before the OS writes them; use \"always\""
+                "spool.fsync is \"never\": a 202 answered while Kafka is away says \
+                 \"durable\": false, and those records are lost if the machine (not only the \
+                 process) crashes before the OS writes them; use \"always\""
                     .to_owned(),
             );
         }
@@ -1013,7 +1009,6 @@ mod tests {
         let f = file("[http]\nmax_body_bytes = 1048576\n[kafka.properties]\n\"message.max.bytes\" = \"1200000\"\n");
         let c = Config::load_with_env(Some(f.path()), env(&[])).unwrap();
         assert_eq!(c.kafka.message_max_bytes(), 1_200_000);
-        assert_eq!(c.spool_frame_limit(), 7_204_096);
         let f = file("[kafka.properties]\n\"message.max.bytes\" = \"lots\"\n");
         let err = Config::load_with_env(Some(f.path()), env(&[]))
             .unwrap_err()

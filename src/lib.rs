@@ -20,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod reload;
 pub mod route;
+mod sync;
 pub mod tls;
 
 /// The crate's version.
@@ -37,7 +38,6 @@ pub const LONG_VERSION: &str = concat!(
 );
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,13 +46,10 @@ use tokio::sync::watch;
 
 use crate::auth::LiveAuth;
 use crate::config::Config;
-use crate::delivery::kafka::Publisher;
-use crate::delivery::order::Order;
 use crate::delivery::spool::replay::Replay;
-use crate::delivery::spool::{Spool, SpoolError};
+use crate::delivery::spool::Spool;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
-use crate::route::Router;
 
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +59,8 @@ pub enum ServeError {
          or set auth.allow_unauthenticated = true to accept anyone"
     )]
     NoToken,
-    #[error("cannot create the Kafka producer: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("cannot open the spool: {0}")]
-    Spool(#[from] SpoolError),
+    #[error("{0}")]
+    Delivery(#[from] delivery::OpenError),
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] tls::TlsError),
     #[error("{0}")]
@@ -152,54 +147,11 @@ impl Bridge {
             .map(|c| c.acceptor(config.http.http2))
             .transpose()?;
         let reloader = tokio::spawn(reload::run(hangup, auth.clone(), certificates));
-        let metrics = Metrics::new();
-        let spool = match config.spool.enabled {
-            true => Some(Spool::open(
-                &config.spool,
-                config.spool_frame_limit(),
-                metrics.clone(),
-            )?),
-            false => None,
-        };
-        let publisher = Publisher::new(&config, metrics.clone())?;
-        let order = Arc::new(Order::new());
-        if let Some(spool) = &spool {
-            if spool.pending_events() > 0 {
-                spool.for_each_pending(|m| order.count_spooled(m.key.as_deref()))?;
-            }
-        }
-        let deadline = config.delivery.deadline();
-        let app = Arc::new(http::App {
-            auth,
-            router: Router::new(&config.topics),
-            delivery: Delivery::new(publisher, spool, order, deadline, config.kafka_wait()),
-            metrics,
-            max_body_bytes: config.http.max_body_bytes,
-            dead_letter_rejected: config.dlq.rejected_bodies,
-            retry_after_secs: deadline.as_secs().max(1),
-            draining: AtomicBool::new(false),
-            body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
-            budget: http::Budget::new(&config.http),
-            limits: http::ConnectionLimits {
-                http2: config.http.http2,
-                max_connections: config.http.max_connections,
-                max_connections_per_client: Some(config.http.max_connections_per_client),
-                header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
-                keep_alive_timeout: Duration::from_millis(config.http.keep_alive_timeout_ms),
-                max_header_bytes: config.http.max_header_bytes,
-                max_headers: config.http.max_headers,
-            },
-            admin_limits: http::ConnectionLimits {
-                http2: false,
-                max_connections: config.admin.max_connections,
-                max_connections_per_client: None,
-                header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
-                keep_alive_timeout: Duration::from_millis(config.http.keep_alive_timeout_ms),
-                max_header_bytes: config.http.max_header_bytes,
-                max_headers: config.http.max_headers,
-            },
-            admin_routes_on_webhook: !admin || config.http.expose_admin_routes,
-        });
+        let metrics = Metrics::new().with_routes(&http::routes());
+        let delivery = Delivery::from_config(&config, metrics.clone())?;
+        let app = Arc::new(http::App::from_config(
+            &config, auth, delivery, metrics, admin,
+        ));
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
@@ -268,7 +220,7 @@ impl Bridge {
             let app = app.clone();
             async move {
                 shutdown.await;
-                app.draining.store(true, Ordering::SeqCst);
+                app.drain();
                 if !shutdown_delay.is_zero() {
                     tracing::info!(
                         delay_ms = shutdown_delay.as_millis() as u64,

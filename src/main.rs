@@ -360,7 +360,11 @@ fn spool_drain(dir: &Path, config_file: Option<&Path>) -> anyhow::Result<()> {
     init_logging(&config);
     runtime()?.block_on(async {
         let metrics = Metrics::new();
-        let spool = Spool::open(&config.spool, config.spool_frame_limit(), metrics.clone())?;
+        let spool = Spool::open(
+            &config.spool,
+            spool::frame_limit(config.kafka.message_max_bytes()),
+            metrics.clone(),
+        )?;
         let pending = spool.pending_events();
         if pending > 0 {
             let publisher = Publisher::new(&config, metrics.clone())?;

@@ -13,18 +13,6 @@ use crate::event::EventType;
 
 const PREFIX: &str = "comm100_bridge";
 
-/// Route labels of `http_requests_total` and `http_request_duration_seconds`, each with
-/// every status the bridge answers on it (the webhook's from [`crate::http::Refusal`]).
-pub fn routes() -> Vec<(&'static str, Vec<u16>)> {
-    vec![
-        ("webhook", crate::http::webhook_statuses()),
-        ("healthz", vec![200, 405]),
-        ("readyz", vec![200, 405, 503]),
-        ("metrics", vec![200, 405]),
-        ("other", vec![404]),
-    ]
-}
-
 /// Declares the values of one label as an enum with `ALL` and `as_str`, so that no label
 /// value is a free string that could fall into another series.
 macro_rules! label_values {
@@ -300,14 +288,6 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("registered once");
-        let routes = routes();
-        for (route, statuses) in &routes {
-            m.http_request_duration.with_label_values(&[*route]);
-            for status in statuses {
-                m.http_requests
-                    .with_label_values(&[*route, status.to_string().as_str()]);
-            }
-        }
         for kind in EventType::ALL {
             let t = kind.as_str();
             m.events_received.with_label_values(&[t]);
@@ -343,25 +323,30 @@ impl Metrics {
                 }
             })
             .collect();
-        m.routes = routes
+        m
+    }
+
+    /// With the series of each route label and every status it answers with, at zero; the
+    /// server's routes ([`crate::http::routes`]).
+    pub fn with_routes(mut self, routes: &[(&'static str, Vec<u16>)]) -> Self {
+        self.routes = routes
             .iter()
             .map(|(route, statuses)| RouteMetrics {
                 route,
-                duration: m.http_request_duration.with_label_values(&[route]),
+                duration: self.http_request_duration.with_label_values(&[route]),
                 statuses: statuses
                     .iter()
                     .map(|s| {
                         let status = s.to_string();
-                        (
-                            *s,
-                            m.http_requests
-                                .with_label_values(&[*route, status.as_str()]),
-                        )
+                        let counter = self
+                            .http_requests
+                            .with_label_values(&[*route, status.as_str()]);
+                        (*s, counter)
                     })
                     .collect(),
             })
             .collect();
-        m
+        self
     }
 
     /// Counts one record or rejected body in the dead-letter topic.

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::LiveAuth;
+use crate::sync::Unpoisoned;
 use crate::tls::Certificates;
 
 /// How often the files are checked for changes.
@@ -149,7 +150,7 @@ impl Watched {
     /// at least [`SETTLE`].
     pub fn settled_change(&self) -> bool {
         let now = stamps(&self.paths);
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         if now == state.read {
             state.changed = None;
             return false;
@@ -172,7 +173,7 @@ impl Watched {
         if stamps(&self.paths) != before {
             return Err(Changing.into());
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         state.read = before;
         state.changed = None;
         result

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 use crate::reload::{Changing, Watched};
+use crate::sync::UnpoisonedRw;
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +68,7 @@ impl Certificates {
     /// keeps serving the previous certificate.
     pub fn reload(&self) -> Result<(), TlsError> {
         let key = self.watched.read(|| read_key(&self.files))?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+        *self.current.write_locked() = Arc::new(key);
         Ok(())
     }
 
@@ -94,12 +95,7 @@ impl Certificates {
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        Some(self.current.read_locked().clone())
     }
 }
 

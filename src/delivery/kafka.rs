@@ -22,6 +22,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use crate::route::{self, Message};
+use crate::sync::Unpoisoned;
 
 /// Where a record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,7 +278,7 @@ impl ClientContext for Context {
         }
         self.0.metrics.kafka_brokers_up.set(up);
         if up > 0 {
-            let cleared = self.0.authentication.lock().unwrap().take();
+            let cleared = self.0.authentication.locked().take();
             if cleared.is_some() {
                 tracing::info!("connected to Kafka; the authentication error is resolved");
             }
@@ -606,7 +607,7 @@ impl Publisher {
 
     /// librdkafka's latest authentication or TLS error, while no broker is connected.
     pub fn authentication_error(&self) -> Option<String> {
-        self.shared.authentication.lock().unwrap().clone()
+        self.shared.authentication.locked().clone()
     }
 
     /// Brokers the producer is connected to, per the latest statistics; -1 before the first.

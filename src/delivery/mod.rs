@@ -12,10 +12,11 @@ pub mod spool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::delivery::kafka::{Delivered, Late, Publisher, Rejection, Settled, Unsettled};
 use crate::delivery::order::{Order, Original, Turn};
 use crate::delivery::spool::{Spool, SpoolError};
-use crate::metrics::FailureReason;
+use crate::metrics::{FailureReason, Metrics};
 use crate::route::Message;
 
 /// What became of a record.
@@ -36,6 +37,20 @@ pub enum Outcome {
     },
 }
 
+/// Whether records can be made durable now, as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// `spooling`: with a spool, whether records go to it (no broker, or records waiting).
+    Ready {
+        brokers_up: i64,
+        spooling: Option<bool>,
+    },
+    NotReady {
+        reason: String,
+        brokers_up: i64,
+    },
+}
+
 /// Kafka, the spool beside it, and how long a record may take to reach either.
 pub struct Delivery {
     pub publisher: Publisher,
@@ -46,7 +61,43 @@ pub struct Delivery {
     append_budget: Duration,
 }
 
+/// Why delivery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] SpoolError),
+}
+
 impl Delivery {
+    /// The producer, and the spool when `spool.enabled`, of `config`; what the spool holds
+    /// is counted per key, so that new records of those keys queue behind it.
+    pub fn from_config(config: &Config, metrics: Metrics) -> Result<Self, OpenError> {
+        let spool = match config.spool.enabled {
+            true => Some(Spool::open(
+                &config.spool,
+                spool::frame_limit(config.kafka.message_max_bytes()),
+                metrics.clone(),
+            )?),
+            false => None,
+        };
+        let publisher = Publisher::new(config, metrics)?;
+        let order = Arc::new(Order::new());
+        if let Some(spool) = &spool {
+            if spool.pending_events() > 0 {
+                spool.for_each_pending(|m| order.count_spooled(m.key.as_deref()))?;
+            }
+        }
+        Ok(Self::new(
+            publisher,
+            spool,
+            order,
+            config.delivery.deadline(),
+            config.kafka_wait(),
+        ))
+    }
+
     /// `kafka_wait` is the part of `deadline` a record may wait for Kafka; the rest is
     /// for its spool append. `order` knows the keys of what the spool holds.
     pub fn new(
@@ -62,6 +113,50 @@ impl Delivery {
             order,
             deadline,
             append_budget: deadline.saturating_sub(kafka_wait),
+        }
+    }
+
+    /// Brokers the producer is connected to (0 until it knows).
+    pub fn brokers_up(&self) -> i64 {
+        self.publisher.brokers_up().max(0)
+    }
+
+    /// Whether a record handed over now can be made durable: a broker to publish to, or
+    /// room in a working spool; not before the producer knows the cluster, nor while Kafka
+    /// refuses the bridge's credentials.
+    pub fn readiness(&self) -> Readiness {
+        let known = self.publisher.brokers_up();
+        let up = known.max(0);
+        let not_ready = |reason: String| Readiness::NotReady {
+            reason,
+            brokers_up: up,
+        };
+        // A configuration error: traffic should stay with replicas that can publish.
+        if let Some(problem) = self.publisher.authentication_error() {
+            return not_ready(problem);
+        }
+        // Until the first statistics (or a report that every broker is down), requests would
+        // find a producer that does not know the cluster yet.
+        if known < 0 {
+            return not_ready("connecting to Kafka".into());
+        }
+        if let Some(fault) = self.spool.as_ref().and_then(|s| s.fault()) {
+            return not_ready(format!("the spool cannot take records: {fault}"));
+        }
+        match &self.spool {
+            Some(spool) if up > 0 || spool.has_room() => Readiness::Ready {
+                brokers_up: up,
+                spooling: Some(up == 0 || spool.pending_events() > 0),
+            },
+            Some(_) => not_ready("no Kafka broker is connected and the spool is full".into()),
+            None if up == 0 => not_ready("no Kafka broker is connected".into()),
+            None if self.publisher.not_acknowledging() => {
+                not_ready("Kafka is not acknowledging records and there is no spool".into())
+            }
+            None => Readiness::Ready {
+                brokers_up: up,
+                spooling: None,
+            },
         }
     }
 
@@ -245,7 +340,8 @@ mod tests {
         let metrics = Metrics::new();
         let spool = dir.map(|dir| {
             config.spool.dir = dir.to_owned();
-            Spool::open(&config.spool, config.spool_frame_limit(), metrics.clone()).unwrap()
+            let limit = spool::frame_limit(config.kafka.message_max_bytes());
+            Spool::open(&config.spool, limit, metrics.clone()).unwrap()
         });
         let publisher = Publisher::new(&config, metrics).unwrap();
         (

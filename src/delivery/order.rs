@@ -22,6 +22,7 @@ use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use crate::route::Message;
+use crate::sync::Unpoisoned;
 
 /// The order of every key with records waiting, and what the spool holds that is already
 /// in Kafka.
@@ -79,7 +80,7 @@ impl Order {
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.locked()
     }
 
     fn hash(&self, key: &str) -> u64 {

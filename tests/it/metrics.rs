@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::common::*;
 use comm100_bridge::auth::AuthError;
 use comm100_bridge::event::EventType;
-use comm100_bridge::metrics::{routes, DlqReason, FailureReason};
+use comm100_bridge::http::routes;
+use comm100_bridge::metrics::{DlqReason, FailureReason};
 use http::StatusCode;
 
 /// Every sample of an exposition: `name{labels}` → value.

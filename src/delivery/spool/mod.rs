@@ -34,6 +34,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::config::{FsyncPolicy, SpoolConfig};
 use crate::metrics::Metrics;
 use crate::route::Message;
+use crate::sync::Unpoisoned;
 use frame::{encode_frame, Found, SegmentReader};
 use writer::{segment_file, Append, Command, Writer};
 #[cfg(test)]
@@ -291,7 +292,7 @@ impl Spool {
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io_err)?;
-        *inner.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        *inner.writer.locked() = Some(handle);
         let spool = Self { inner };
         spool.update_gauges(&spool.state());
         Ok(spool)
@@ -503,25 +504,12 @@ impl Spool {
     /// Stops the writer after it has written (and synced) every accepted append, and
     /// releases the directory's lock.
     pub fn close(&self) {
-        self.inner
-            .tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let handle = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.inner.tx.locked().take();
+        let handle = self.inner.writer.locked().take();
         if let Some(handle) = handle {
             let _ = handle.join();
         }
-        self.inner
-            .lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.inner.lock.locked().take();
     }
 
     pub fn dir(&self) -> &Path {
@@ -529,7 +517,7 @@ impl Spool {
     }
 
     fn command(&self, command: Command) -> bool {
-        match &*self.inner.tx.lock().unwrap_or_else(|e| e.into_inner()) {
+        match &*self.inner.tx.locked() {
             Some(tx) => tx.send(command).is_ok(),
             None => false,
         }
@@ -553,11 +541,11 @@ impl Spool {
 
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     fn fault(&self) -> Option<Fault> {
-        self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.fault.locked().clone()
     }
 
     fn update_gauges(&self, state: &State) {

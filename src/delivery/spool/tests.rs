@@ -681,3 +681,8 @@ async fn a_directory_that_cannot_be_recreated_refuses_until_it_can() {
     assert_eq!(read_all(&spool), vec![first, last]);
     spool.close();
 }
+
+#[test]
+fn the_frame_limit_follows_message_max_bytes() {
+    assert_eq!(frame_limit(1_200_000), 7_204_096);
+}

@@ -14,6 +14,7 @@ use super::{
     FaultKind, Inner, Position, SpoolError, LOCK_FILE,
 };
 use crate::config::FsyncPolicy;
+use crate::sync::Unpoisoned;
 
 /// What the writer thread is asked to do.
 pub(super) enum Command {
@@ -237,16 +238,11 @@ impl Writer {
             self.logged = Some((fault.kind, std::time::Instant::now()));
         }
         self.inner.metrics.spool_faulted.set(1);
-        *self.inner.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(fault);
+        *self.inner.fault.locked() = Some(fault);
     }
 
     fn clear(&mut self) {
-        let was = self
-            .inner
-            .fault
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let was = self.inner.fault.locked().take();
         if let Some(fault) = was {
             self.inner.metrics.spool_faulted.set(0);
             tracing::info!(dir = %self.inner.dir.display(), was = %fault, "the spool takes records again");
@@ -296,7 +292,7 @@ impl Writer {
         let dir = self.inner.dir.clone();
         create_private_dir(&dir)?;
         {
-            let mut held = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut held = self.inner.lock.locked();
             let still_ours = held
                 .as_ref()
                 .is_some_and(|file| same_file(file, &dir.join(LOCK_FILE)));
@@ -398,6 +394,7 @@ pub(super) mod faults {
     use std::sync::Mutex;
 
     use super::Op;
+    use crate::sync::Unpoisoned;
 
     #[derive(Default)]
     pub(in crate::delivery::spool) struct Plan {
@@ -416,14 +413,14 @@ pub(super) mod faults {
             times: u32,
             kind: io::ErrorKind,
         ) {
-            self.due.lock().unwrap().push((op, after, times, kind));
+            self.due.locked().push((op, after, times, kind));
         }
 
         pub(in crate::delivery::spool) fn due(&self, op: Op) -> io::Result<()> {
             if op == Op::Sync {
                 self.syncs.fetch_add(1, Ordering::SeqCst);
             }
-            let mut due = self.due.lock().unwrap();
+            let mut due = self.due.locked();
             for (planned, after, times, kind) in due.iter_mut() {
                 if *planned != op || *times == 0 {
                     continue;

@@ -18,7 +18,26 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, ConfigError, ForwardedHeader, Secret};
 use crate::event::Site;
-use crate::reload::{Changing, Watched};
+use crate::watched::{Changing, Watched};
+
+/// Checks that every site of `auth.site_tokens` and `auth.site_tokens_files` is a valid
+/// site label.
+pub fn check_site_labels(auth: &AuthConfig) -> Result<(), ConfigError> {
+    let files = auth
+        .site_tokens_files
+        .keys()
+        .map(|s| ("site_tokens_files", s));
+    let tokens = auth.site_tokens.keys().map(|s| ("site_tokens", s));
+    for (key, site) in files.chain(tokens) {
+        if Site::parse(site).is_none() {
+            return Err(crate::config::invalid(
+                format!("auth.{key}.{site}"),
+                "a site label is 1 to 64 of A-Z a-z 0-9 _ . -",
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Why a request was refused. The sender is only told 401 or 403; the reason is the label
 /// of `auth_failures_total`.
@@ -242,7 +261,7 @@ impl LiveAuth {
     }
 
     /// Whether a token file changed since it was read, and has stayed so for
-    /// [`crate::reload::SETTLE`].
+    /// [`crate::watched::SETTLE`].
     pub fn files_changed(&self) -> bool {
         self.files.settled_change()
     }

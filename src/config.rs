@@ -13,8 +13,6 @@ use config::{Environment, File, FileFormat};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::event::EventType;
-
 /// The built-in defaults: the documented default file, compiled in.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -44,18 +42,6 @@ pub fn property_from_env(name: &str) -> String {
     stem + file
 }
 
-/// librdkafka properties the bridge sets itself, aliases included.
-const OWNED_PROPERTIES: [&str; 8] = [
-    "bootstrap.servers",
-    "metadata.broker.list",
-    "client.id",
-    "acks",
-    "request.required.acks",
-    "enable.idempotence",
-    "message.timeout.ms",
-    "delivery.timeout.ms",
-];
-
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -65,7 +51,8 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+/// A [`ConfigError::Invalid`] of `key`.
+pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -288,21 +275,34 @@ pub struct TopicsConfig {
 }
 
 impl TopicsConfig {
-    /// The topic of records of type `kind`: its own key, else `<prefix>.<type>`.
-    pub fn topic(&self, kind: EventType) -> String {
+    /// The record types, each a key of this table.
+    pub const TYPES: [&'static str; 8] = [
+        "offline_message_submitted",
+        "chat_started",
+        "chat_ended",
+        "chat_wrapped_up",
+        "agent_status_changed",
+        "chat_requested",
+        "chat_transferred",
+        "unknown",
+    ];
+
+    /// The topic of records of type `kind` (one of [`TopicsConfig::TYPES`]): its own key,
+    /// else `<prefix>.<type>`.
+    pub fn topic(&self, kind: &str) -> String {
         let explicit = match kind {
-            EventType::OfflineMessageSubmitted => &self.offline_message_submitted,
-            EventType::ChatStarted => &self.chat_started,
-            EventType::ChatEnded => &self.chat_ended,
-            EventType::ChatWrappedUp => &self.chat_wrapped_up,
-            EventType::AgentStatusChanged => &self.agent_status_changed,
-            EventType::ChatRequested => &self.chat_requested,
-            EventType::ChatTransferred => &self.chat_transferred,
-            EventType::Unknown => &self.unknown,
+            "offline_message_submitted" => &self.offline_message_submitted,
+            "chat_started" => &self.chat_started,
+            "chat_ended" => &self.chat_ended,
+            "chat_wrapped_up" => &self.chat_wrapped_up,
+            "agent_status_changed" => &self.agent_status_changed,
+            "chat_requested" => &self.chat_requested,
+            "chat_transferred" => &self.chat_transferred,
+            _ => &self.unknown,
         };
         explicit
             .clone()
-            .unwrap_or_else(|| format!("{}.{}", self.prefix, kind.as_str()))
+            .unwrap_or_else(|| format!("{}.{kind}", self.prefix))
     }
 }
 
@@ -453,27 +453,6 @@ fn redact_url_credentials(value: &str) -> Cow<'_, str> {
     }
     out.push_str(rest);
     Cow::Owned(out)
-}
-
-/// Asks librdkafka whether it knows property `key` and takes `value` for it.
-fn check_property(key: &str, value: &str) -> Result<(), ConfigError> {
-    let Err(e) = rdkafka::ClientConfig::new()
-        .set(key, value)
-        .create_native_config()
-    else {
-        return Ok(());
-    };
-    let reason = match e {
-        rdkafka::error::KafkaError::ClientConfig(_, ref message, _, _) => message.clone(),
-        other => other.to_string(),
-    };
-    let reason = if is_secret_property(key) && !value.is_empty() {
-        reason.replace(value, "<redacted>")
-    } else {
-        reason
-    };
-    let message = format!("{reason} (librdkafka's CONFIGURATION.md lists its properties)");
-    Err(invalid(format!("kafka.properties.{key}"), message))
 }
 
 /// Raw librdkafka properties; secret values are redacted when printed or serialized.
@@ -684,21 +663,7 @@ impl Config {
                 "must be at least http.max_body_bytes, or the largest body never fits",
             ));
         }
-        for site in self.auth.site_tokens_files.keys() {
-            if crate::event::Site::parse(site).is_none() {
-                return Err(invalid(
-                    format!("auth.site_tokens_files.{site}"),
-                    "a site label is 1 to 64 of A-Z a-z 0-9 _ . -",
-                ));
-            }
-        }
         for (site, tokens) in &self.auth.site_tokens {
-            if crate::event::Site::parse(site).is_none() {
-                return Err(invalid(
-                    format!("auth.site_tokens.{site}"),
-                    "a site label is 1 to 64 of A-Z a-z 0-9 _ . -",
-                ));
-            }
             if tokens.0.is_empty() || tokens.0.iter().any(|t| t.expose().is_empty()) {
                 return Err(invalid(
                     format!("auth.site_tokens.{site}"),
@@ -717,16 +682,6 @@ impl Config {
         }
         if self.auth.tokens.iter().any(|t| t.expose().is_empty()) {
             return Err(invalid("auth.tokens", "a token must not be empty"));
-        }
-        for (key, value) in self.kafka.properties.iter() {
-            if OWNED_PROPERTIES.contains(&key) {
-                return Err(invalid(
-                    format!("kafka.properties.{key}"),
-                    "the bridge sets this property itself (see kafka.brokers, kafka.client_id \
-                     and delivery.deadline_ms); remove it",
-                ));
-            }
-            check_property(key, value)?;
         }
         if self.spool.enabled {
             if self.spool.append_budget_ms == 0
@@ -755,20 +710,6 @@ impl Config {
                 ));
             }
         }
-        let needed = record_room(self.http.max_body_bytes);
-        if needed > self.kafka.message_max_bytes() {
-            return Err(invalid(
-                "http.max_body_bytes",
-                format!(
-                    "a body of {} bytes makes a record of up to {needed} bytes, over \
-                     kafka.properties.message.max.bytes ({}), so large bodies would be \
-                     dead-lettered instead of published: lower http.max_body_bytes, or raise \
-                     message.max.bytes together with the topics' max.message.bytes",
-                    self.http.max_body_bytes,
-                    self.kafka.message_max_bytes()
-                ),
-            ));
-        }
         let stats = self.kafka.properties.get("statistics.interval.ms");
         if stats.is_none_or(|v| v.trim().parse::<u64>().map_or(true, |ms| ms == 0)) {
             return Err(invalid(
@@ -777,7 +718,7 @@ impl Config {
                  queue metrics come from librdkafka's statistics",
             ));
         }
-        for kind in EventType::ALL {
+        for kind in TopicsConfig::TYPES {
             let topic = self.topics.topic(kind);
             if !valid_topic_name(&topic) {
                 return Err(invalid(
@@ -844,13 +785,6 @@ impl Config {
     }
 }
 
-/// Room to keep in `message.max.bytes` for the record of a body of `body` bytes: the
-/// normalized record runs up to an eighth larger than its body (dates written out, ids as
-/// strings), plus 16 KiB for the envelope fields, the key and the headers.
-pub fn record_room(body: usize) -> usize {
-    body.saturating_add(body / 8).saturating_add(16 << 10)
-}
-
 fn valid_topic_name(name: &str) -> bool {
     (1..=249).contains(&name.len())
         && name != "."
@@ -861,12 +795,13 @@ fn valid_topic_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::io::Write;
 
-    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    /// An environment of exactly `pairs`.
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
         Some(
             pairs
                 .iter()
@@ -875,7 +810,8 @@ mod tests {
         )
     }
 
-    fn file(contents: &str) -> tempfile::NamedTempFile {
+    /// A TOML file holding `contents`.
+    pub(crate) fn file(contents: &str) -> tempfile::NamedTempFile {
         let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         f.write_all(contents.as_bytes()).unwrap();
         f
@@ -887,11 +823,10 @@ mod tests {
         assert_eq!(c.http.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.http.max_body_bytes, 768 << 10);
         assert_eq!(c.kafka.message_max_bytes(), 1_000_000);
-        assert!(record_room(c.http.max_body_bytes) <= c.kafka.message_max_bytes());
         assert_eq!(c.delivery.deadline_ms, 5000);
         assert!(!c.auth.allow_unauthenticated);
         assert_eq!(c.kafka.properties.get("compression.type"), Some("lz4"));
-        assert_eq!(c.topics.topic(EventType::ChatEnded), "comm100.chat_ended");
+        assert_eq!(c.topics.topic("chat_ended"), "comm100.chat_ended");
         assert_eq!(c.log.format, LogFormat::Text);
         assert!(c.spool.enabled);
         assert_eq!(c.spool.fsync, FsyncPolicy::Always);
@@ -918,8 +853,8 @@ mod tests {
         assert_eq!(c.kafka.brokers, ["k1:9092", "k2:9092"]);
         assert_eq!(c.delivery.deadline_ms, 1500);
         assert_eq!(c.kafka.properties.get("linger.ms"), Some("7"));
-        assert_eq!(c.topics.topic(EventType::ChatEnded), "ended");
-        assert_eq!(c.topics.topic(EventType::ChatStarted), "acme.chat_started");
+        assert_eq!(c.topics.topic("chat_ended"), "ended");
+        assert_eq!(c.topics.topic("chat_started"), "acme.chat_started");
     }
 
     #[test]
@@ -982,38 +917,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("statistics.interval.ms"), "{err}");
-        let f = file("[kafka.properties]\n\"acks\" = \"1\"\n");
-        let err = Config::load_with_env(Some(f.path()), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("kafka.properties.acks"), "{err}");
         let missing = Config::load_with_env(Some(Path::new("/nonexistent/bridge.toml")), env(&[]))
             .unwrap_err()
             .to_string();
         assert!(missing.contains("/nonexistent/bridge.toml"), "{missing}");
-    }
-
-    #[test]
-    fn a_body_limit_whose_records_would_not_fit_is_refused() {
-        let err = Config::load_with_env(
-            None,
-            env(&[("COMM100_BRIDGE__HTTP__MAX_BODY_BYTES", "1048576")]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("http.max_body_bytes") && err.contains("message.max.bytes"),
-            "{err}"
-        );
-        // Raising message.max.bytes makes room.
-        let f = file("[http]\nmax_body_bytes = 1048576\n[kafka.properties]\n\"message.max.bytes\" = \"1200000\"\n");
-        let c = Config::load_with_env(Some(f.path()), env(&[])).unwrap();
-        assert_eq!(c.kafka.message_max_bytes(), 1_200_000);
-        let f = file("[kafka.properties]\n\"message.max.bytes\" = \"lots\"\n");
-        let err = Config::load_with_env(Some(f.path()), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("kafka.properties.message.max.bytes"), "{err}");
     }
 
     #[test]
@@ -1136,62 +1043,6 @@ mod tests {
         .unwrap();
         assert_eq!(c.kafka.properties.get("sasl.password"), Some("only-here"));
         assert!(!c.to_redacted_toml().contains("only-here"));
-    }
-
-    #[test]
-    fn librdkafka_refuses_unknown_properties_and_bad_values_at_load() {
-        for (name, value, says) in [
-            ("SASL_PASSWROD", "x", "kafka.properties.sasl.passwrod"),
-            (
-                "COMPRESSION_TYPE",
-                "zip",
-                "kafka.properties.compression.type",
-            ),
-            ("BOOTSTRAP_SERVERS", "k:9092", "sets this property itself"),
-        ] {
-            let var = format!("{ENV_PROPERTY_PREFIX}{name}");
-            let err = Config::load_with_env(None, env(&[(&var, value)]))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(says), "{name}: {err}");
-        }
-        let f = file("[kafka.properties]\n\"security.protocol\" = \"bogus\"\n");
-        let err = Config::load_with_env(Some(f.path()), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("kafka.properties.security.protocol"), "{err}");
-        // A secret's value is never repeated, even in librdkafka's words.
-        let f = file("[kafka.properties]\n\"sasl.oauthbearer.client.secret\" = \"s3cr3t-value\"\n");
-        let err = Config::load_with_env(Some(f.path()), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("not supported in this build") && !err.contains("s3cr3t-value"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn properties_the_bridge_owns_are_refused_under_every_alias() {
-        for key in [
-            "bootstrap.servers",
-            "metadata.broker.list",
-            "client.id",
-            "acks",
-            "request.required.acks",
-            "enable.idempotence",
-            "message.timeout.ms",
-            "delivery.timeout.ms",
-        ] {
-            let f = file(&format!("[kafka.properties]\n\"{key}\" = \"1\"\n"));
-            let err = Config::load_with_env(Some(f.path()), env(&[]))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains(&format!("kafka.properties.{key}")) && err.contains("itself"),
-                "{key}: {err}"
-            );
-        }
     }
 
     #[test]

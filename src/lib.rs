@@ -22,6 +22,7 @@ pub mod reload;
 pub mod route;
 mod sync;
 pub mod tls;
+pub mod watched;
 
 /// The crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -103,6 +104,16 @@ impl Listeners {
     }
 }
 
+/// Checks what `config` asks of the stages beyond its own settings: librdkafka takes every
+/// Kafka property, none of them one the bridge sets itself; the record of the largest body
+/// fits `message.max.bytes`; every site of the token settings is a valid site label. [`Bridge::build`] and `check-config` run it.
+pub fn check(config: &Config) -> Result<(), config::ConfigError> {
+    delivery::kafka::properties::check(&config.kafka.properties)?;
+    route::check_record_room(config)?;
+    auth::check_site_labels(&config.auth)?;
+    Ok(())
+}
+
 /// Upper bound on flushing the producer at shutdown.
 const FLUSH_BOUND: Duration = Duration::from_secs(10);
 
@@ -133,6 +144,7 @@ impl Bridge {
     /// here on, re-reads the token files and the TLS certificate: call it inside a Tokio
     /// runtime.
     pub fn build(config: Config, admin: bool) -> Result<Self, ServeError> {
+        check(&config)?;
         let hangup = reload::Hangup::install();
         let auth = Arc::new(LiveAuth::load(&config.auth)?);
         if auth.current().is_open() && !config.auth.allow_unauthenticated {

@@ -6,8 +6,35 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use crate::config::TopicsConfig;
+use crate::config::{invalid, Config, ConfigError, TopicsConfig};
 use crate::event::{EventType, Meter, Record, RejectError, Site, Timestamp};
+
+/// Room to keep in `message.max.bytes` for the record of a body of `body` bytes: the
+/// normalized record runs up to an eighth larger than its body (dates written out, ids as
+/// strings), plus 16 KiB for the envelope fields, the key and the headers.
+pub fn record_room(body: usize) -> usize {
+    body.saturating_add(body / 8).saturating_add(16 << 10)
+}
+
+/// Checks that the record of the largest body `config` accepts fits the producer's
+/// `message.max.bytes`.
+pub fn check_record_room(config: &Config) -> Result<(), ConfigError> {
+    let needed = record_room(config.http.max_body_bytes);
+    if needed > config.kafka.message_max_bytes() {
+        return Err(invalid(
+            "http.max_body_bytes",
+            format!(
+                "a body of {} bytes makes a record of up to {needed} bytes, over \
+                     kafka.properties.message.max.bytes ({}), so large bodies would be \
+                     dead-lettered instead of published: lower http.max_body_bytes, or raise \
+                     message.max.bytes together with the topics' max.message.bytes",
+                config.http.max_body_bytes,
+                config.kafka.message_max_bytes()
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// `ce_source` of records without a site label.
 pub const CE_SOURCE: &str = "/comm100/livechat";
@@ -49,7 +76,10 @@ fn value_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>
 impl Router {
     pub fn new(topics: &TopicsConfig) -> Self {
         Self {
-            topics: EventType::ALL.iter().map(|&k| topics.topic(k)).collect(),
+            topics: EventType::ALL
+                .iter()
+                .map(|k| topics.topic(k.as_str()))
+                .collect(),
         }
     }
 
@@ -73,7 +103,7 @@ impl Router {
         received_at: Timestamp,
         meter: &Meter,
     ) -> Result<Message, RejectError> {
-        let room = 2 * crate::config::record_room(body.len());
+        let room = 2 * record_room(body.len());
         meter.charge(room).map_err(RejectError::Memory)?;
         let record = Record::from_body_metered(body, site, received_at, meter)?;
         let message = self.route(&record);
@@ -192,6 +222,45 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{env, file};
+
+    /// Loads like `serve`: the settings, then what they ask of the stages.
+    fn checked(
+        file: Option<&std::path::Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Config, ConfigError> {
+        let config = Config::load_with_env(file, env)?;
+        crate::check(&config)?;
+        Ok(config)
+    }
+
+    #[test]
+    fn a_body_limit_whose_records_would_not_fit_is_refused() {
+        let c = checked(None, env(&[])).unwrap();
+        assert!(record_room(c.http.max_body_bytes) <= c.kafka.message_max_bytes());
+        let err = checked(
+            None,
+            env(&[("COMM100_BRIDGE__HTTP__MAX_BODY_BYTES", "1048576")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("http.max_body_bytes") && err.contains("message.max.bytes"),
+            "{err}"
+        );
+        // Raising message.max.bytes makes room.
+        let f = file("[http]\nmax_body_bytes = 1048576\n[kafka.properties]\n\"message.max.bytes\" = \"1200000\"\n");
+        let c = checked(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(c.kafka.message_max_bytes(), 1_200_000);
+        let f = file("[kafka.properties]\n\"message.max.bytes\" = \"lots\"\n");
+        let err = checked(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("kafka.properties.message.max.bytes"), "{err}");
+    }
+
+    #[test]
+    fn every_record_type_has_its_key_in_the_topics_table() {
+        assert_eq!(EventType::ALL.map(EventType::as_str), TopicsConfig::TYPES);
+    }
 
     #[test]
     fn ce_type_is_the_prefix_and_the_type() {

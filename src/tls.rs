@@ -14,8 +14,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
-use crate::reload::{Changing, Watched};
 use crate::sync::UnpoisonedRw;
+use crate::watched::{Changing, Watched};
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,7 @@ impl Certificates {
     }
 
     /// Whether either file changed since it was last read, and has stayed so for
-    /// [`crate::reload::SETTLE`].
+    /// [`crate::watched::SETTLE`].
     pub fn changed(&self) -> bool {
         self.watched.settled_change()
     }

@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::meter::Meter;
-use super::objects::Wrapup;
 use super::shape::{sorted, Key, Kind, Object, Raw, Shape, MAP_ENTRY};
 use super::time::{Date, Timestamp};
 
@@ -311,11 +310,6 @@ impl<'a, 'm> Fields<'a, 'm> {
             Some(text) => Some(text),
             None => self.text(second),
         }
-    }
-
-    /// A wrap-up form, `chat.wrap_up`.
-    pub(crate) fn wrapup(&mut self, key: impl Into<Key>) -> Option<Wrapup<'a>> {
-        self.object(key, Wrapup::normalize)
     }
 
     /// `custom_fields` (or `fields` of a wrap-up) → `[{"id","name","value"}]`.

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::fields::{
     utc_offset_minutes, Attachment, CustomField, CustomVariable, Fields, Text, VisitorStatus,
 };
-use super::shape::{sorted, Kind, Shape};
+use super::shape::{sorted, Key, Kind, Shape};
 use super::time::Timestamp;
 
 payload_object! {
@@ -179,6 +179,13 @@ payload_object! {
         time: Option<Timestamp> = time("time"),
         /// Custom wrap-up fields.
         fields: Vec<CustomField<'a>> = custom_fields("fields"),
+    }
+}
+
+impl<'a> Fields<'a, '_> {
+    /// A wrap-up form, `chat.wrap_up`.
+    pub(crate) fn wrapup(&mut self, key: impl Into<Key>) -> Option<Wrapup<'a>> {
+        self.object(key, Wrapup::normalize)
     }
 }
 

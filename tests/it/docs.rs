@@ -13,11 +13,14 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(repo(path)).unwrap()
 }
 
-/// The loader's answer to `toml`: Ok, or its error text.
+/// The answer of `check-config` to `toml`: Ok, or its error text.
 fn load(toml: &str) -> Result<Config, String> {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     std::io::Write::write_all(&mut file, toml.as_bytes()).unwrap();
-    Config::load_with_env(Some(file.path()), Some(Default::default())).map_err(|e| e.to_string())
+    let config = Config::load_with_env(Some(file.path()), Some(Default::default()))
+        .map_err(|e| e.to_string())?;
+    comm100_bridge::check(&config).map_err(|e| e.to_string())?;
+    Ok(config)
 }
 
 /// The fields of the table at `path` (`""` for the top level), from the loader's

@@ -1,6 +1,8 @@
 //! Publishing: an idempotent `acks=all` producer whose every send awaits its delivery report
 //! within the delivery deadline.
 
+pub mod properties;
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

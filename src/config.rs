@@ -608,6 +608,18 @@ impl Config {
 
     /// Checks what types alone cannot.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_http()?;
+        self.validate_auth()?;
+        self.validate_delivery()?;
+        self.validate_kafka()?;
+        self.validate_topics()?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// `http.*` and `admin.*`: limits that are at least 1, and room for the largest body.
+    fn validate_http(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("http.max_body_bytes", self.http.max_body_bytes as u64),
             (
@@ -663,6 +675,11 @@ impl Config {
                 "must be at least http.max_body_bytes, or the largest body never fits",
             ));
         }
+        Ok(())
+    }
+
+    /// `auth.*`: no empty token.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
         for (site, tokens) in &self.auth.site_tokens {
             if tokens.0.is_empty() || tokens.0.iter().any(|t| t.expose().is_empty()) {
                 return Err(invalid(
@@ -671,17 +688,19 @@ impl Config {
                 ));
             }
         }
+        if self.auth.tokens.iter().any(|t| t.expose().is_empty()) {
+            return Err(invalid("auth.tokens", "a token must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// `delivery.*` and `spool.*`: a deadline the spool append fits in.
+    fn validate_delivery(&self) -> Result<(), ConfigError> {
         if self.delivery.deadline_ms == 0 || self.delivery.deadline_ms > i32::MAX as u64 {
             return Err(invalid(
                 "delivery.deadline_ms",
                 "must be between 1 and 2147483647",
             ));
-        }
-        if self.kafka.brokers.iter().all(|b| b.trim().is_empty()) {
-            return Err(invalid("kafka.brokers", "list at least one host:port"));
-        }
-        if self.auth.tokens.iter().any(|t| t.expose().is_empty()) {
-            return Err(invalid("auth.tokens", "a token must not be empty"));
         }
         if self.spool.enabled {
             if self.spool.append_budget_ms == 0
@@ -702,6 +721,14 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `kafka.*`: brokers, and the properties the bridge relies on.
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.iter().all(|b| b.trim().is_empty()) {
+            return Err(invalid("kafka.brokers", "list at least one host:port"));
+        }
         if let Some(value) = self.kafka.properties.get("message.max.bytes") {
             if value.trim().parse::<usize>().map_or(true, |n| n < 1000) {
                 return Err(invalid(
@@ -718,6 +745,11 @@ impl Config {
                  queue metrics come from librdkafka's statistics",
             ));
         }
+        Ok(())
+    }
+
+    /// `topics.*` and `dlq.topic`: valid Kafka topic names.
+    fn validate_topics(&self) -> Result<(), ConfigError> {
         for kind in TopicsConfig::TYPES {
             let topic = self.topics.topic(kind);
             if !valid_topic_name(&topic) {
@@ -733,8 +765,6 @@ impl Config {
                 format!("`{}` is not a valid Kafka topic name", self.dlq_topic()),
             ));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
     }
 

@@ -208,13 +208,7 @@ impl Bridge {
             let publisher = publisher.clone();
             async move { publisher.probe().await }
         });
-        if let Ok(addr) = listener.local_addr() {
-            let admin = admin
-                .as_ref()
-                .and_then(|a| a.local_addr().ok())
-                .map_or_else(|| "off".to_owned(), |a| a.to_string());
-            tracing::info!(%addr, %admin, tls = acceptor.is_some(), brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
-        }
+        log_listening(&config, &listener, admin.as_ref(), acceptor.is_some());
 
         let replay = spool.clone().map(|s| {
             Replay::spawn(
@@ -228,21 +222,7 @@ impl Bridge {
 
         let shutdown_delay = Duration::from_millis(config.http.shutdown_delay_ms);
         let (stop, stopped) = watch::channel(false);
-        let draining = {
-            let app = app.clone();
-            async move {
-                shutdown.await;
-                app.drain();
-                if !shutdown_delay.is_zero() {
-                    tracing::info!(
-                        delay_ms = shutdown_delay.as_millis() as u64,
-                        "shutting down: /readyz answers 503; still serving until the delay passes"
-                    );
-                    tokio::time::sleep(shutdown_delay).await;
-                }
-                let _ = stop.send(true);
-            }
-        };
+        let draining = begin_shutdown(shutdown, app.clone(), shutdown_delay, stop);
         let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
@@ -276,38 +256,77 @@ impl Bridge {
 
         if let Some(replay) = replay {
             let bound = Duration::from_millis(config.spool.drain_on_shutdown_ms);
-            let pending = spool.as_ref().map_or(0, Spool::pending_events);
-            if bound.is_zero() || pending == 0 {
-                replay.stop().await;
-            } else {
-                tracing::info!(
-                    spooled = pending,
-                    bound_ms = bound.as_millis() as u64,
-                    "replaying the spool to Kafka before exit"
-                );
-                let left = replay.drain(tokio::time::sleep(bound), true).await;
-                match left {
-                    0 => tracing::info!(replayed = pending, "spool drained"),
-                    n => tracing::warn!(
-                        spooled = n,
-                        replayed = pending.saturating_sub(n),
-                        "spool not drained before exit; its records are replayed at the next start \
-                         on this directory, or with `comm100-bridge spool drain`"
-                    ),
-                }
-            }
+            replay_before_exit(replay, spool.as_ref(), bound).await;
         }
-        match publisher.flush(FLUSH_BOUND).await {
-            Ok(()) => tracing::info!("producer flushed"),
-            Err(e) => tracing::warn!(error = %e, "producer not fully flushed at shutdown"),
-        }
-        if let Some(spool) = spool {
-            let remaining = spool.pending_events();
-            tokio::task::spawn_blocking(move || spool.close())
-                .await
-                .ok();
-            tracing::info!(spooled = remaining, "spool synced; bye");
-        }
+        close(&publisher, spool).await;
         Ok(())
+    }
+}
+
+/// Logs where the bridge listens and what it publishes to.
+fn log_listening(config: &Config, webhook: &TcpListener, admin: Option<&TcpListener>, tls: bool) {
+    if let Ok(addr) = webhook.local_addr() {
+        let admin = admin
+            .and_then(|a| a.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(%addr, %admin, tls, brokers = %config.kafka.brokers.join(","), spool = config.spool.enabled, "comm100-bridge listening");
+    }
+}
+
+/// Once `shutdown` resolves: `/readyz` answers 503, the listeners keep serving for `delay`,
+/// then `stop` tells them to close.
+async fn begin_shutdown(
+    shutdown: impl Future<Output = ()>,
+    app: Arc<http::App>,
+    delay: Duration,
+    stop: watch::Sender<bool>,
+) {
+    shutdown.await;
+    app.drain();
+    if !delay.is_zero() {
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "shutting down: /readyz answers 503; still serving until the delay passes"
+        );
+        tokio::time::sleep(delay).await;
+    }
+    let _ = stop.send(true);
+}
+
+/// Replays the spool to Kafka for up to `bound` (no time: stops replay at once).
+async fn replay_before_exit(replay: Replay, spool: Option<&Spool>, bound: Duration) {
+    let pending = spool.map_or(0, Spool::pending_events);
+    if bound.is_zero() || pending == 0 {
+        replay.stop().await;
+        return;
+    }
+    tracing::info!(
+        spooled = pending,
+        bound_ms = bound.as_millis() as u64,
+        "replaying the spool to Kafka before exit"
+    );
+    match replay.drain(tokio::time::sleep(bound), true).await {
+        0 => tracing::info!(replayed = pending, "spool drained"),
+        n => tracing::warn!(
+            spooled = n,
+            replayed = pending.saturating_sub(n),
+            "spool not drained before exit; its records are replayed at the next start \
+             on this directory, or with `comm100-bridge spool drain`"
+        ),
+    }
+}
+
+/// Flushes the producer within [`FLUSH_BOUND`] and syncs the spool.
+async fn close(publisher: &delivery::kafka::Publisher, spool: Option<Spool>) {
+    match publisher.flush(FLUSH_BOUND).await {
+        Ok(()) => tracing::info!("producer flushed"),
+        Err(e) => tracing::warn!(error = %e, "producer not fully flushed at shutdown"),
+    }
+    if let Some(spool) = spool {
+        let remaining = spool.pending_events();
+        tokio::task::spawn_blocking(move || spool.close())
+            .await
+            .ok();
+        tracing::info!(spooled = remaining, "spool synced; bye");
     }
 }

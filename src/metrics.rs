@@ -99,24 +99,132 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     pub events_published: IntCounterVec,
     pub events_failed: IntCounterVec,
-    pub kafka_delivery_duration: HistogramVec,
     pub auth_failures: IntCounterVec,
     pub events_spooled: IntCounterVec,
-    pub spool_events: IntGauge,
-    pub spool_bytes: IntGauge,
-    pub spool_capacity_bytes: IntGauge,
-    pub spool_replay_retries: prometheus::IntCounter,
-    pub spool_replay_skipped: prometheus::IntCounter,
-    pub spool_faulted: IntGauge,
-    pub spool_lost_events: IntCounter,
+    pub spool: SpoolMetrics,
     pub dlq: IntCounterVec,
     pub dlq_dropped: IntCounterVec,
     pub inflight_requests: IntGauge,
-    pub kafka_producer_queue_messages: IntGauge,
-    pub kafka_brokers_up: IntGauge,
+    pub kafka: KafkaMetrics,
     /// Handles resolved once, so the request path does no label lookups.
     types: Arc<[TypeMetrics]>,
     routes: Arc<[RouteMetrics]>,
+}
+
+/// The spool's series.
+#[derive(Clone)]
+pub struct SpoolMetrics {
+    pub events: IntGauge,
+    pub bytes: IntGauge,
+    pub capacity_bytes: IntGauge,
+    pub replay_retries: IntCounter,
+    pub replay_skipped: IntCounter,
+    pub faulted: IntGauge,
+    pub lost_events: IntCounter,
+}
+
+impl SpoolMetrics {
+    fn register(r: &Registry) -> Self {
+        Self {
+        events: gauge(r, "spool_events", "Records in the spool awaiting replay."),
+        bytes: gauge(r, "spool_bytes", "Size of the spool on disk, in bytes."),
+        capacity_bytes: gauge(
+            r,
+            "spool_capacity_bytes",
+            "The spool's limit (spool.max_bytes); 0 without a spool.",
+        ),
+        replay_retries: register(
+            r,
+            prometheus::IntCounter::new(
+                "spool_replay_retries_total",
+                "Spool replay rounds that Kafka did not fully acknowledge and that will be retried.",
+            ),
+        ),
+        replay_skipped: register(
+            r,
+            prometheus::IntCounter::new(
+                "spool_replay_skipped_total",
+                "Spooled records not replayed because Kafka acknowledged their original produce after its deadline.",
+            ),
+        ),
+        faulted: gauge(
+            r,
+            "spool_faulted",
+            "1 while the spool cannot take records (its directory was removed, its disk is full, read-only or failing); webhooks that need it are answered 503.",
+        ),
+        lost_events: register(
+            r,
+            IntCounter::new(
+                "spool_lost_events_total",
+                "Spooled records (answered 202) lost because their spool directory was removed while they waited.",
+            ),
+        ),
+        }
+    }
+}
+
+/// The producer's series.
+#[derive(Clone)]
+pub struct KafkaMetrics {
+    pub delivery_duration: HistogramVec,
+    pub producer_queue_messages: IntGauge,
+    pub brokers_up: IntGauge,
+}
+
+impl KafkaMetrics {
+    fn register(r: &Registry) -> Self {
+        Self {
+        delivery_duration: register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "kafka_delivery_duration_seconds",
+                    "Time from handing a record to the producer to its delivery report, by type.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["type"],
+            ),
+        ),
+        producer_queue_messages: gauge(
+            r,
+            "kafka_producer_queue_messages",
+            "Records in the producer's queue, awaiting delivery (librdkafka statistics).",
+        ),
+        brokers_up: gauge(
+            r,
+            "kafka_brokers_up",
+            "Brokers the producer has an open connection to (librdkafka statistics).",
+        ),
+        }
+    }
+}
+
+/// A registry of the standard `process_*` metrics.
+fn process_registry() -> Registry {
+    let registry = Registry::new();
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("registered once");
+    registry
+}
+
+/// Registers `build_info`, set to 1 for this version and commit.
+fn build_info(r: &Registry) {
+    let build_info = register(
+        r,
+        IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "The running version and the git commit it was built from; always 1.",
+            ),
+            &["version", "commit"],
+        ),
+    );
+    build_info
+        .with_label_values(&[crate::VERSION, crate::COMMIT])
+        .set(1);
 }
 
 /// The series of one record type.
@@ -148,20 +256,7 @@ impl Metrics {
         let registry = Registry::new_custom(Some(PREFIX.to_owned()), None)
             .expect("a constant, valid metric prefix");
         let r = &registry;
-        let latency = || LATENCY_BUCKETS.to_vec();
-        let build_info = register(
-            r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "build_info",
-                    "The running version and the git commit it was built from; always 1.",
-                ),
-                &["version", "commit"],
-            ),
-        );
-        build_info
-            .with_label_values(&[crate::VERSION, crate::COMMIT])
-            .set(1);
+        build_info(r);
         let mut m = Self {
             http_requests: counters(
                 r,
@@ -176,7 +271,7 @@ impl Metrics {
                         "http_request_duration_seconds",
                         "Time from request arrival to response, by route.",
                     )
-                    .buckets(latency()),
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                     &["route"],
                 ),
             ),
@@ -198,17 +293,6 @@ impl Metrics {
                 "Records Kafka did not acknowledge (answered 503), by type and reason.",
                 &["type", "reason"],
             ),
-            kafka_delivery_duration: register(
-                r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "kafka_delivery_duration_seconds",
-                        "Time from handing a record to the producer to its delivery report, by type.",
-                    )
-                    .buckets(latency()),
-                    &["type"],
-                ),
-            ),
             auth_failures: counters(
                 r,
                 "auth_failures_total",
@@ -220,39 +304,6 @@ impl Metrics {
                 "events_spooled_total",
                 "Records written to the durable spool (answered 202), by type.",
                 &["type"],
-            ),
-            spool_events: gauge(r, "spool_events", "Records in the spool awaiting replay."),
-            spool_bytes: gauge(r, "spool_bytes", "Size of the spool on disk, in bytes."),
-            spool_capacity_bytes: gauge(
-                r,
-                "spool_capacity_bytes",
-                "The spool's limit (spool.max_bytes); 0 without a spool.",
-            ),
-            spool_replay_retries: register(
-                r,
-                prometheus::IntCounter::new(
-                    "spool_replay_retries_total",
-                    "Spool replay rounds that Kafka did not fully acknowledge and that will be retried.",
-                ),
-            ),
-            spool_replay_skipped: register(
-                r,
-                prometheus::IntCounter::new(
-                    "spool_replay_skipped_total",
-                    "Spooled records not replayed because Kafka acknowledged their original produce after its deadline.",
-                ),
-            ),
-            spool_faulted: gauge(
-                r,
-                "spool_faulted",
-                "1 while the spool cannot take records (its directory was removed, its disk is full, read-only or failing); webhooks that need it are answered 503.",
-            ),
-            spool_lost_events: register(
-                r,
-                IntCounter::new(
-                    "spool_lost_events_total",
-                    "Spooled records (answered 202) lost because their spool directory was removed while they waited.",
-                ),
             ),
             dlq: counters(
                 r,
@@ -267,63 +318,60 @@ impl Metrics {
                 &["reason"],
             ),
             inflight_requests: gauge(r, "inflight_requests", "Webhook requests being served."),
-            kafka_producer_queue_messages: gauge(
-                r,
-                "kafka_producer_queue_messages",
-                "Records in the producer's queue, awaiting delivery (librdkafka statistics).",
-            ),
-            kafka_brokers_up: gauge(
-                r,
-                "kafka_brokers_up",
-                "Brokers the producer has an open connection to (librdkafka statistics).",
-            ),
+            spool: SpoolMetrics::register(r),
+            kafka: KafkaMetrics::register(r),
             registry,
-            process: Registry::new(),
+            process: process_registry(),
             types: Arc::new([]),
             routes: Arc::new([]),
         };
 
-        m.process
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("registered once");
+        m.zero_every_series();
+        m.types = m.type_handles();
+        m
+    }
+
+    /// Creates every labelled series at zero, so that each is exported before it counts.
+    fn zero_every_series(&self) {
         for kind in EventType::ALL {
             let t = kind.as_str();
-            m.events_received.with_label_values(&[t]);
-            m.events_published.with_label_values(&[t]);
-            m.kafka_delivery_duration.with_label_values(&[t]);
-            m.events_spooled.with_label_values(&[t]);
+            self.events_received.with_label_values(&[t]);
+            self.events_published.with_label_values(&[t]);
+            self.kafka.delivery_duration.with_label_values(&[t]);
+            self.events_spooled.with_label_values(&[t]);
             for reason in FailureReason::ALL {
-                m.events_failed.with_label_values(&[t, reason.as_str()]);
+                self.events_failed.with_label_values(&[t, reason.as_str()]);
             }
         }
         for reason in DlqReason::ALL {
-            m.dlq.with_label_values(&[reason.as_str()]);
+            self.dlq.with_label_values(&[reason.as_str()]);
         }
         for reason in DlqReason::REJECTED_BODIES {
-            m.dlq_dropped.with_label_values(&[reason.as_str()]);
+            self.dlq_dropped.with_label_values(&[reason.as_str()]);
         }
         for reason in AuthError::ALL.map(AuthError::reason) {
-            m.auth_failures.with_label_values(&[reason]);
+            self.auth_failures.with_label_values(&[reason]);
         }
-        m.types = EventType::ALL
+    }
+
+    /// The series of each record type, looked up once.
+    fn type_handles(&self) -> Arc<[TypeMetrics]> {
+        EventType::ALL
             .iter()
             .map(|kind| {
                 let t = kind.as_str();
                 TypeMetrics {
-                    received: m.events_received.with_label_values(&[t]),
-                    published: m.events_published.with_label_values(&[t]),
-                    spooled: m.events_spooled.with_label_values(&[t]),
-                    delivery: m.kafka_delivery_duration.with_label_values(&[t]),
+                    received: self.events_received.with_label_values(&[t]),
+                    published: self.events_published.with_label_values(&[t]),
+                    spooled: self.events_spooled.with_label_values(&[t]),
+                    delivery: self.kafka.delivery_duration.with_label_values(&[t]),
                     failed: FailureReason::ALL
                         .iter()
-                        .map(|r| m.events_failed.with_label_values(&[t, r.as_str()]))
+                        .map(|r| self.events_failed.with_label_values(&[t, r.as_str()]))
                         .collect(),
                 }
             })
-            .collect();
-        m
+            .collect()
     }
 
     /// With the series of each route label and every status it answers with, at zero; the

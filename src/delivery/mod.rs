@@ -267,7 +267,7 @@ impl Delivery {
         tokio::spawn(async move {
             let acknowledged = late.wait().await.is_ok();
             if acknowledged {
-                metrics.spool_replay_skipped.inc();
+                metrics.spool.replay_skipped.inc();
             }
             order.original_reported(original, acknowledged);
         });

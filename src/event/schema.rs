@@ -274,8 +274,21 @@ impl Record<'_> {
     pub fn schema(kind: EventType) -> Value {
         let mut defs = Defs::default();
         let d = &mut defs;
+        let properties = Self::properties(kind, d);
+        let mut schema = object("", properties, true, d);
+        // Every schema defines every object, the agent's too.
+        Agent::describe(d);
+        if let Some(map) = schema.as_object_mut() {
+            map.remove("description");
+            map.insert("$defs".into(), Value::Object(defs.0));
+        }
+        schema
+    }
+
+    /// The `event` property's description: the values of type `kind`.
+    fn event_description(kind: EventType) -> String {
         let names = EventType::names(kind);
-        let event = match names.is_empty() {
+        match names.is_empty() {
             true => "The payload's `event` value exactly as received.".to_owned(),
             false => format!(
                 "The payload's `event` value exactly as received. Matches, case-insensitively \
@@ -286,7 +299,11 @@ impl Record<'_> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        };
+        }
+    }
+
+    /// The `chat_id` and `agent` properties, which depend on the type.
+    fn per_type(kind: EventType, d: &mut Defs) -> ((&'static str, Value), (&'static str, Value)) {
         let chat_id = match kind {
             EventType::OfflineMessageSubmitted => (
                 "Always null: an offline message has no chat. Its id is `offline_message.id`, \
@@ -305,8 +322,14 @@ impl Record<'_> {
                 json!({ "type": "null" }),
             ),
         };
+        (chat_id, agent)
+    }
+
+    /// The properties of a record of type `kind`, in order, each with its description.
+    fn properties(kind: EventType, d: &mut Defs) -> Vec<(&'static str, String, Value)> {
+        let (chat_id, agent) = Self::per_type(kind, d);
         let when = |what: &str| format!("The {what}, when the payload has one.");
-        let properties = vec![
+        vec![
             (
                 "schema_version",
                 "Version of this record format.".to_owned(),
@@ -331,7 +354,11 @@ impl Record<'_> {
                 "The record type; selects the topic.".to_owned(),
                 json!({ "const": kind.as_str() }),
             ),
-            ("event", event, json!({ "type": "string" })),
+            (
+                "event",
+                Self::event_description(kind),
+                json!({ "type": "string" }),
+            ),
             (
                 "site",
                 "Site label from /webhooks/comm100/{site}, or null.".to_owned(),
@@ -367,14 +394,6 @@ impl Record<'_> {
                 Option::<super::Wrapup>::describe(d),
             ),
             ("agent", agent.0.to_owned(), agent.1),
-        ];
-        let mut schema = object("", properties, true, d);
-        // Every schema defines every object, the agent's too.
-        Agent::describe(d);
-        if let Some(map) = schema.as_object_mut() {
-            map.remove("description");
-            map.insert("$defs".into(), Value::Object(defs.0));
-        }
-        schema
+        ]
     }
 }

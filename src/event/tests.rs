@@ -265,40 +265,43 @@ fn site_labels() {
 /// The streaming reader agrees with reading a parsed `serde_json` map, whose semantics
 /// (duplicate keys: first position, last value) are the reference, for bodies with
 /// duplicate and unknown keys in any order at every level.
+/// Keys of the generated payloads: known ones, at every level, and others.
+const KEYS: &[&str] = &[
+    "event",
+    "visitor",
+    "chat",
+    "wrapup",
+    "wrap_up",
+    "offline_message",
+    "chat_id",
+    "operator_id",
+    "id",
+    "name",
+    "status",
+    "end_time",
+    "custom_variable",
+    "custom_variables",
+    "custom_fields",
+    "attachment",
+    "fields",
+    "uri",
+    "zz",
+    "extra",
+];
+/// A JSON object of `entries`, in their order, duplicates kept.
+fn text(entries: &[(String, Value)]) -> String {
+    let body: Vec<String> = entries
+        .iter()
+        .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), v))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
 #[test]
 fn streaming_reader_agrees_with_a_parsed_map() {
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
 
-    const KEYS: &[&str] = &[
-        "event",
-        "visitor",
-        "chat",
-        "wrapup",
-        "wrap_up",
-        "offline_message",
-        "chat_id",
-        "operator_id",
-        "id",
-        "name",
-        "status",
-        "end_time",
-        "custom_variable",
-        "custom_variables",
-        "custom_fields",
-        "attachment",
-        "fields",
-        "uri",
-        "zz",
-        "extra",
-    ];
-    fn text(entries: &[(String, Value)]) -> String {
-        let body: Vec<String> = entries
-            .iter()
-            .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), v))
-            .collect();
-        format!("{{{}}}", body.join(","))
-    }
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<i64>().prop_map(Value::from),

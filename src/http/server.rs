@@ -84,30 +84,7 @@ pub async fn run(
     };
     let clients = Clients::default();
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    if !limits.http2 {
-        builder = builder.http1_only();
-    }
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers);
-    if limits.http2 {
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(Some(HTTP2_MAX_STREAMS))
-            // Streams a client opens and resets at once (CVE-2023-44487, "rapid reset").
-            .max_pending_accept_reset_streams(Some(20))
-            .max_local_error_reset_streams(Some(256))
-            // A peer that stops answering pings is gone: close its connection.
-            .keep_alive_interval(Some(limits.keep_alive_timeout))
-            .keep_alive_timeout(limits.header_read_timeout);
-    }
-    let builder = Arc::new(builder);
+    let builder = Arc::new(connection_builder(&limits));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -127,29 +104,13 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        // Refused before any byte is read (or a TLS handshake is spent on it): an address
-        // the allowlist refuses, and one over its connection limit.
-        let ip = peer.ip().to_canonical();
-        let mut held = None;
-        if role == Listener::Webhook {
-            let auth = app.auth.current();
-            if !auth.connection_allowed(ip) {
-                app.metrics
-                    .auth_failed(crate::auth::AuthError::AddressNotAllowed);
-                continue;
-            }
-            if let Some(max) = limits.max_connections_per_client {
-                if !auth.is_trusted_proxy(ip) {
-                    match clients.take(ip, max) {
-                        Some(guard) => held = Some(guard),
-                        None => {
-                            tracing::debug!(%peer, max, "closing a connection over http.max_connections_per_client");
-                            continue;
-                        }
-                    }
-                }
-            }
-        }
+        let Admitted(held) = match role {
+            Listener::Webhook => match admit(&app, peer, &limits, &clients) {
+                Some(admitted) => admitted,
+                None => continue,
+            },
+            Listener::Admin => Admitted(None),
+        };
         let _ = stream.set_nodelay(true);
         let connection = Connection {
             role,
@@ -176,18 +137,86 @@ pub async fn run(
         });
     }
     drop(listener);
+    drain_connections(graceful, drain).await;
+}
+
+/// Waits up to `bound` for the connections' in-flight requests to finish.
+async fn drain_connections(graceful: GracefulShutdown, bound: Duration) {
     tracing::info!(
         connections = graceful.count(),
         "stopped accepting; draining in-flight requests"
     );
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(bound, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            ?drain,
+            ?bound,
             "connections still open after the drain bound; closing them"
         );
+    }
+}
+
+/// The HTTP server of one listener: HTTP/1.1, and HTTP/2 when `limits` allow it, within
+/// the header limits and timeouts of `limits`.
+fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if !limits.http2 {
+        builder = builder.http1_only();
+    }
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    if limits.http2 {
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(Some(HTTP2_MAX_STREAMS))
+            // Streams a client opens and resets at once (CVE-2023-44487, "rapid reset").
+            .max_pending_accept_reset_streams(Some(20))
+            .max_local_error_reset_streams(Some(256))
+            // A peer that stops answering pings is gone: close its connection.
+            .keep_alive_interval(Some(limits.keep_alive_timeout))
+            .keep_alive_timeout(limits.header_read_timeout);
+    }
+    builder
+}
+
+/// A webhook connection let in, counted against its client address when it has a limit.
+struct Admitted(Option<ClientConnection>);
+
+/// Whether a webhook connection from `peer` is served; refused before any byte is read (or
+/// a TLS handshake is spent on it): an address the allowlist refuses, and one over its
+/// connection limit.
+fn admit(
+    app: &App,
+    peer: SocketAddr,
+    limits: &ConnectionLimits,
+    clients: &Clients,
+) -> Option<Admitted> {
+    let ip = peer.ip().to_canonical();
+    let auth = app.auth.current();
+    if !auth.connection_allowed(ip) {
+        app.metrics
+            .auth_failed(crate::auth::AuthError::AddressNotAllowed);
+        return None;
+    }
+    let Some(max) = limits.max_connections_per_client else {
+        return Some(Admitted(None));
+    };
+    if auth.is_trusted_proxy(ip) {
+        return Some(Admitted(None));
+    }
+    match clients.take(ip, max) {
+        Some(guard) => Some(Admitted(Some(guard))),
+        None => {
+            tracing::debug!(%peer, max, "closing a connection over http.max_connections_per_client");
+            None
+        }
     }
 }
 

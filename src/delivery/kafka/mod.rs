@@ -278,7 +278,7 @@ impl ClientContext for Context {
         if self.0.brokers_up.swap(up, Ordering::Relaxed) <= 0 && up > 0 {
             self.0.recovered.notify_waiters();
         }
-        self.0.metrics.kafka_brokers_up.set(up);
+        self.0.metrics.kafka.brokers_up.set(up);
         if up > 0 {
             let cleared = self.0.authentication.locked().take();
             if cleared.is_some() {
@@ -287,7 +287,8 @@ impl ClientContext for Context {
         }
         self.0
             .metrics
-            .kafka_producer_queue_messages
+            .kafka
+            .producer_queue_messages
             .set(stats.msg_cnt as i64);
     }
 
@@ -311,7 +312,7 @@ impl ClientContext for Context {
         if code == Some(RDKafkaErrorCode::AllBrokersDown) {
             // Known at once, not at the next statistics.
             self.0.brokers_up.store(0, Ordering::Relaxed);
-            self.0.metrics.kafka_brokers_up.set(0);
+            self.0.metrics.kafka.brokers_up.set(0);
         }
         let what = match code {
             Some(RDKafkaErrorCode::Authentication) => "Kafka authentication failed",

@@ -269,8 +269,8 @@ impl Spool {
             epoch: 0,
             segments,
         };
-        metrics.spool_capacity_bytes.set(config.max_bytes as i64);
-        metrics.spool_faulted.set(0);
+        metrics.spool.capacity_bytes.set(config.max_bytes as i64);
+        metrics.spool.faulted.set(0);
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             dir: dir.clone(),
@@ -549,8 +549,8 @@ impl Inner {
     }
 
     fn update_gauges(&self, state: &State) {
-        self.metrics.spool_events.set(state.pending_events as i64);
-        self.metrics.spool_bytes.set(state.disk_bytes() as i64);
+        self.metrics.spool.events.set(state.pending_events as i64);
+        self.metrics.spool.bytes.set(state.disk_bytes() as i64);
     }
 }
 
@@ -673,10 +673,8 @@ struct Recovered {
     pending_bytes: u64,
 }
 
-/// Scans every segment, cuts off torn tails, and counts what follows the cursor. A damaged
-/// span followed by intact frames is kept: replay sends it to the dead-letter topic and goes
-/// on with the frames after it.
-fn recover(dir: &Path, limit: usize) -> io::Result<Recovered> {
+/// The ids of the segments in `dir`, oldest first.
+fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
     let mut ids: Vec<u64> = Vec::new();
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -688,6 +686,14 @@ fn recover(dir: &Path, limit: usize) -> io::Result<Recovered> {
         }
     }
     ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Scans every segment, cuts off torn tails, and counts what follows the cursor. A damaged
+/// span followed by intact frames is kept: replay sends it to the dead-letter topic and goes
+/// on with the frames after it.
+fn recover(dir: &Path, limit: usize) -> io::Result<Recovered> {
+    let ids = segment_ids(dir)?;
     let oldest = ids.first().copied().unwrap_or(1);
     let newest = ids.last().copied().unwrap_or(1);
     let mut read = read_cursor(dir).unwrap_or(Position {

@@ -171,63 +171,98 @@ async fn run(
         };
         let total = batch.entries.len();
         let sent = send(&publisher, &order, &batch, &dead_lettered).await;
-        let done = sent.iter().take_while(|&&ok| ok).count();
-        let committed = spool.commit(&batch, done);
-        if committed.is_ok() {
-            order.forget(batch.entries[..done].iter().filter_map(|e| match e {
-                Spooled::Record(m) => Some(&m.id),
-                Spooled::Unreadable { .. } => None,
-            }));
-            let cursor = batch.ends.get(done.wrapping_sub(1)).copied();
-            dead_lettered.retain(|p| Some(*p) > cursor);
-        }
-        for (i, _) in sent.iter().enumerate().skip(done).filter(|(_, &ok)| ok) {
-            if matches!(batch.entries[i], Spooled::Unreadable { .. }) {
-                dead_lettered.insert(batch.ends[i]);
-            }
-        }
-        let in_kafka = sent.iter().filter(|&&ok| ok).count();
-        match committed {
-            Ok(()) if cursor_failing => {
-                cursor_failing = false;
-                tracing::info!("the spool cursor is saved again");
-            }
-            Ok(()) => {}
-            // Once per streak: a full disk would otherwise log it every round.
-            Err(e) if !cursor_failing => {
-                cursor_failing = true;
-                tracing::error!(error = %e, "cannot save the spool cursor; records replayed since may be replayed again after a restart");
-            }
-            Err(_) => {}
-        }
+        let in_kafka = record_round(
+            &spool,
+            &order,
+            &batch,
+            &sent,
+            &mut dead_lettered,
+            &mut cursor_failing,
+        );
         drop(batch);
         drop(held);
-        if in_kafka < total {
-            failures += 1;
-            metrics.spool_replay_retries.inc();
-            tracing::warn!(
-                replayed = in_kafka,
-                remaining = spool.pending_events(),
-                attempt = failures,
-                "Kafka did not acknowledge every spooled record; backing off"
-            );
-            if *mode.borrow() == (Mode::Drain { give_up: true }) && publisher.known_down() {
-                tracing::warn!(
-                    remaining = spool.pending_events(),
-                    "no Kafka broker is connected; the spool keeps the rest"
-                );
-                return;
-            }
-            if !pause(failures, &mut mode, &publisher, &order).await {
-                return;
-            }
-        } else {
+        if in_kafka == total {
             if failures > 0 {
                 tracing::info!(remaining = spool.pending_events(), "spool replay resumed");
             }
             failures = 0;
+            continue;
+        }
+        failures += 1;
+        metrics.spool.replay_retries.inc();
+        if !back_off(failures, in_kafka, &spool, &publisher, &order, &mut mode).await {
+            return;
         }
     }
+}
+
+/// After a round Kafka did not fully acknowledge: waits before the next ([`pause`]), unless
+/// a drain that gives up finds no broker. Returns whether to go on.
+async fn back_off(
+    failures: u32,
+    in_kafka: usize,
+    spool: &Spool,
+    publisher: &Publisher,
+    order: &Order,
+    mode: &mut watch::Receiver<Mode>,
+) -> bool {
+    tracing::warn!(
+        replayed = in_kafka,
+        remaining = spool.pending_events(),
+        attempt = failures,
+        "Kafka did not acknowledge every spooled record; backing off"
+    );
+    if *mode.borrow() == (Mode::Drain { give_up: true }) && publisher.known_down() {
+        tracing::warn!(
+            remaining = spool.pending_events(),
+            "no Kafka broker is connected; the spool keeps the rest"
+        );
+        return false;
+    }
+    pause(failures, mode, publisher, order).await
+}
+
+/// Records what a round achieved: the cursor moves past its first entries that are done
+/// (their keys forgotten by `order`), and unreadable frames past them that went to the
+/// dead-letter topic are remembered so they are not sent again. Returns how many entries
+/// are in Kafka.
+fn record_round(
+    spool: &Spool,
+    order: &Order,
+    batch: &Batch,
+    sent: &[bool],
+    dead_lettered: &mut HashSet<Position>,
+    cursor_failing: &mut bool,
+) -> usize {
+    let done = sent.iter().take_while(|&&ok| ok).count();
+    let committed = spool.commit(batch, done);
+    if committed.is_ok() {
+        order.forget(batch.entries[..done].iter().filter_map(|e| match e {
+            Spooled::Record(m) => Some(&m.id),
+            Spooled::Unreadable { .. } => None,
+        }));
+        let cursor = batch.ends.get(done.wrapping_sub(1)).copied();
+        dead_lettered.retain(|p| Some(*p) > cursor);
+    }
+    for (i, _) in sent.iter().enumerate().skip(done).filter(|(_, &ok)| ok) {
+        if matches!(batch.entries[i], Spooled::Unreadable { .. }) {
+            dead_lettered.insert(batch.ends[i]);
+        }
+    }
+    match committed {
+        Ok(()) if *cursor_failing => {
+            *cursor_failing = false;
+            tracing::info!("the spool cursor is saved again");
+        }
+        Ok(()) => {}
+        // Once per streak: a full disk would otherwise log it every round.
+        Err(e) if !*cursor_failing => {
+            *cursor_failing = true;
+            tracing::error!(error = %e, "cannot save the spool cursor; records replayed since may be replayed again after a restart");
+        }
+        Err(_) => {}
+    }
+    sent.iter().filter(|&&ok| ok).count()
 }
 
 /// Sends a batch and says which entries are done: acknowledged, rejected for good and in

@@ -635,7 +635,7 @@ async fn a_removed_directory_is_recreated_keeping_the_open_segment() {
     assert_eq!(read_all(&spool), expected);
     assert_eq!(spool.pending_events(), expected.len() as u64);
     assert_eq!(
-        metrics.spool_lost_events.get(),
+        metrics.spool.lost_events.get(),
         (sent.len() - in_open) as u64,
         "the records of the closed segments are counted as lost"
     );

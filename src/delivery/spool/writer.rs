@@ -237,14 +237,14 @@ impl Writer {
             tracing::error!(dir = %self.inner.dir.display(), cause = %fault, "the spool cannot take records; webhooks that need it are answered 503 until it can");
             self.logged = Some((fault.kind, std::time::Instant::now()));
         }
-        self.inner.metrics.spool_faulted.set(1);
+        self.inner.metrics.spool.faulted.set(1);
         *self.inner.fault.locked() = Some(fault);
     }
 
     fn clear(&mut self) {
         let was = self.inner.fault.locked().take();
         if let Some(fault) = was {
-            self.inner.metrics.spool_faulted.set(0);
+            self.inner.metrics.spool.faulted.set(0);
             tracing::info!(dir = %self.inner.dir.display(), was = %fault, "the spool takes records again");
         }
     }
@@ -349,7 +349,7 @@ impl Writer {
             state.epoch += 1;
             self.inner.update_gauges(&state);
         }
-        self.inner.metrics.spool_lost_events.inc_by(lost);
+        self.inner.metrics.spool.lost_events.inc_by(lost);
         tracing::error!(
             dir = %dir.display(),
             lost,

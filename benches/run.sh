@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of comm100-bridge against a Kafka-protocol broker on loopback.
-#   bench/run.sh                      broker: Apache Kafka, 3 brokers of tests/kafka/cluster,
+#   benches/run.sh                      broker: Apache Kafka, 3 brokers of tests/kafka/cluster,
 #                                     topics with replication 3 and min.insync.replicas 2
-#   BENCH_BROKER=tansu bench/run.sh   broker: tansu (installed into the cache if missing)
-#   BENCH_BROKER=mock bench/run.sh    broker: a librdkafka mock cluster in its own process
+#   BENCH_BROKER=tansu benches/run.sh   broker: tansu (installed into the cache if missing)
+#   BENCH_BROKER=mock benches/run.sh    broker: a librdkafka mock cluster in its own process
 # Knobs: BENCH_DURATION (s, default 15), BENCH_CONNECTIONS (connection counts, each
 # measured in turn; default "64 256"), BENCH_THREADS (2),
 # BENCH_PIN=1 (servers on CPU 0, load generator on CPU 1), BENCH_CACHE (tool installs),
@@ -21,7 +21,7 @@
 # with the share of its requests and of its Kafka deliveries over 5 ms from /metrics.
 # It reports the bridge's and the broker's CPU time per request and the bridge's context
 # switches per request (from /proc, over the max-rate runs), and the bridge's heap
-# allocations per request (examples/bench_allocations.rs, against a mock cluster), and
+# allocations per request (benches/tools/allocations.rs, against a mock cluster), and
 # writes a table with the machine and versions into the broker's section of BENCH_OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -159,11 +159,11 @@ start_bridge() {
   bridge_pid=$!
   pids+=("$bridge_pid")
   wait_http "http://127.0.0.1:$bport/healthz"
-  wrk -t1 -c4 -d2s -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
+  wrk -t1 -c4 -d2s -s benches/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
   # A fresh JVM runs interpreted and compiles as it goes: the first 15 s against a new
   # Kafka cluster measured at a third of its later rate. Warm it once, under load.
   if [ "$broker" = kafka ] && [ ! -f "$work/kafka/warm" ]; then
-    wrk -t2 -c64 -d"${BENCH_WARMUP:-45}s" -s bench/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
+    wrk -t2 -c64 -d"${BENCH_WARMUP:-45}s" -s benches/post.lua "http://127.0.0.1:$bport/webhooks/comm100?token=bench" >/dev/null
     touch "$work/kafka/warm"
   fi
 }
@@ -203,7 +203,7 @@ peak_rss_mib() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 # run NAME URL CONNECTIONS: prints "rps p50_ms p99_ms p999_ms non2xx errors"
 run() {
   local name=$1 url=$2 conns=$3
-  "${loadgen[@]}" wrk -t"$threads" -c"$conns" -d"${duration}s" -s bench/post.lua "$url" >"$work/$name.wrk"
+  "${loadgen[@]}" wrk -t"$threads" -c"$conns" -d"${duration}s" -s benches/post.lua "$url" >"$work/$name.wrk"
   python3 - "$work/$name.wrk" <<'PY'
 import re, sys
 line = next(l for l in open(sys.argv[1]) if l.startswith("RESULT"))
@@ -333,7 +333,7 @@ section() {
   echo "<!-- results:$broker -->"
   echo "## Against $broker_title"
   echo
-  echo "Produced by \`bench/run.sh\` (\`BENCH_BROKER=$broker\`) on $(date -u +%Y-%m-%d)."
+  echo "Produced by \`benches/run.sh\` (\`BENCH_BROKER=$broker\`) on $(date -u +%Y-%m-%d)."
   echo
   echo "| connections | run | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | socket errors |"
   echo "|---:|---|---:|---:|---:|---:|---:|---:|"
@@ -341,11 +341,11 @@ section() {
   echo
   printf '%s' "$notes"
   echo "- Bridge peak RSS over all runs: **$rss MiB**."
-  echo "- Heap allocations per request (\`examples/bench_allocations.rs\`, 20,000 requests, 16 at a time, mock cluster): **$allocations** ($allocated_bytes bytes)."
+  echo "- Heap allocations per request (\`benches/tools/allocations.rs\`, 20,000 requests, 16 at a time, mock cluster): **$allocations** ($allocated_bytes bytes)."
   if [ -n "$instructions" ]; then
     echo
     echo "Parse + normalize + serialize, instructions per event under callgrind"
-    echo "(\`examples/bench_instructions.rs\`; valgrind hides SHA-NI, so the fingerprint's SHA-256"
+    echo "(\`benches/tools/instructions.rs\`; valgrind hides SHA-NI, so the fingerprint's SHA-256"
     echo "runs in software there, about 55 instructions per body byte that native runs do not spend):"
     echo
     echo "| sample | bytes | instructions |"
@@ -356,7 +356,7 @@ section() {
   echo "Machine: $(nproc) cores, $cpu_model, $(free -g | awk '/Mem:/ {print $2}') GiB. Layout: $layout."
   echo "Broker: $broker_version on loopback, topics with $partitions partitions. Bridge: $tuning."
   echo "Versions: $("$bridge" --version), $(rustc --version), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
-  echo "Load: \`wrk -t$threads -c<connections> -d${duration}s -s bench/post.lua URL\`; the fixed-rate run:"
+  echo "Load: \`wrk -t$threads -c<connections> -d${duration}s -s benches/post.lua URL\`; the fixed-rate run:"
   echo "\`oha -z ${duration}s -w -c <connections> -q <rate> --latency-correction -m POST -Z bodies.ndjson URL\`"
   echo "($("$oha" --version | head -1); the same samples as compact one-line JSON)."
   echo "<!-- /results:$broker -->"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Outage benchmark: a fixed request rate while every broker of a librdkafka mock cluster (in
-# its own process) is down for a while; see examples/bench_outage.rs for what it prints.
-#   bench/outage.sh                   2,000 req/s and half the measured maximum, 6 s outage
+# its own process) is down for a while; see benches/tools/outage.rs for what it prints.
+#   benches/outage.sh                   2,000 req/s and half the measured maximum, 6 s outage
 # Knobs: OUTAGE_RATES (default "2000 max/2"), OUTAGE_SECONDS (6), OUTAGE_CONNECTIONS (64),
 # BENCH_BRIDGE (a comm100-bridge binary to measure instead of this tree's).
 set -euo pipefail

@@ -199,11 +199,10 @@ async fn an_oversized_chunked_body_is_refused_without_reading_it_all() {
     let mut c = config(&cluster.bootstrap_servers());
     c.http.max_body_bytes = 1024;
     let bridge = Bridge::start(c).await;
-    let mut stream = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
     let head = format!(
         "POST /webhooks/comm100?token={TOKEN} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut stream = raw_request(bridge.addr, head).await;
     // 2 KiB of chunks, past the limit; the sender never finishes the body.
     for _ in 0..4 {
         stream.write_all(b"200\r\n").await.unwrap();

@@ -411,11 +411,7 @@ async fn idle_keep_alive_connections_are_closed() {
     let mut c = config(&cluster.bootstrap_servers());
     c.http.keep_alive_timeout_ms = 300;
     let bridge = Bridge::start(c).await;
-    let mut stream = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = raw_request(bridge.addr, "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let started = Instant::now();
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();
@@ -687,9 +683,8 @@ async fn a_body_that_never_finishes_gets_408() {
     let mut c = config(&cluster.bootstrap_servers());
     c.http.body_read_timeout_ms = 500;
     let bridge = Bridge::start(c).await;
-    let mut stream = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
     let head = format!("POST /webhooks/comm100?token={TOKEN} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{{\"event\"");
-    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut stream = raw_request(bridge.addr, head).await;
     let started = Instant::now();
     let mut response = Vec::new();
     let mut buf = [0u8; 1024];
@@ -719,11 +714,7 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     c.http.header_read_timeout_ms = 60_000;
     let bridge = Bridge::start(c).await;
     // The only slot, held by an idle connection.
-    let mut first = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
-    first
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut first = raw_request(bridge.addr, "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let mut buf = [0u8; 1024];
     assert!(first.read(&mut buf).await.unwrap() > 0);
 
@@ -910,6 +901,12 @@ async fn concurrent_bodies_that_cost_more_to_parse_stay_within_the_memory_budget
     );
     let bridge = Process::start(&config);
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    // Until the producer is connected to a broker, a record goes to the spool (202).
+    let readyz = bridge.admin("/readyz");
+    eventually(Duration::from_secs(20), "a connected broker", async || {
+        (get(&readyz).await.json["brokers_up"].as_i64() > Some(0)).then_some(())
+    })
+    .await;
     assert_eq!(
         post(&hook, &[], r#"{"event":"online","operator_id":1}"#)
             .await
@@ -999,6 +996,12 @@ async fn a_flood_of_rejected_bodies_with_the_dlq_on_and_kafka_slow_stays_bounded
     );
     let bridge = Process::start(&config);
     let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    // Until the producer is connected to a broker, a record goes to the spool (202).
+    let readyz = bridge.admin("/readyz");
+    eventually(Duration::from_secs(20), "a connected broker", async || {
+        (get(&readyz).await.json["brokers_up"].as_i64() > Some(0)).then_some(())
+    })
+    .await;
     assert_eq!(
         post(&hook, &[], r#"{"event":"online","operator_id":1}"#)
             .await

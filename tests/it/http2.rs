@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::AsyncWriteExt;
 
 type H2Sender<B> = hyper::client::conn::http2::SendRequest<B>;
 
@@ -154,25 +153,22 @@ async fn http1_clients_that_leave_mid_request_give_back_what_they_held() {
     let bridge = Bridge::start(config(&cluster.bootstrap_servers())).await;
     // Cut off mid-body.
     for _ in 0..20 {
-        let mut stream = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
         let head = format!(
             "POST /webhooks/comm100?token={TOKEN} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{{\"event\""
         );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        drop(stream);
+        drop(raw_request(bridge.addr, head).await);
     }
     // Gone while the record waits for a slow Kafka: hyper drops the request's future.
     cluster
         .broker_round_trip_time(-1, Duration::from_millis(1000))
         .unwrap();
     for seq in 0..20 {
-        let mut stream = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
         let body = event("gone", seq);
         let request = format!(
             "POST /webhooks/comm100?token={TOKEN} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        let stream = raw_request(bridge.addr, request).await;
         wait_for_metric(
             &bridge.admin("/metrics"),
             "comm100_bridge_inflight_requests",

@@ -131,13 +131,7 @@ async fn replay_dead_letters_a_record_the_broker_refuses_and_moves_on() {
     assert_eq!(acked.ids.len(), 1, "{:?}", acked.statuses);
     verify("replay dead letter", &bootstrap, TOPIC, &acked, true);
 
-    let dlq = consume_all(&bootstrap, "comm100.dlq", Duration::from_secs(20), |got| {
-        !got.is_empty()
-    });
-    let letter = dlq
-        .iter()
-        .find(|r| r.value["id"] == refused_id.as_str())
-        .expect("the refused spooled record is in the dead-letter topic");
+    let letter = dead_letter(&bootstrap, &refused_id);
     assert_eq!(letter.header("dlq_reason"), Some("record_too_large"));
     assert_eq!(letter.value["original_topic"], TOPIC);
     let prefix: Value =
@@ -441,10 +435,7 @@ async fn a_dead_letter_topic_that_takes_smaller_records_gets_the_envelope() {
     assert_eq!(answer.json["status"], "dead_lettered");
     assert_eq!(answer.json["reason"], "topic_authorization_failed");
     let id = answer.json["id"].as_str().unwrap();
-    let dlq = consume_all(&bootstrap, "comm100.dlq", Duration::from_secs(20), |got| {
-        got.iter().any(|r| r.value["id"] == id)
-    });
-    let letter = dlq.iter().find(|r| r.value["id"] == id).unwrap();
+    let letter = dead_letter(&bootstrap, id);
     assert_eq!(
         letter.header("dlq_reason"),
         Some("topic_authorization_failed")

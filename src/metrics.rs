@@ -223,7 +223,7 @@ fn build_info(r: &Registry) {
         ),
     );
     build_info
-        .with_label_values(&[crate::VERSION, crate::COMMIT])
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("COMM100_BRIDGE_COMMIT")])
         .set(1);
 }
 

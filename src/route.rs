@@ -224,13 +224,13 @@ mod tests {
     use super::*;
     use crate::config::tests::{env, file};
 
-    /// Loads like `serve`: the settings, then what they ask of the stages.
+    /// Loads the settings, then checks that the largest body's record fits.
     fn checked(
         file: Option<&std::path::Path>,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Config, ConfigError> {
         let config = Config::load_with_env(file, env)?;
-        crate::check(&config)?;
+        check_record_room(&config)?;
         Ok(config)
     }
 

@@ -167,8 +167,20 @@ impl Delivery {
 
     /// Makes `message` durable: in Kafka, else in the spool, within the deadline, after
     /// every earlier record of its key has its place. A key with records in the spool, or
-    /// any key while no broker is connected, goes to the spool.
+    /// any key while no broker is connected, goes to the spool. Counts the outcome: here a
+    /// record spooled or failed, in [`Publisher::settle`] one published or dead-lettered.
     pub async fn deliver(&self, message: &Message) -> Outcome {
+        let outcome = self.make_durable(message).await;
+        let metrics = self.publisher.metrics().of(message.kind);
+        match &outcome {
+            Outcome::Spooled { .. } => metrics.spooled.inc(),
+            Outcome::Failed { reason, .. } => metrics.failed(*reason).inc(),
+            Outcome::Published(_) | Outcome::DeadLettered(_) => {}
+        }
+        outcome
+    }
+
+    async fn make_durable(&self, message: &Message) -> Outcome {
         let deadline = Instant::now() + self.deadline;
         let Some(spool) = &self.spool else {
             return match self.publisher.publish(message, self.deadline).await {

@@ -91,7 +91,7 @@ pub(super) async fn accept(
     app.metrics.of(message.kind).received.inc();
     // The record's memory stays reserved until the answer: the producer holds its copy.
     let _held = held;
-    answer(app, &message, app.delivery.deliver(&message).await)
+    answer(&message, app.delivery.deliver(&message).await)
 }
 
 /// Checks the token, the site and the client's address.
@@ -157,13 +157,8 @@ pub(super) async fn read(
 }
 
 /// The answer to a delivered record: 200, 202, or a refusal (503).
-pub(super) fn answer(
-    app: &App,
-    message: &Message,
-    outcome: Outcome,
-) -> Result<Response<Body>, Refused> {
+pub(super) fn answer(message: &Message, outcome: Outcome) -> Result<Response<Body>, Refused> {
     let (id, kind) = (message.id, message.kind.as_str());
-    let type_metrics = app.metrics.of(message.kind);
     Ok(match outcome {
         Outcome::Published(delivered) => {
             #[derive(Serialize)]
@@ -185,22 +180,15 @@ pub(super) fn answer(
                 },
             )
         }
-        Outcome::Spooled { durable } => {
-            type_metrics.spooled.inc();
-            json_response(
-                StatusCode::ACCEPTED,
-                &json!({"id": id, "type": kind, "status": "spooled", "durable": durable}),
-            )
-        }
+        Outcome::Spooled { durable } => json_response(
+            StatusCode::ACCEPTED,
+            &json!({"id": id, "type": kind, "status": "spooled", "durable": durable}),
+        ),
         Outcome::DeadLettered(reason) => json_response(
             StatusCode::ACCEPTED,
             &json!({"id": id, "type": kind, "status": "dead_lettered", "reason": reason}),
         ),
-        Outcome::Failed {
-            reason,
-            message: text,
-        } => {
-            type_metrics.failed(reason).inc();
+        Outcome::Failed { message: text, .. } => {
             tracing::warn!(id = %id, r#type = kind, topic = message.topic, error = %text, "record not made durable; answering 503");
             return Err(Refusal::Unavailable.because(format_args!("{text}; retry later")));
         }

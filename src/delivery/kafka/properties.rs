@@ -56,13 +56,13 @@ mod tests {
     use crate::config::tests::{env, file};
     use crate::config::{Config, ConfigError, ENV_PROPERTY_PREFIX};
 
-    /// Loads like `serve`: the settings, then what they ask of the stages.
+    /// Loads the settings, then checks their Kafka properties.
     fn checked(
         file: Option<&std::path::Path>,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Config, ConfigError> {
         let config = Config::load_with_env(file, env)?;
-        crate::check(&config)?;
+        super::check(&config.kafka.properties)?;
         Ok(config)
     }
 

@@ -163,6 +163,37 @@ fn check_config_names_a_bad_key_and_fails() {
 }
 
 #[test]
+fn check_config_refuses_what_serve_would_across_stages() {
+    for (name, value, says) in [
+        (
+            "COMM100_BRIDGE__HTTP__MAX_BODY_BYTES",
+            "1048576",
+            "http.max_body_bytes",
+        ),
+        (
+            "COMM100_BRIDGE__KAFKA__PROPERTIES__ACKS",
+            "1",
+            "kafka.properties.acks",
+        ),
+        (
+            "COMM100_BRIDGE__AUTH__SITE_TOKENS_FILES__BAD!SITE",
+            "/run/x",
+            "auth.site_tokens_files.bad!site",
+        ),
+    ] {
+        let out = bridge()
+            .arg("check-config")
+            .env("COMM100_BRIDGE__AUTH__TOKENS", "t")
+            .env(name, value)
+            .run()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert!(err.contains(says), "{name}: {err}");
+    }
+}
+
+#[test]
 fn check_config_takes_kafka_properties_and_rust_log_from_the_environment() {
     let out = bridge()
         .arg("check-config")

@@ -215,6 +215,23 @@ async fn requests_move_exactly_the_counters_they_should() {
         d.get("comm100_bridge_events_received_total{type=\"unknown\"}"),
         None
     );
+
+    // Kafka away: the record is spooled (202), counted once as spooled, not as published.
+    cluster.broker_down(-1).unwrap();
+    let before = scrape(&bridge).await;
+    let body = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();
+    let spooled = post(&hook, &[], body).await;
+    assert_eq!(spooled.status, StatusCode::ACCEPTED, "{}", spooled.text);
+    let d = deltas(&before, &scrape(&bridge).await);
+    assert_eq!(
+        d.get("comm100_bridge_events_spooled_total{type=\"chat_ended\"}"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        d.get("comm100_bridge_events_published_total{type=\"chat_ended\"}"),
+        None
+    );
+    cluster.broker_up(-1).unwrap();
     bridge.stop().await.unwrap();
 }
 

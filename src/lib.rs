@@ -109,9 +109,20 @@ impl Listeners {
 /// fits `message.max.bytes`; every site of the token settings is a valid site label. [`Bridge::build`] and `check-config` run it.
 pub fn check(config: &Config) -> Result<(), config::ConfigError> {
     delivery::kafka::properties::check(&config.kafka.properties)?;
+    delivery::kafka::properties::check_producer(config)?;
     route::check_record_room(config)?;
     auth::check_site_labels(&config.auth)?;
     Ok(())
+}
+
+/// The tokens `config` names, read from their files; none at all is refused unless
+/// `auth.allow_unauthenticated` is set. [`Bridge::build`] and `check-config` run it.
+pub fn load_tokens(config: &Config) -> Result<LiveAuth, ServeError> {
+    let auth = LiveAuth::load(&config.auth)?;
+    if auth.current().is_open() && !config.auth.allow_unauthenticated {
+        return Err(ServeError::NoToken);
+    }
+    Ok(auth)
 }
 
 /// Upper bound on flushing the producer at shutdown.
@@ -146,10 +157,7 @@ impl Bridge {
     pub fn build(config: Config, admin: bool) -> Result<Self, ServeError> {
         check(&config)?;
         let hangup = reload::Hangup::install();
-        let auth = Arc::new(LiveAuth::load(&config.auth)?);
-        if auth.current().is_open() && !config.auth.allow_unauthenticated {
-            return Err(ServeError::NoToken);
-        }
+        let auth = Arc::new(load_tokens(&config)?);
         let certificates = match &config.http.tls {
             Some(files) => Some(tls::Certificates::load(files)?),
             None => None,

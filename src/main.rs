@@ -336,6 +336,7 @@ fn normalize(file: &Path, site: Option<&str>, config_file: Option<&Path>) -> any
 fn check_config(config_file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_file)?;
     comm100_bridge::check(&config)?;
+    comm100_bridge::load_tokens(&config)?;
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }

@@ -164,32 +164,69 @@ fn check_config_names_a_bad_key_and_fails() {
 
 #[test]
 fn check_config_refuses_what_serve_would_across_stages() {
-    for (name, value, says) in [
+    let token = ("COMM100_BRIDGE__AUTH__TOKENS", "t");
+    let property = |name: &str| format!("COMM100_BRIDGE__KAFKA__PROPERTIES__{name}");
+    let (protocol, mechanisms, username, password, ca) = (
+        property("SECURITY_PROTOCOL"),
+        property("SASL_MECHANISMS"),
+        property("SASL_USERNAME"),
+        property("SASL_PASSWORD"),
+        property("SSL_CA_LOCATION"),
+    );
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![], "no token is configured"),
         (
-            "COMM100_BRIDGE__HTTP__MAX_BODY_BYTES",
-            "1048576",
+            vec![token, ("COMM100_BRIDGE__HTTP__MAX_BODY_BYTES", "1048576")],
             "http.max_body_bytes",
         ),
         (
-            "COMM100_BRIDGE__KAFKA__PROPERTIES__ACKS",
-            "1",
+            vec![token, ("COMM100_BRIDGE__KAFKA__PROPERTIES__ACKS", "1")],
             "kafka.properties.acks",
         ),
         (
-            "COMM100_BRIDGE__AUTH__SITE_TOKENS_FILES__BAD!SITE",
-            "/run/x",
+            vec![
+                token,
+                (
+                    "COMM100_BRIDGE__AUTH__SITE_TOKENS_FILES__BAD!SITE",
+                    "/run/x",
+                ),
+            ],
             "auth.site_tokens_files.bad!site",
         ),
-    ] {
+        (
+            vec![
+                token,
+                (&protocol, "SASL_SSL"),
+                (&mechanisms, "SCRAM-SHA-999"),
+                (&username, "bridge-user"),
+                (&password, "pw-not-printed"),
+            ],
+            "kafka.properties.sasl.mechanisms",
+        ),
+        (
+            vec![
+                token,
+                (&protocol, "SASL_SSL"),
+                (&mechanisms, "SCRAM-SHA-512"),
+                (&username, "bridge-user"),
+            ],
+            "kafka.properties.sasl.password",
+        ),
+        (
+            vec![token, (&protocol, "SSL"), (&ca, "/nonexistent/ca.pem")],
+            "kafka.properties.ssl.ca.location",
+        ),
+    ];
+    for (env, says) in cases {
         let out = bridge()
             .arg("check-config")
-            .env("COMM100_BRIDGE__AUTH__TOKENS", "t")
-            .env(name, value)
+            .envs(env.clone())
             .run()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{name}: {err}");
-        assert!(err.contains(says), "{name}: {err}");
+        assert!(!out.status.success(), "{env:?}: {err}");
+        assert!(err.contains(says), "{env:?}: {err}");
+        assert!(!err.contains("pw-not-printed"), "{err}");
     }
 }
 
@@ -206,6 +243,12 @@ fn check_config_takes_kafka_properties_and_rust_log_from_the_environment() {
             "COMM100_BRIDGE__KAFKA__PROPERTIES__SECURITY_PROTOCOL",
             "SASL_SSL",
         )
+        // A combination librdkafka takes: GSSAPI, the default mechanism, is not built in.
+        .env(
+            "COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_MECHANISMS",
+            "SCRAM-SHA-512",
+        )
+        .env("COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_USERNAME", "bridge")
         .env("RUST_LOG", "debug,rdkafka=trace")
         .run()
         .unwrap();

@@ -1,7 +1,9 @@
 //! librdkafka properties from `kafka.properties`: each must be one librdkafka knows and
 //! takes the value of, and none one the bridge sets itself.
 
-use crate::config::{invalid, is_secret_property, ConfigError, Properties};
+use rdkafka::producer::BaseProducer;
+
+use crate::config::{invalid, is_secret_property, Config, ConfigError, Properties};
 
 /// librdkafka properties the bridge sets itself, aliases included.
 const OWNED_PROPERTIES: [&str; 8] = [
@@ -51,8 +53,61 @@ pub fn check(properties: &Properties) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Checks the properties together, as the producer takes them: builds the producer `serve`
+/// would build (it connects to nothing until it has a request) and names the setting
+/// librdkafka refuses, such as an unknown SASL mechanism, a CA file it cannot read, or SASL
+/// without a password.
+pub fn check_producer(config: &Config) -> Result<(), ConfigError> {
+    let client = super::producer_config(
+        &config.kafka,
+        config.kafka_wait(),
+        config.http.max_inflight_bytes / 2,
+    );
+    let Err(e) = client.create::<BaseProducer>() else {
+        return Ok(());
+    };
+    let reason = match e {
+        rdkafka::error::KafkaError::ClientCreation(ref message) => message.clone(),
+        other => other.to_string(),
+    };
+    let properties = &config.kafka.properties;
+    let key = format!("kafka.properties.{}", refused_property(properties, &reason));
+    let mut reason = reason;
+    for (key, value) in properties.iter() {
+        if is_secret_property(key) && !value.is_empty() {
+            reason = reason.replace(value, "<redacted>");
+        }
+    }
+    Err(invalid(
+        key,
+        format!("librdkafka cannot create the producer with these properties: {reason}"),
+    ))
+}
+
+/// The property a librdkafka refusal is about: one it names that is set, the missing one of
+/// a pair it asks for, or the SASL mechanism when it refuses one.
+fn refused_property(properties: &Properties, reason: &str) -> String {
+    if reason.contains("sasl.username and sasl.password") {
+        let missing = ["sasl.password", "sasl.username"]
+            .into_iter()
+            .find(|key| properties.get(key).is_none_or(str::is_empty));
+        return missing.unwrap_or("sasl.password").to_owned();
+    }
+    if reason.contains("hash function") || reason.contains("SASL mechanism") {
+        return "sasl.mechanisms".to_owned();
+    }
+    properties
+        .iter()
+        .map(|(key, _)| key)
+        .filter(|key| reason.contains(key))
+        .max_by_key(|key| key.len())
+        .unwrap_or("security.protocol")
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{check, check_producer};
     use crate::config::tests::{env, file};
     use crate::config::{Config, ConfigError, ENV_PROPERTY_PREFIX};
 
@@ -114,5 +169,58 @@ mod tests {
                 "{key}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_producer_check_names_the_setting_librdkafka_refuses_in_combination() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing_ca = dir.path().join("ca.pem");
+        let missing_ca = missing_ca.to_str().unwrap();
+        for (properties, says) in [
+            (
+                vec![
+                    ("security.protocol", "SASL_SSL"),
+                    ("sasl.mechanisms", "SCRAM-SHA-999"),
+                    ("sasl.username", "bridge-user"),
+                    ("sasl.password", "s3cr3t-value"),
+                ],
+                "kafka.properties.sasl.mechanisms",
+            ),
+            (
+                vec![
+                    ("security.protocol", "SSL"),
+                    ("ssl.ca.location", missing_ca),
+                ],
+                "kafka.properties.ssl.ca.location",
+            ),
+            (
+                vec![
+                    ("security.protocol", "SASL_SSL"),
+                    ("sasl.mechanisms", "SCRAM-SHA-512"),
+                    ("sasl.username", "bridge-user"),
+                ],
+                "kafka.properties.sasl.password",
+            ),
+            (
+                vec![
+                    ("security.protocol", "SASL_PLAINTEXT"),
+                    ("sasl.mechanisms", "PLAIN"),
+                    ("sasl.password", "s3cr3t-value"),
+                ],
+                "kafka.properties.sasl.username",
+            ),
+        ] {
+            let mut config = Config::load_with_env(None, env(&[])).unwrap();
+            for (key, value) in &properties {
+                config.kafka.properties.insert(*key, *value);
+            }
+            // Each property alone is one librdkafka takes.
+            check(&config.kafka.properties).unwrap();
+            let err = check_producer(&config).unwrap_err().to_string();
+            assert!(err.contains(says), "{properties:?}: {err}");
+            assert!(!err.contains("s3cr3t-value"), "{err}");
+        }
+        let defaults = Config::load_with_env(None, env(&[])).unwrap();
+        check_producer(&defaults).unwrap();
     }
 }

@@ -561,3 +561,16 @@ fn check_network_policy(objects: &[Value], http: u64, admin: u64) {
         ]
     );
 }
+
+#[test]
+#[ignore = "needs helm; .ci/run runs it"]
+fn a_single_replica_gets_no_disruption_budget_that_would_block_node_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(&values, "replicaCount: 1\nsecret:\n  tokens: t\n").unwrap();
+    assert!(of_kind(&helm_template(Some(&values)), "PodDisruptionBudget").is_empty());
+    std::fs::write(&values, "replicaCount: 2\nsecret:\n  tokens: t\n").unwrap();
+    let rendered = helm_template(Some(&values));
+    let budget = one(&rendered, "PodDisruptionBudget");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+}

@@ -45,10 +45,18 @@ pub fn property_from_env(name: &str) -> String {
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The message says it all: it is not also the error's source, or `{:#}` (anyhow's
+    /// chain) would print it twice.
     #[error("cannot load configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("invalid configuration key `{key}`: {message}")]
     Invalid { key: String, message: String },
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(error: config::ConfigError) -> Self {
+        Self::Load(error)
+    }
 }
 
 /// A [`ConfigError::Invalid`] of `key`.

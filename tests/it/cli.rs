@@ -160,6 +160,7 @@ fn check_config_names_a_bad_key_and_fails() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("deadline"), "{err}");
+    assert_eq!(err.matches("unknown field").count(), 1, "said once: {err}");
 }
 
 #[test]

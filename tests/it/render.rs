@@ -193,6 +193,23 @@ fn effective_config(objects: &[Value]) -> toml::Value {
     toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap()
 }
 
+/// A Kubernetes quantity of bytes, such as `2Gi` or `500Mi`.
+fn quantity(text: &str) -> u64 {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let unit = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        other => panic!("unit {other} of {text}"),
+    };
+    number.parse::<u64>().unwrap() * unit
+}
+
 fn port_of(listen: &toml::Value) -> u64 {
     let addr: std::net::SocketAddr = listen.as_str().unwrap().parse().unwrap();
     u64::from(addr.port())
@@ -279,6 +296,19 @@ fn check(objects: &[Value], image: &str, monitored: bool) -> u64 {
         .unwrap()
         .iter()
         .any(|t| t["metadata"]["name"] == mount["name"]));
+    // The spool uses most of its volume and never more.
+    let claim = statefulset["spec"]["volumeClaimTemplates"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|t| t["metadata"]["name"] == mount["name"])
+        .unwrap();
+    let volume = quantity(&text(&claim["spec"]["resources"]["requests"]["storage"]));
+    let max_bytes = config["spool"]["max_bytes"].as_integer().unwrap() as u64;
+    assert!(
+        max_bytes <= volume && max_bytes * 10 >= volume * 8,
+        "spool.max_bytes {max_bytes} on a volume of {volume} bytes"
+    );
 
     // Services select the pods; with monitoring, exactly one is scraped, on the admin port.
     let pod_labels = &statefulset["spec"]["template"]["metadata"]["labels"];

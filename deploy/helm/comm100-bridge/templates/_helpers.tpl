@@ -86,6 +86,8 @@ connect). */}}
   value: /var/lib/comm100-bridge/spool
 - name: COMM100_BRIDGE__HTTP__SHUTDOWN_DELAY_MS
   value: {{ .Values.shutdown.delayMs | quote }}
+- name: COMM100_BRIDGE__SPOOL__MAX_BYTES
+  value: {{ .Values.spool.maxBytes | int64 | quote }}
 - name: COMM100_BRIDGE__SPOOL__DRAIN_ON_SHUTDOWN_MS
   value: {{ .Values.shutdown.spoolDrainMs | quote }}
 - name: COMM100_BRIDGE__DELIVERY__DEADLINE_MS

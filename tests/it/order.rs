@@ -49,6 +49,7 @@ async fn a_record_acknowledged_late_is_not_replayed_over_a_newer_one() {
     let cluster = cluster();
     let bootstrap = cluster.bootstrap_servers();
     let bridge = Bridge::start(short_config(&bootstrap)).await;
+    bridge.connected().await;
     let hook = hook(&bridge);
     let mut acked = Acked::default();
     let first = post(&hook, &[], event("operator-77", 0)).await;

@@ -68,6 +68,16 @@ impl Bridge {
         }
     }
 
+    /// Waits until the producer is connected to a broker: before that, a record goes to the
+    /// spool (202) rather than to Kafka (200).
+    pub async fn connected(&self) {
+        let readyz = self.admin("/readyz");
+        eventually(Duration::from_secs(20), "a connected broker", async || {
+            (get(&readyz).await.json["brokers_up"].as_i64() > Some(0)).then_some(())
+        })
+        .await
+    }
+
     /// Signals shutdown and returns what `serve` returned; removes a test spool directory.
     pub async fn stop(mut self) -> Result<(), ServeError> {
         let _ = self.shutdown.take().unwrap().send(());

@@ -120,6 +120,7 @@ async fn only_a_chat_with_spooled_records_waits_behind_them() {
     }
     let bootstrap = cluster.bootstrap_servers();
     let bridge = Bridge::start(short_config(&bootstrap)).await;
+    bridge.connected().await;
     let hook = hook(&bridge);
     for warm_up in [event("warm-up", 0), ended("warm-up", 1)] {
         assert_eq!(post(&hook, &[], warm_up).await.status, StatusCode::OK);

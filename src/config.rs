@@ -848,6 +848,17 @@ pub(crate) mod tests {
         )
     }
 
+    /// Loads `file` over the defaults with exactly `env`, then runs a stage's `check` on it.
+    pub(crate) fn load_then(
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+        check: impl FnOnce(&Config) -> Result<(), ConfigError>,
+    ) -> Result<Config, ConfigError> {
+        let config = Config::load_with_env(file, env)?;
+        check(&config)?;
+        Ok(config)
+    }
+
     /// A TOML file holding `contents`.
     pub(crate) fn file(contents: &str) -> tempfile::NamedTempFile {
         let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();

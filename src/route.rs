@@ -222,16 +222,14 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::{env, file};
+    use crate::config::tests::{env, file, load_then};
 
     /// Loads the settings, then checks that the largest body's record fits.
     fn checked(
         file: Option<&std::path::Path>,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Config, ConfigError> {
-        let config = Config::load_with_env(file, env)?;
-        check_record_room(&config)?;
-        Ok(config)
+        load_then(file, env, check_record_room)
     }
 
     #[test]

@@ -108,7 +108,7 @@ fn refused_property(properties: &Properties, reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::{check, check_producer};
-    use crate::config::tests::{env, file};
+    use crate::config::tests::{env, file, load_then};
     use crate::config::{Config, ConfigError, ENV_PROPERTY_PREFIX};
 
     /// Loads the settings, then checks their Kafka properties.
@@ -116,9 +116,7 @@ mod tests {
         file: Option<&std::path::Path>,
         env: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Config, ConfigError> {
-        let config = Config::load_with_env(file, env)?;
-        super::check(&config.kafka.properties)?;
-        Ok(config)
+        load_then(file, env, |c| check(&c.kafka.properties))
     }
 
     #[test]

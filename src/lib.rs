@@ -167,7 +167,9 @@ impl Bridge {
             .map(|c| c.acceptor(config.http.http2))
             .transpose()?;
         let reloader = tokio::spawn(reload::run(hangup, auth.clone(), certificates));
-        let metrics = Metrics::new().with_routes(&http::routes());
+        let metrics = Metrics::new()
+            .with_routes(&http::routes())
+            .with_refusals(&http::refusal_codes());
         let delivery = Delivery::from_config(&config, metrics.clone())?;
         let app = Arc::new(http::App::from_config(
             &config, auth, delivery, metrics, admin,

@@ -57,13 +57,30 @@ label_values! {
         InvalidJson => "invalid_json",
         MissingEvent => "missing_event",
         BodyTooComplex => "body_too_complex",
+        InvalidGzip => "invalid_gzip",
     }
 }
 
 impl DlqReason {
     /// The reasons of rejected request bodies: `reason` of `dlq_dropped_total`.
-    pub const REJECTED_BODIES: &'static [Self] =
-        &[Self::InvalidJson, Self::MissingEvent, Self::BodyTooComplex];
+    pub const REJECTED_BODIES: &'static [Self] = &[
+        Self::InvalidJson,
+        Self::MissingEvent,
+        Self::BodyTooComplex,
+        Self::InvalidGzip,
+    ];
+}
+
+label_values! {
+    /// Why the webhook listener closed a connection without answering a request on it:
+    /// `reason` of `connections_refused_total`.
+    RefusedConnection {
+        AddressNotAllowed => "address_not_allowed",
+        PerClientLimit => "per_client_limit",
+        TlsHandshakeFailed => "tls_handshake_failed",
+        HeadTooLarge => "head_too_large",
+        MalformedRequest => "malformed_request",
+    }
 }
 
 /// Registers `metric` (just built, so it always is valid and new) in `registry`.
@@ -104,6 +121,8 @@ pub struct Metrics {
     pub spool: SpoolMetrics,
     pub dlq: IntCounterVec,
     pub dlq_dropped: IntCounterVec,
+    pub webhooks_refused: IntCounterVec,
+    pub connections_refused: IntCounterVec,
     pub inflight_requests: IntGauge,
     pub kafka: KafkaMetrics,
     /// Handles resolved once, so the request path does no label lookups.
@@ -317,6 +336,18 @@ impl Metrics {
                 "Rejected bodies (answered 4xx) not copied to the dead-letter topic: the memory set aside for such copies was full, or Kafka did not take them; by reason.",
                 &["reason"],
             ),
+            webhooks_refused: counters(
+                r,
+                "webhooks_refused_total",
+                "Webhook requests answered 4xx or 5xx, by the code of the error body; not_found counts authenticated POSTs to a path that is not a webhook path.",
+                &["reason"],
+            ),
+            connections_refused: counters(
+                r,
+                "connections_refused_total",
+                "Webhook-listener connections closed without a routed answer, by reason: at accept (address_not_allowed, per_client_limit), in the TLS handshake, or by the HTTP layer (head_too_large answered 431, malformed_request answered 400).",
+                &["reason"],
+            ),
             inflight_requests: gauge(r, "inflight_requests", "Webhook requests being served."),
             spool: SpoolMetrics::register(r),
             kafka: KafkaMetrics::register(r),
@@ -351,6 +382,10 @@ impl Metrics {
         }
         for reason in AuthError::ALL.map(AuthError::reason) {
             self.auth_failures.with_label_values(&[reason]);
+        }
+        for reason in RefusedConnection::ALL {
+            self.connections_refused
+                .with_label_values(&[reason.as_str()]);
         }
     }
 
@@ -395,6 +430,27 @@ impl Metrics {
             })
             .collect();
         self
+    }
+
+    /// With the series of each reason a webhook is refused for, at zero: the codes of the
+    /// server's error bodies ([`crate::http::refusal_codes`]).
+    pub fn with_refusals(self, codes: &[&str]) -> Self {
+        for code in codes {
+            self.webhooks_refused.with_label_values(&[code]);
+        }
+        self
+    }
+
+    /// Counts one webhook refused with the error code `code`.
+    pub fn webhook_refused(&self, code: &str) {
+        self.webhooks_refused.with_label_values(&[code]).inc();
+    }
+
+    /// Counts one connection closed without a routed answer.
+    pub fn connection_refused(&self, reason: RefusedConnection) {
+        self.connections_refused
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     /// Counts one record or rejected body in the dead-letter topic.

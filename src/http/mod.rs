@@ -29,7 +29,7 @@ use crate::route::Router;
 
 pub use body::{gunzip_within, Gunzip};
 pub use budget::{Budget, Crowded, Room};
-pub use refusal::Refusal;
+pub use refusal::{refusal_codes, Refusal};
 pub use server::{run, ConnectionLimits};
 
 /// Everything a request handler needs, shared by all connections.
@@ -246,17 +246,44 @@ async fn dispatch(
         Route::Readyz if get => admin::readyz(app),
         Route::Metrics if get => admin::metrics(app),
         Route::Healthz | Route::Readyz | Route::Metrics => refusal::method_not_allowed("GET, HEAD"),
-        Route::BadSite => refusal::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such route: a site label is 1 to 64 of A-Z a-z 0-9 _ . -",
-        ),
-        Route::NotFound => refusal::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such route; webhooks are posted to /webhooks/comm100 or /webhooks/comm100/{site}",
-        ),
+        Route::BadSite | Route::NotFound => {
+            let bad_site = matches!(route, Route::BadSite);
+            if req.method() == Method::POST {
+                misdirected(app, peer, req);
+            }
+            not_found(bad_site)
+        }
     }
+}
+
+/// Counts a POST to a path that is not a webhook path in `webhooks_refused_total` when it
+/// carries a token the bridge takes (for the global tokens, or for the site the path ends
+/// in): a webhook sent to a mistyped URL, not a scanner.
+fn misdirected(app: &App, peer: SocketAddr, req: Request<Incoming>) {
+    let auth = app.auth.current();
+    let (parts, _body) = req.into_parts();
+    let site = parts
+        .uri
+        .path()
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .and_then(Site::parse);
+    let authorized = auth.check(&parts, peer.ip(), None).is_ok()
+        || site.is_some_and(|s| auth.check(&parts, peer.ip(), Some(&s)).is_ok());
+    if authorized {
+        app.metrics.webhook_refused(refusal::NOT_FOUND);
+    }
+}
+
+/// The answer to a path no route takes.
+fn not_found(bad_site: bool) -> Response<Body> {
+    let message = match bad_site {
+        true => "no such route: a site label is 1 to 64 of A-Z a-z 0-9 _ . -",
+        false => {
+            "no such route; webhooks are posted to /webhooks/comm100 or /webhooks/comm100/{site}"
+        }
+    };
+    refusal::error(StatusCode::NOT_FOUND, refusal::NOT_FOUND, message)
 }
 
 /// One unit of a gauge, given back when dropped.

@@ -29,7 +29,7 @@ pub enum Refusal {
 /// A refusal with what to tell the sender.
 #[derive(Debug)]
 pub(super) struct Refused {
-    refusal: Refusal,
+    pub(super) refusal: Refusal,
     message: String,
 }
 
@@ -113,8 +113,10 @@ impl Refusal {
 }
 
 impl Refused {
+    /// The answer, counted in `webhooks_refused_total`.
     pub(super) fn response(self, app: &App) -> Response<Body> {
         let Self { refusal, message } = self;
+        app.metrics.webhook_refused(refusal.code());
         let message = match refusal {
             Refusal::TooLarge => format!("{message} ({} bytes)", app.max_body_bytes),
             _ => message,
@@ -138,6 +140,21 @@ impl Refused {
         }
         r
     }
+}
+
+/// The `code` of a 404. In `webhooks_refused_total` it counts the POSTs that carry a token
+/// the bridge takes to a path that is not a webhook path: a webhook URL mistyped where it
+/// is configured.
+pub const NOT_FOUND: &str = "not_found";
+
+/// The `reason` values of `webhooks_refused_total`: every refusal's code and
+/// [`NOT_FOUND`].
+pub fn refusal_codes() -> Vec<&'static str> {
+    Refusal::ALL
+        .map(Refusal::code)
+        .into_iter()
+        .chain([NOT_FOUND])
+        .collect()
 }
 
 /// The statuses the webhook route answers with: 200, 202, 405 and every refusal's.

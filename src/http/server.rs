@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{handle, App, Listener};
 use crate::config::{AdminConfig, HttpConfig};
+use crate::metrics::{Metrics, RefusedConnection};
 use crate::sync::Unpoisoned;
 
 /// Concurrent streams on one HTTP/2 connection (each also takes a slot of the in-flight
@@ -124,15 +125,21 @@ pub async fn run(
         let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _slot = (slot, held);
-            match tls {
-                None => connection.serve(stream).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => connection.serve(stream).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
+            let Some(acceptor) = tls else {
+                return connection.serve(stream).await;
+            };
+            let failed =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => return connection.serve(stream).await,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "timed out".to_owned(),
+                };
+            tracing::debug!(%peer, error = failed, "TLS handshake failed");
+            if role == Listener::Webhook {
+                connection
+                    .app
+                    .metrics
+                    .connection_refused(RefusedConnection::TlsHandshakeFailed);
             }
         });
     }
@@ -203,6 +210,8 @@ fn admit(
     if !auth.connection_allowed(ip) {
         app.metrics
             .auth_failed(crate::auth::AuthError::AddressNotAllowed);
+        app.metrics
+            .connection_refused(RefusedConnection::AddressNotAllowed);
         return None;
     }
     let Some(max) = limits.max_connections_per_client else {
@@ -215,6 +224,8 @@ fn admit(
         Some(guard) => Some(Admitted(Some(guard))),
         None => {
             tracing::debug!(%peer, max, "closing a connection over http.max_connections_per_client");
+            app.metrics
+                .connection_refused(RefusedConnection::PerClientLimit);
             None
         }
     }
@@ -279,7 +290,7 @@ impl Connection {
         } = self;
         let activity = Arc::new(Activity::new());
         let service = {
-            let activity = activity.clone();
+            let (app, activity) = (app.clone(), activity.clone());
             service_fn(move |req| {
                 let (app, activity) = (app.clone(), activity.clone());
                 async move {
@@ -298,6 +309,9 @@ impl Connection {
                 result = &mut conn => {
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        if role == Listener::Webhook {
+                            refused_by_hyper(&app.metrics, e.as_ref());
+                        }
                     }
                     return;
                 }
@@ -309,6 +323,19 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// Counts a request the HTTP layer answered itself, before any route: a head over the
+/// limits (431) or not HTTP (400).
+fn refused_by_hyper(metrics: &Metrics, error: &(dyn std::error::Error + 'static)) {
+    let Some(error) = error.downcast_ref::<hyper::Error>() else {
+        return;
+    };
+    if error.is_parse_too_large() {
+        metrics.connection_refused(RefusedConnection::HeadTooLarge);
+    } else if error.is_parse() {
+        metrics.connection_refused(RefusedConnection::MalformedRequest);
     }
 }
 

@@ -62,9 +62,17 @@ pub(super) async fn accept(
         .budget
         .try_acquire(client, START_BYTES)
         .map_err(Crowded::refused)?;
-    let body = read(app, body, declared, gzip, &held).await?;
-
     let site_label = site.as_ref().map(|s| s.as_str().to_owned());
+    let raw = read(app, body, declared, &held).await?;
+    let body = match gzip {
+        false => raw,
+        true => gunzip(app, &raw, &held).inspect_err(|refused| {
+            if refused.refusal == Refusal::InvalidGzip {
+                dead_letter(app, raw, DlqReason::InvalidGzip, site_label.as_deref());
+            }
+        })?,
+    };
+
     let parsed = {
         let grow = |n| app.budget.grow(&held, n);
         let meter = Meter::new(START_BYTES, &grow);
@@ -79,12 +87,7 @@ pub(super) async fn accept(
                 RejectError::MissingEvent => (Refusal::MissingEvent, DlqReason::MissingEvent),
                 RejectError::Memory(_) => (Refusal::TooComplex, DlqReason::BodyTooComplex),
             };
-            if app.dead_letter_rejected {
-                let room = app.budget.try_dead_letter(body.len());
-                app.delivery
-                    .publisher
-                    .dead_letter_body(body, reason, site_label.as_deref(), room);
-            }
+            dead_letter(app, body, reason, site_label.as_deref());
             return Err(refusal.because(e));
         }
     };
@@ -123,13 +126,25 @@ pub(super) fn content_encoding(headers: &http::HeaderMap) -> Result<bool, Refuse
     }
 }
 
-/// The whole body, decompressed, within the body timeout, the size limit and the budget:
-/// each buffer is paid for from `held` before it is allocated.
+/// Copies a rejected body to the dead-letter topic, as the request received it, when
+/// `dlq.rejected_bodies` is on; a body not copied is counted in `dlq_dropped_total`.
+fn dead_letter(app: &App, body: Bytes, reason: DlqReason, site: Option<&str>) {
+    if !app.dead_letter_rejected {
+        app.metrics.dead_letter_dropped(reason);
+        return;
+    }
+    let room = app.budget.try_dead_letter(body.len());
+    app.delivery
+        .publisher
+        .dead_letter_body(body, reason, site, room);
+}
+
+/// The whole body as sent, within the body timeout, the size limit and the budget: each
+/// buffer is paid for from `held` before it is allocated.
 pub(super) async fn read(
     app: &App,
     body: Incoming,
     declared: Option<u64>,
-    gzip: bool,
     held: &Held,
 ) -> Result<Bytes, Refused> {
     let mut room = |room: Room| app.budget.room(held, room);
@@ -139,17 +154,19 @@ pub(super) async fn read(
         app.max_body_bytes,
         &mut room,
     );
-    let body = match tokio::time::timeout(app.body_read_timeout, read).await {
-        Err(_) => return Err(Refusal::BodyTimeout.plain()),
-        Ok(Ok(body)) => body,
-        Ok(Err(ReadError::TooLarge)) => return Err(Refusal::TooLarge.because("the body")),
-        Ok(Err(ReadError::Crowded(c))) => return Err(c.refused()),
-        Ok(Err(ReadError::Hyper(e))) => return Err(Refusal::BodyUnreadable.because(e)),
-    };
-    if !gzip {
-        return Ok(body);
+    match tokio::time::timeout(app.body_read_timeout, read).await {
+        Err(_) => Err(Refusal::BodyTimeout.plain()),
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(ReadError::TooLarge)) => Err(Refusal::TooLarge.because("the body")),
+        Ok(Err(ReadError::Crowded(c))) => Err(c.refused()),
+        Ok(Err(ReadError::Hyper(e))) => Err(Refusal::BodyUnreadable.because(e)),
     }
-    gunzip_within(&body, app.max_body_bytes, &mut room).map_err(|e| match e {
+}
+
+/// `body` decompressed, within the size limit and the budget.
+fn gunzip(app: &App, body: &[u8], held: &Held) -> Result<Bytes, Refused> {
+    let mut room = |room: Room| app.budget.room(held, room);
+    gunzip_within(body, app.max_body_bytes, &mut room).map_err(|e| match e {
         Gunzip::TooLarge => Refusal::TooLarge.because("the decompressed body"),
         Gunzip::Invalid(e) => Refusal::InvalidGzip.because(e),
         Gunzip::Crowded(c) => c.refused(),

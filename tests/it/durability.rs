@@ -242,6 +242,11 @@ async fn a_record_kafka_rejects_for_good_goes_to_the_dead_letter_topic() {
     let bad = b"{\"event\": \"chat_ended\", truncated".to_vec();
     let rejected = post(&hook, &[], bad.clone()).await;
     assert_eq!(rejected.status, StatusCode::BAD_REQUEST);
+    // So is a body declared gzip that is not: the bytes as sent, before any decompression.
+    let not_gzip = b"\x1f\x8b but not gzip".to_vec();
+    let rejected = post(&hook, &[("content-encoding", "gzip")], not_gzip.clone()).await;
+    assert_eq!(rejected.status, StatusCode::BAD_REQUEST);
+    assert_eq!(rejected.json["error"]["code"], "invalid_gzip");
     // An unauthenticated one is not.
     let unauthenticated = post(
         &bridge.url("/webhooks/comm100"),
@@ -252,7 +257,7 @@ async fn a_record_kafka_rejects_for_good_goes_to_the_dead_letter_topic() {
     assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
 
     let dlq = consume_all(&bootstrap, "comm100.dlq", Duration::from_secs(20), |got| {
-        got.len() >= 2
+        got.len() >= 3
     });
     let record = dlq
         .iter()
@@ -266,6 +271,11 @@ async fn a_record_kafka_rejects_for_good_goes_to_the_dead_letter_topic() {
         .find(|r| r.raw == bad)
         .expect("the 400 body is in the DLQ");
     assert_eq!(body.header("dlq_reason"), Some("invalid_json"));
+    let gzip = dlq
+        .iter()
+        .find(|r| r.raw == not_gzip)
+        .expect("the invalid gzip body is in the DLQ");
+    assert_eq!(gzip.header("dlq_reason"), Some("invalid_gzip"));
     assert!(!dlq.iter().any(|r| r.raw == b"not from a sender"));
 
     let metrics = get(&bridge.admin("/metrics")).await.text;
@@ -285,8 +295,16 @@ async fn a_record_kafka_rejects_for_good_goes_to_the_dead_letter_topic() {
         1.0,
         "{metrics}"
     );
+    assert_eq!(
+        metric(
+            &metrics,
+            "comm100_bridge_dlq_total{reason=\"invalid_gzip\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
     report(&format!(
-        "dead letters: {} records in comm100.dlq (1 too large, 1 rejected body)",
+        "dead letters: {} records in comm100.dlq (1 too large, 2 rejected bodies)",
         dlq.len()
     ));
     bridge.stop().await.unwrap();

@@ -803,6 +803,15 @@ async fn connections_are_refused_at_accept_by_address_and_per_client_limit() {
         .status,
         StatusCode::NOT_FOUND
     );
+    let metrics = get(&bridge.admin("/metrics")).await.text;
+    assert_eq!(
+        metric(
+            &metrics,
+            "comm100_bridge_connections_refused_total{reason=\"per_client_limit\"}"
+        ),
+        150.0,
+        "{metrics}"
+    );
     drop(idle);
     bridge.stop().await.unwrap();
 
@@ -817,14 +826,12 @@ async fn connections_are_refused_at_accept_by_address_and_per_client_limit() {
         StatusCode::OK
     );
     let metrics = get(&bridge.admin("/metrics")).await.text;
-    assert_eq!(
-        metric(
-            &metrics,
-            "comm100_bridge_auth_failures_total{reason=\"address_not_allowed\"}"
-        ),
-        1.0,
-        "{metrics}"
-    );
+    for series in [
+        "comm100_bridge_auth_failures_total{reason=\"address_not_allowed\"}",
+        "comm100_bridge_connections_refused_total{reason=\"address_not_allowed\"}",
+    ] {
+        assert_eq!(metric(&metrics, series), 1.0, "{series}: {metrics}");
+    }
     report(&format!(
         "connections: 200 idle from one address, 150 closed at accept (limit 50); another sender and the probes answered in {} ms; an address outside the allowlist closed before a byte was read",
         took.as_millis()

@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::common::*;
 use comm100_bridge::auth::AuthError;
 use comm100_bridge::event::EventType;
-use comm100_bridge::http::routes;
-use comm100_bridge::metrics::{DlqReason, FailureReason};
+use comm100_bridge::http::{refusal_codes, routes};
+use comm100_bridge::metrics::{DlqReason, FailureReason, RefusedConnection};
 use http::StatusCode;
 
 /// Every sample of an exposition: `name{labels}` → value.
@@ -89,6 +89,16 @@ async fn every_labelled_series_exists_at_zero_on_start() {
     for reason in AuthError::ALL.map(AuthError::reason) {
         expect(format!(
             "comm100_bridge_auth_failures_total{{reason=\"{reason}\"}}"
+        ));
+    }
+    for reason in refusal_codes() {
+        expect(format!(
+            "comm100_bridge_webhooks_refused_total{{reason=\"{reason}\"}}"
+        ));
+    }
+    for reason in RefusedConnection::ALL.iter().map(|r| r.as_str()) {
+        expect(format!(
+            "comm100_bridge_connections_refused_total{{reason=\"{reason}\"}}"
         ));
     }
     for (route, statuses) in routes() {
@@ -185,6 +195,10 @@ async fn requests_move_exactly_the_counters_they_should() {
             1.0,
         ),
         (
+            "comm100_bridge_webhooks_refused_total{reason=\"unauthorized\"}",
+            1.0,
+        ),
+        (
             "comm100_bridge_http_requests_total{route=\"metrics\",status=\"200\"}",
             1.0,
         ),
@@ -232,6 +246,104 @@ async fn requests_move_exactly_the_counters_they_should() {
         None
     );
     cluster.broker_up(-1).unwrap();
+    bridge.stop().await.unwrap();
+}
+
+/// Reads what the bridge answers on `stream` until it closes it (a reset counts as closed).
+async fn answer_of(mut stream: tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn every_way_a_webhook_is_lost_moves_a_counter_with_its_reason() {
+    let cluster = cluster();
+    let bridge = Bridge::start(config(&cluster.bootstrap_servers())).await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let before = scrape(&bridge).await;
+
+    // A webhook URL mistyped where it is configured: a 404 with a valid token.
+    let mistyped = bridge.url(&format!("/webhooks/comm10?token={TOKEN}"));
+    assert_eq!(
+        post(&mistyped, &[], "{}").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A scanner's POST without a token and a GET are 404s too, not refused webhooks.
+    let scanner = post(&bridge.url("/webhooks/comm10"), &[], "{}").await;
+    assert_eq!(scanner.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(&mistyped).await.status, StatusCode::NOT_FOUND);
+    // A body declared gzip that is not (dead-lettered as sent).
+    let not_gzip = post(&hook, &[("content-encoding", "gzip")], "not gzip").await;
+    assert_eq!(not_gzip.json["error"]["code"], "invalid_gzip");
+    // A chunked body that cannot be decoded.
+    let target = format!("/webhooks/comm100?token={TOKEN}");
+    let broken = raw_request(
+        bridge.addr,
+        format!("POST {target} HTTP/1.1\r\nhost: b\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"),
+    )
+    .await;
+    let answer = answer_of(broken).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("body_unreadable"), "{answer}");
+    // Heads the HTTP layer answers itself: over the limits (431), and not HTTP (400).
+    let padding = "a".repeat(20 << 10);
+    let big = format!("POST {target} HTTP/1.1\r\nhost: b\r\nx-padding: {padding}\r\n\r\n");
+    answer_of(raw_request(bridge.addr, big).await).await;
+    let garbage = answer_of(raw_request(bridge.addr, "HELLO\r\n\r\n").await).await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+
+    let expected: BTreeMap<String, f64> = [
+        (
+            "comm100_bridge_http_requests_total{route=\"other\",status=\"404\"}",
+            3.0,
+        ),
+        (
+            "comm100_bridge_webhooks_refused_total{reason=\"not_found\"}",
+            1.0,
+        ),
+        (
+            "comm100_bridge_http_requests_total{route=\"webhook\",status=\"400\"}",
+            2.0,
+        ),
+        (
+            "comm100_bridge_webhooks_refused_total{reason=\"invalid_gzip\"}",
+            1.0,
+        ),
+        (
+            "comm100_bridge_webhooks_refused_total{reason=\"body_unreadable\"}",
+            1.0,
+        ),
+        ("comm100_bridge_dlq_total{reason=\"invalid_gzip\"}", 1.0),
+        (
+            "comm100_bridge_connections_refused_total{reason=\"head_too_large\"}",
+            1.0,
+        ),
+        (
+            "comm100_bridge_connections_refused_total{reason=\"malformed_request\"}",
+            1.0,
+        ),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .into();
+    // The dead letter is counted once Kafka acknowledges it, the HTTP layer's refusals once
+    // their connections close: poll for up to 10 s.
+    let started = std::time::Instant::now();
+    let counted = loop {
+        let d = deltas(&before, &scrape(&bridge).await);
+        let now: BTreeMap<String, f64> = counter_deltas(&d)
+            .into_iter()
+            .filter(|(k, _)| !k.contains("route=\"metrics\""))
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        if now == expected || started.elapsed() > Duration::from_secs(10) {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(counted, expected);
     bridge.stop().await.unwrap();
 }
 

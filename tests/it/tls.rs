@@ -111,6 +111,13 @@ async fn https_with_a_certificate_that_reloads_without_dropping_connections() {
         !matches!(plain, Ok(Ok(ref r)) if r.status().is_success()),
         "plain HTTP was served"
     );
+    // ...and is counted as a failed handshake.
+    let series = "comm100_bridge_connections_refused_total{reason=\"tls_handshake_failed\"}";
+    eventually(Duration::from_secs(5), series, async || {
+        let metrics = get(&bridge.admin("/metrics")).await.text;
+        (metric(&metrics, series) == 1.0).then_some(())
+    })
+    .await;
 
     // A new certificate and key: new handshakes get them once the change is seen.
     let (cert, key, new_der) = self_signed();

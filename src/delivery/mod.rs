@@ -135,10 +135,17 @@ impl Delivery {
         if let Some(problem) = self.publisher.authentication_error() {
             return not_ready(problem);
         }
-        // Until the first statistics (or a report that every broker is down), requests would
-        // find a producer that does not know the cluster yet.
-        if known < 0 {
-            return not_ready("connecting to Kafka".into());
+        // A bridge that has never reached Kafka is misconfigured more often than not (broker
+        // names, ports, protocol): a rollout should not count it ready, spool or no spool.
+        if let Some(last) = self.publisher.never_reached() {
+            let brokers = self.publisher.brokers();
+            return not_ready(match last {
+                None => format!("connecting to Kafka ({brokers})"),
+                Some(error) => format!(
+                    "no Kafka broker reached since start ({brokers}): {error}; check \
+                     kafka.brokers, the ports and security.protocol"
+                ),
+            });
         }
         if let Some(fault) = self.spool.as_ref().and_then(|s| s.fault()) {
             return not_ready(format!("the spool cannot take records: {fault}"));

@@ -14,10 +14,20 @@ const TOPIC: &str = "comm100.chat_transferred";
 
 /// Takes every broker of `cluster` down and starts a bridge against it, its config in
 /// `dir`, its spool in `spool`.
-fn start_with_kafka_down(cluster: &Cluster, dir: &Path, spool: &Path) -> Process {
+/// A child bridge that reached Kafka and then lost it: records go to the spool, and it
+/// stays ready while the spool can take them.
+async fn start_with_kafka_down(cluster: &Cluster, dir: &Path, spool: &Path) -> Process {
     let config = write_config(dir, &cluster.bootstrap_servers(), spool, &[]);
+    let process = Process::start(&config);
+    let metrics = process.admin("/metrics");
+    let brokers = "comm100_bridge_kafka_brokers_up";
+    eventually(Duration::from_secs(20), "a connected broker", async || {
+        (metric(&get(&metrics).await.text, brokers) > 0.0).then_some(())
+    })
+    .await;
     cluster.broker_down(-1).unwrap();
-    Process::start(&config)
+    wait_for_metric(&metrics, brokers, 0.0, Duration::from_secs(20)).await;
+    process
 }
 
 /// Posts one event of `chat` and records the answer in `acked`.
@@ -108,7 +118,7 @@ async fn a_removed_spool_directory_loses_no_record_answered_2xx() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
+    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool).await;
     let mut acked = Acked::default();
 
     assert_spooled(&post_one(&process, &mut acked, "gone", 0).await);
@@ -151,7 +161,7 @@ async fn a_spool_directory_that_cannot_be_recreated_is_reported_until_it_can() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
+    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool).await;
     let mut acked = Acked::default();
 
     assert_spooled(&post_one(&process, &mut acked, "blocked", 0).await);
@@ -232,7 +242,7 @@ async fn a_full_disk_is_answered_503_and_heals_when_space_returns() {
     }
     let _mounted = Mounted(&mount);
     let spool = mount.join("spool");
-    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
+    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool).await;
     let mut acked = Acked::default();
 
     let mut seq = 0;
@@ -341,7 +351,7 @@ async fn a_spool_of_large_records_replays_within_the_memory_budget() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool);
+    let mut process = start_with_kafka_down(&cluster, dir.path(), &spool).await;
     let hook = process.url(&format!("/webhooks/comm100?token={TOKEN}"));
     // Four chats posted at once, each one's events one after another (so each chat's order
     // is checked in Kafka).

@@ -422,3 +422,57 @@ async fn without_a_spool_readiness_drops_while_a_connected_broker_acknowledges_n
     assert_eq!(get(&bridge.admin("/readyz")).await.status, StatusCode::OK);
     bridge.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_that_never_reached_kafka_is_not_ready_and_says_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = write_config(dir.path(), "kafka.invalid:9092", &spool, &[]);
+    let mut process = Process::start(&config);
+    let readyz = process.admin("/readyz");
+    let answer = eventually(
+        Duration::from_secs(30),
+        "/readyz saying Kafka was never reached",
+        async || {
+            let answer = get(&readyz).await;
+            let reason = answer.json["reason"].as_str().unwrap_or_default();
+            reason
+                .starts_with("no Kafka broker reached since start")
+                .then_some(answer)
+        },
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = answer.json["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("(kafka.invalid:9092)") && reason.contains("check kafka.brokers"),
+        "{reason}"
+    );
+
+    // A webhook that still arrives is kept: the spool can take it.
+    let hook = process.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let posted = post(&hook, &[], event("never", 0)).await;
+    assert_eq!(posted.status, StatusCode::ACCEPTED, "{}", posted.text);
+    assert_eq!(posted.json["status"], "spooled");
+    assert_eq!(
+        get(&readyz).await.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a spooled record does not make it ready"
+    );
+
+    // One ERROR line says so, naming the brokers, however often librdkafka retries.
+    let errors: Vec<serde_json::Value> = process
+        .log()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["level"] == "ERROR" && v["target"] != "librdkafka")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let message = errors[0]["fields"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("no Kafka broker reached since start"),
+        "{message}"
+    );
+    assert_eq!(errors[0]["fields"]["brokers"], "kafka.invalid:9092");
+    report("never reached: /readyz 503 naming kafka.brokers, one ERROR line, webhooks spooled");
+}

@@ -3,7 +3,7 @@
 
 pub mod properties;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -247,6 +247,12 @@ const NOT_ACKNOWLEDGING_FOR: Duration = Duration::from_secs(10);
 /// What the producer's callbacks and deliveries report, shared with the [`Publisher`].
 struct Shared {
     brokers_up: AtomicI64,
+    /// Whether a broker has been connected since start; until then `/readyz` says so.
+    reached: AtomicBool,
+    /// librdkafka's latest error before any broker was reached, for `/readyz`.
+    unreached: Mutex<Option<String>>,
+    /// `kafka.brokers`, for the errors that name them.
+    brokers: String,
     metrics: Metrics,
     /// librdkafka's latest authentication (SASL or TLS) error; cleared once a broker is up.
     authentication: Mutex<Option<String>>,
@@ -263,10 +269,43 @@ impl Shared {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
+
+    /// A broker is connected: from now on an outage is "Kafka lost", not "never reached".
+    fn reach(&self) {
+        if !self.reached.swap(true, Ordering::Relaxed) {
+            self.unreached.locked().take();
+            tracing::info!(
+                after_ms = self.epoch.elapsed().as_millis() as u64,
+                "connected to Kafka"
+            );
+        }
+    }
 }
 
 /// The producer's context: librdkafka's statistics, log and error callbacks.
 pub struct Context(Arc<Shared>);
+
+impl Context {
+    /// Keeps librdkafka's latest error while no broker has been reached since start; the
+    /// first one is logged as an ERROR naming `kafka.brokers`, unless an authentication
+    /// error (which has its own) explains it.
+    fn never_reached(&self, reason: &str) {
+        let first = self
+            .0
+            .unreached
+            .locked()
+            .replace(reason.to_owned())
+            .is_none();
+        if first && self.0.authentication.locked().is_none() {
+            tracing::error!(
+                brokers = self.0.brokers,
+                "no Kafka broker reached since start: {reason}; /readyz answers 503 until one \
+                 is (records are spooled meanwhile): check kafka.brokers, the ports, \
+                 security.protocol and the network"
+            );
+        }
+    }
+}
 
 impl ClientContext for Context {
     fn stats(&self, stats: Statistics) {
@@ -277,6 +316,9 @@ impl ClientContext for Context {
             .count() as i64;
         if self.0.brokers_up.swap(up, Ordering::Relaxed) <= 0 && up > 0 {
             self.0.recovered.notify_waiters();
+        }
+        if up > 0 {
+            self.0.reach();
         }
         self.0.metrics.kafka.brokers_up.set(up);
         if up > 0 {
@@ -317,7 +359,12 @@ impl ClientContext for Context {
         let what = match code {
             Some(RDKafkaErrorCode::Authentication) => "Kafka authentication failed",
             Some(RDKafkaErrorCode::SSL) => "Kafka TLS handshake failed",
-            _ => return,
+            _ => {
+                if !self.0.reached.load(Ordering::Relaxed) {
+                    self.never_reached(reason);
+                }
+                return;
+            }
         };
         let problem = format!("{what}: {reason}");
         let first = self
@@ -355,6 +402,9 @@ impl Publisher {
             producer_config(&config.kafka, deadline, config.http.max_inflight_bytes / 2);
         let shared = Arc::new(Shared {
             brokers_up: AtomicI64::new(-1),
+            reached: AtomicBool::new(false),
+            unreached: Mutex::new(None),
+            brokers: config.kafka.brokers.join(","),
             metrics,
             authentication: Mutex::new(None),
             last_ack: AtomicU64::new(0),
@@ -459,6 +509,9 @@ impl Publisher {
         let shared = &self.shared;
         // A broker answered: before the next statistics, Kafka is known to be up.
         let up = shared.brokers_up.load(Ordering::Relaxed);
+        if up <= 0 {
+            shared.reach();
+        }
         if up <= 0 {
             let _ = shared
                 .brokers_up
@@ -611,6 +664,20 @@ impl Publisher {
     /// librdkafka's latest authentication or TLS error, while no broker is connected.
     pub fn authentication_error(&self) -> Option<String> {
         self.shared.authentication.locked().clone()
+    }
+
+    /// `None` once a broker has been connected since start; before that, why none has been
+    /// (librdkafka's latest error, if any yet).
+    pub fn never_reached(&self) -> Option<Option<String>> {
+        match self.shared.reached.load(Ordering::Relaxed) {
+            true => None,
+            false => Some(self.shared.unreached.locked().clone()),
+        }
+    }
+
+    /// `kafka.brokers`, comma-separated.
+    pub fn brokers(&self) -> &str {
+        &self.shared.brokers
     }
 
     /// Brokers the producer is connected to, per the latest statistics; -1 before the first.

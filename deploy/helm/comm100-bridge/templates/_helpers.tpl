@@ -41,10 +41,25 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/* Where kafka.caSecret is mounted. */}}
+{{- define "comm100-bridge.caDir" -}}
+/etc/comm100-bridge-kafka-ca
+{{- end -}}
+
+{{/* The Secret's files, the Kafka CA's, and extraVolumeMounts: the bridge's and the spool
+drain Jobs' alike. */}}
 {{- define "comm100-bridge.secretMount" -}}
 - name: secret
   mountPath: {{ include "comm100-bridge.secretDir" . }}
   readOnly: true
+{{- if .Values.kafka.caSecret.name }}
+- name: kafka-ca
+  mountPath: {{ include "comm100-bridge.caDir" . }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "comm100-bridge.secretVolume" -}}
@@ -52,6 +67,17 @@ true
   secret:
     secretName: {{ include "comm100-bridge.secretName" . }}
     defaultMode: 0440
+{{- with .Values.kafka.caSecret.name }}
+- name: kafka-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.kafka.caSecret.key }}
+        path: {{ $.Values.kafka.caSecret.key }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -107,5 +133,15 @@ connect). */}}
 {{- if include "comm100-bridge.kafkaPassword" . }}
 - name: COMM100_BRIDGE__KAFKA__PROPERTIES__SASL_PASSWORD_FILE
   value: {{ include "comm100-bridge.secretDir" . }}/{{ .Values.secret.kafkaPasswordKey }}
+{{- end }}
+{{- if .Values.kafka.caSecret.name }}
+{{- if hasKey .Values.kafka.properties "ssl.ca.location" }}
+{{- fail "kafka.caSecret sets ssl.ca.location: remove it from kafka.properties" }}
+{{- end }}
+- name: COMM100_BRIDGE__KAFKA__PROPERTIES__SSL_CA_LOCATION
+  value: {{ include "comm100-bridge.caDir" . }}/{{ .Values.kafka.caSecret.key }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}

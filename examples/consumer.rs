@@ -1,10 +1,16 @@
 //! A consumer of comm100-bridge's topics that drops the duplicates at-least-once delivery
 //! can produce, by record `id`.
 //!
-//!     cargo run --example consumer -- localhost:9092 my-group
+//!     cargo run --example consumer -- BROKERS [GROUP] [PREFIX]
 //!
-//! It subscribes to every `comm100.*` topic except the dead-letter topic, prints one line
-//! per record, and commits offsets as it goes.
+//! It subscribes to every record topic under `PREFIX` (`topics.prefix`, default `comm100`)
+//! except the dead-letter topic, prints one line per record, and commits offsets as it
+//! goes. Each environment variable `KAFKA_<PROPERTY>` sets a librdkafka property, its name
+//! lower-cased with `_` for `.`: for SASL over TLS with a private CA,
+//!
+//!     KAFKA_SECURITY_PROTOCOL=SASL_SSL KAFKA_SASL_MECHANISMS=SCRAM-SHA-512 \
+//!     KAFKA_SASL_USERNAME=reader KAFKA_SASL_PASSWORD=... KAFKA_SSL_CA_LOCATION=ca.pem \
+//!     cargo run --example consumer -- kafka.example.com:9093 my-group
 
 use std::collections::{HashSet, VecDeque};
 
@@ -45,6 +51,13 @@ impl Seen {
     }
 }
 
+/// The record topics under `prefix`, as a subscription pattern: a leading `^` makes it a
+/// regular expression.
+fn record_topics(prefix: &str) -> String {
+    let prefix = prefix.replace('.', "\\.");
+    format!("^{prefix}\\.(offline_message_submitted|chat_.*|agent_status_changed|unknown)$")
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -52,17 +65,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let group = args
         .next()
         .unwrap_or_else(|| "comm100-example-consumer".into());
+    let prefix = args.next().unwrap_or_else(|| "comm100".into());
 
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &brokers)
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    // A leading ^ makes it a regular expression: every record topic, not the DLQ.
-    consumer.subscribe(&[
-        "^comm100\\.(offline_message_submitted|chat_.*|agent_status_changed|unknown)$",
-    ])?;
+        .set("auto.offset.reset", "earliest");
+    for (name, value) in std::env::vars() {
+        if let Some(property) = name.strip_prefix("KAFKA_") {
+            config.set(property.to_lowercase().replace('_', "."), value);
+        }
+    }
+    let consumer: StreamConsumer = config.create()?;
+    consumer.subscribe(&[&record_topics(&prefix)])?;
 
     let mut seen = Seen::new();
     loop {

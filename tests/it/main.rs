@@ -10,6 +10,7 @@ mod deploy;
 mod disk;
 mod docs;
 mod durability;
+mod examples;
 mod golden;
 mod harness;
 mod hostile;

@@ -6,6 +6,7 @@ mod common;
 
 mod bridge;
 mod cli;
+mod commands;
 mod deploy;
 mod disk;
 mod docs;

@@ -782,3 +782,49 @@ spoolDrain: {ordinals: [1]}
         "{said}"
     );
 }
+
+#[test]
+#[ignore = "needs helm and kustomize or kubectl; .ci/run runs it"]
+fn the_readmes_helm_and_kubectl_commands_render() {
+    use crate::commands::{bash, block};
+    // `helm install` as written, rendered by `helm template` with the same arguments.
+    let install = block(
+        "README.md",
+        "helm install comm100-bridge deploy/helm/comm100-bridge \\",
+    );
+    assert!(install.starts_with("helm install "), "{install}");
+    let rendered = yaml_documents(&bash(
+        &install.replacen("helm install", "helm template", 1),
+        &[],
+    ));
+    check(&rendered, "registry.example.com/comm100-bridge:0.2.0", true);
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        assert_eq!(
+            one(&rendered, kind)["metadata"]["labels"]["release"].as_str(),
+            Some("kube-prometheus-stack"),
+            "{kind}: the README's command gives Prometheus no {kind} it selects"
+        );
+    }
+    let kafka = &effective_config(&rendered)["kafka"];
+    assert_eq!(
+        kafka["brokers"],
+        toml::Value::try_from(["kafka-0.kafka:9092", "kafka-1.kafka:9092"]).unwrap()
+    );
+
+    // Every `kubectl apply -k` of the kustomize steps builds (`kubectl create` needs a cluster).
+    let steps = block("README.md", "kubectl create namespace comm100");
+    let mut applied = 0;
+    for line in steps.lines() {
+        let command = line.split(" #").next().unwrap().trim();
+        if let Some(dir) = command.strip_prefix("kubectl apply -k ") {
+            assert!(!kustomize(dir).is_empty(), "{dir}");
+            applied += 1;
+        } else {
+            assert!(
+                command.starts_with("kubectl ") && command.contains(" create "),
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(applied, 2, "{steps}");
+}

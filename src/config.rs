@@ -22,6 +22,10 @@ pub const ENV_PREFIX: &str = "COMM100_BRIDGE__";
 /// The prefix of librdkafka property variables.
 pub const ENV_PROPERTY_PREFIX: &str = "COMM100_BRIDGE__KAFKA__PROPERTIES__";
 
+/// The prefix of the variables of `topics.config` (Kafka topic configurations, named with
+/// dots: `..._MIN_INSYNC_REPLICAS` is `min.insync.replicas`).
+pub const ENV_TOPIC_CONFIG_PREFIX: &str = "COMM100_BRIDGE__TOPICS__CONFIG__";
+
 /// librdkafka properties whose names hold `_` (read back from the environment as written).
 const UNDERSCORED_PROPERTIES: [&str; 1] = ["log_level"];
 
@@ -280,6 +284,15 @@ pub struct TopicsConfig {
     pub chat_requested: Option<String>,
     pub chat_transferred: Option<String>,
     pub unknown: Option<String>,
+    /// Partitions of the topics `topics ensure` creates; -1: the brokers' `num.partitions`.
+    pub partitions: i32,
+    /// Replicas of each partition of the topics `topics ensure` creates; -1: the brokers'
+    /// `default.replication.factor`.
+    pub replication_factor: i32,
+    /// Topic configurations of the topics `topics ensure` creates (`min.insync.replicas`,
+    /// `retention.ms`, …).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
 }
 
 impl TopicsConfig {
@@ -543,6 +556,22 @@ impl Config {
                 Some((property_from_env(&k[ENV_PROPERTY_PREFIX.len()..]), value))
             })
             .collect();
+        let topic_configs: Vec<(String, String)> = env
+            .keys()
+            .filter(|k| {
+                k.len() > ENV_TOPIC_CONFIG_PREFIX.len() && k.starts_with(ENV_TOPIC_CONFIG_PREFIX)
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|k| {
+                let value = env.remove(&k)?;
+                let name = k[ENV_TOPIC_CONFIG_PREFIX.len()..]
+                    .to_ascii_lowercase()
+                    .replace('_', ".");
+                Some((name, value))
+            })
+            .collect();
         let rust_log = env.remove("RUST_LOG").filter(|f| !f.trim().is_empty());
         let mut builder =
             config::Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
@@ -571,6 +600,7 @@ impl Config {
             config.kafka.properties.remove(&other);
             config.kafka.properties.insert(key, value);
         }
+        config.topics.config.extend(topic_configs);
         if let Some(filter) = rust_log {
             tracing_subscriber::EnvFilter::try_new(&filter)
                 .map_err(|e| invalid("RUST_LOG", format!("{e} (it replaces log.level)")))?;
@@ -772,6 +802,17 @@ impl Config {
                 "dlq.topic",
                 format!("`{}` is not a valid Kafka topic name", self.dlq_topic()),
             ));
+        }
+        for (key, value) in [
+            ("topics.partitions", self.topics.partitions),
+            ("topics.replication_factor", self.topics.replication_factor),
+        ] {
+            if value == 0 || value < -1 {
+                return Err(invalid(
+                    key,
+                    "must be at least 1, or -1 for the brokers' default",
+                ));
+            }
         }
         Ok(())
     }

@@ -49,14 +49,15 @@ pub const SAMPLES: [(&str, &str); 7] = [
     ),
 ];
 
-/// An in-memory Kafka-protocol cluster on loopback with every bridge topic created.
+/// An in-memory Kafka-protocol cluster on loopback with every topic of `config` created
+/// (the dead-letter topic among them).
 pub fn start_cluster(
     brokers: i32,
-    router: &Router,
+    config: &Config,
 ) -> KafkaResult<MockCluster<'static, DefaultProducerContext>> {
     let cluster = MockCluster::new(brokers)?;
-    for topic in router.topics() {
-        cluster.create_topic(topic, PARTITIONS, 1)?;
+    for topic in crate::topics::expected(config) {
+        cluster.create_topic(&topic, PARTITIONS, 1)?;
     }
     Ok(cluster)
 }

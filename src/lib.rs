@@ -22,6 +22,7 @@ pub mod reload;
 pub mod route;
 mod sync;
 pub mod tls;
+pub mod topics;
 pub mod watched;
 
 /// The crate's version.
@@ -212,12 +213,13 @@ impl Bridge {
             admin,
         } = listeners;
         let deadline = config.delivery.deadline();
-        // librdkafka connects only to brokers it has requests for: learn the cluster now,
-        // not on the first webhook.
-        tokio::spawn({
-            let publisher = publisher.clone();
-            async move { publisher.probe().await }
-        });
+        // librdkafka connects only to brokers it has requests for: learn the cluster, and
+        // whether it has the bridge's topics, now, not on the first webhook.
+        tokio::spawn(topics::watch(
+            publisher.clone(),
+            topics::expected(&config),
+            app.delivery.missing_topics.clone(),
+        ));
         log_listening(&config, &listener, admin.as_ref(), acceptor.is_some());
 
         let replay = spool.clone().map(|s| {

@@ -70,6 +70,9 @@ enum Command {
     /// Look into, or empty, a spool directory (for example one a removed replica left).
     #[command(subcommand)]
     Spool(SpoolCommand),
+    /// Check, or create, the topics the bridge writes to (record topics, unknown, the DLQ).
+    #[command(subcommand)]
+    Topics(TopicsCommand),
     /// Exit 0 if URL answers 2xx within 3 s: a container's health check without curl.
     Healthcheck {
         /// An http:// URL, such as the admin listener's /healthz or /readyz.
@@ -87,6 +90,24 @@ enum SchemasCommand {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// Configuration file (TOML) whose topic names the schemas mention.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Print each topic with its partition count; exit 1 naming missing topics or
+    /// partition counts that differ.
+    Check {
+        /// Configuration file for Kafka and the topic names (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Create the missing topics (topics.partitions, topics.replication_factor,
+    /// topics.config), never changing an existing one, then check.
+    Ensure {
+        /// Configuration file for Kafka, the topic names and their settings (TOML).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -130,6 +151,12 @@ fn main() -> ExitCode {
         Some(Command::Spool(SpoolCommand::Inspect { dir })) => spool_inspect(&dir),
         Some(Command::Spool(SpoolCommand::Drain { dir, config })) => {
             spool_drain(&dir, config.or(cli.config).as_deref())
+        }
+        Some(Command::Topics(TopicsCommand::Check { config })) => {
+            topics(false, config.or(cli.config).as_deref())
+        }
+        Some(Command::Topics(TopicsCommand::Ensure { config })) => {
+            topics(true, config.or(cli.config).as_deref())
         }
         Some(Command::Healthcheck { url }) => healthcheck(url),
     };
@@ -266,7 +293,7 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         let cluster =
-            dev::start_cluster(3, &router).context("cannot start the embedded Kafka cluster")?;
+            dev::start_cluster(3, &defaults).context("cannot start the embedded Kafka cluster")?;
         let bootstrap = cluster.bootstrap_servers();
         let private = dev::private_dir().context("cannot create a temporary directory")?;
         let config = dev::config(&bootstrap, listen, private.join("spool"))?;
@@ -342,6 +369,31 @@ fn check_config(config_file: Option<&Path>) -> anyhow::Result<()> {
     }
     print!("{}", config.to_redacted_toml());
     Ok(())
+}
+
+/// `topics check` and, with `create`, `topics ensure`.
+fn topics(create: bool, config: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    comm100_bridge::check(&config)?;
+    runtime()?.block_on(async {
+        let admin = comm100_bridge::topics::Admin::new(&config)?;
+        let survey = match create {
+            false => admin.survey().await?,
+            true => {
+                let (created, survey) = admin.ensure(&config).await?;
+                for topic in &created {
+                    println!("created {topic}");
+                }
+                survey
+            }
+        };
+        print!("{survey}");
+        let problems = survey.problems();
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        Ok(())
+    })
 }
 
 fn spool_inspect(dir: &Path) -> anyhow::Result<()> {

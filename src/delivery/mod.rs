@@ -9,7 +9,7 @@ pub mod kafka;
 pub mod order;
 pub mod spool;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -18,6 +18,7 @@ use crate::delivery::order::{Order, Original, Turn};
 use crate::delivery::spool::{Spool, SpoolError};
 use crate::metrics::{FailureReason, Metrics};
 use crate::route::Message;
+use crate::sync::Unpoisoned;
 
 /// What became of a record.
 #[derive(Debug)]
@@ -51,11 +52,27 @@ pub enum Readiness {
     },
 }
 
+/// The topics of the bridge that Kafka does not have, as last surveyed.
+#[derive(Debug, Default)]
+pub struct MissingTopics(Mutex<Vec<String>>);
+
+impl MissingTopics {
+    pub fn set(&self, topics: Vec<String>) {
+        *self.0.locked() = topics;
+    }
+
+    pub fn get(&self) -> Vec<String> {
+        self.0.locked().clone()
+    }
+}
+
 /// Kafka, the spool beside it, and how long a record may take to reach either.
 pub struct Delivery {
     pub publisher: Publisher,
     pub spool: Option<Spool>,
     pub order: Arc<Order>,
+    /// The bridge's topics Kafka was last seen without (none until known).
+    pub missing_topics: Arc<MissingTopics>,
     deadline: Duration,
     /// The part of the deadline kept for the spool append, when there is a spool.
     append_budget: Duration,
@@ -111,6 +128,7 @@ impl Delivery {
             publisher,
             spool,
             order,
+            missing_topics: Arc::default(),
             deadline,
             append_budget: deadline.saturating_sub(kafka_wait),
         }
@@ -146,6 +164,13 @@ impl Delivery {
                      kafka.brokers, the ports and security.protocol"
                 ),
             });
+        }
+        let missing = self.missing_topics.get();
+        if !missing.is_empty() {
+            return not_ready(format!(
+                "missing topics: {}; create them (comm100-bridge topics ensure)",
+                missing.join(", ")
+            ));
         }
         if let Some(fault) = self.spool.as_ref().and_then(|s| s.fault()) {
             return not_ready(format!("the spool cannot take records: {fault}"));

@@ -24,3 +24,4 @@ mod properties;
 mod render;
 mod schemas;
 mod tls;
+mod topics;

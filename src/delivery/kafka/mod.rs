@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::metadata::Metadata;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
@@ -536,13 +537,16 @@ impl Publisher {
     /// Asks the cluster for its metadata (at most 1 s): librdkafka connects only to
     /// brokers it has requests for, so while none is connected this is what reconnects.
     pub async fn probe(&self) {
+        let _ = self.metadata(Duration::from_secs(1)).await;
+    }
+
+    /// The cluster's metadata of every topic, asked for within `timeout` (which makes the
+    /// producer connect, and never makes a broker create a topic).
+    pub async fn metadata(&self, timeout: Duration) -> Result<Metadata, KafkaError> {
         let producer = self.producer.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(None, Duration::from_secs(1))
-        })
-        .await;
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))
     }
 
     /// Resolves when Kafka may take records again: a broker connects after none was, or a

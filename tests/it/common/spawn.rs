@@ -6,7 +6,6 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use comm100_bridge::config::Config;
-use comm100_bridge::route::Router;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
@@ -127,17 +126,17 @@ pub fn cluster() -> Cluster {
     cluster_of(1)
 }
 
-/// A mock cluster of `brokers` brokers with every bridge topic created.
+/// A mock cluster of one broker and no topic: each test creates what it needs.
+pub fn bare_cluster() -> Cluster {
+    Cluster(MockCluster::new(1).unwrap())
+}
+
+/// A mock cluster of `brokers` brokers with every bridge topic created, the DLQ among them.
 pub fn cluster_of(brokers: i32) -> Cluster {
     let cluster = Cluster(MockCluster::new(brokers).unwrap());
-    for topic in Router::new(
-        &Config::load_with_env(None, Some(Default::default()))
-            .unwrap()
-            .topics,
-    )
-    .topics()
-    {
-        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+    let defaults = Config::load_with_env(None, Some(Default::default())).unwrap();
+    for topic in comm100_bridge::topics::expected(&defaults) {
+        cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
     }
     cluster
 }

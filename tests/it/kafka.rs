@@ -1112,3 +1112,176 @@ async fn a_rolling_restart_and_a_scale_in_with_kafka_back() {
          records were still spooled at SIGTERM and replayed before exit"
     ));
 }
+
+/// `comm100-bridge topics ARGS` with the configuration file `config`.
+fn topics_command(args: &[&str], config: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
+        .arg("topics")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .run()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
+async fn topics_ensure_creates_what_is_missing_changes_nothing_else_and_obeys_acls() {
+    use rdkafka::admin::{NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+    let kafka = Kafka::start(&[
+        "--brokers",
+        "1",
+        "--sasl",
+        "--property",
+        "auto.create.topics.enable=false",
+    ]);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .create()
+        .unwrap();
+    // One topic exists already, with another partition count.
+    let existing = NewTopic::new("comm100.chat_ended", 3, TopicReplication::Fixed(1));
+    for result in admin
+        .create_topics([&existing], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let settings = "[topics]\npartitions = 6\n[topics.config]\n\"retention.ms\" = \"3600000\"\n";
+    let comm100_topics = || -> Vec<String> {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap();
+        let mut names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|n| n.starts_with("comm100."))
+            .collect();
+        names.sort();
+        names
+    };
+
+    // A principal that may not create topics: ensure fails naming why, and creates nothing.
+    kafka.tool(&[
+        "org.apache.kafka.tools.AclCommand",
+        "--bootstrap-server",
+        kafka.bootstrap(),
+        "--add",
+        "--deny-principal",
+        "User:bridge",
+        "--operation",
+        "Create",
+        "--cluster",
+    ]);
+    let sasl = format!(
+        "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\
+         \"sasl.username\" = \"{}\"\n\"sasl.password\" = \"{}\"\n\"ssl.ca.location\" = \"{}\"\n{settings}",
+        kafka.var("SASL_USERNAME"),
+        kafka.var("SASL_PASSWORD"),
+        kafka.var("CA")
+    );
+    let denied = bridge_config(
+        work.path(),
+        "denied",
+        kafka.var("SASL_BOOTSTRAP"),
+        true,
+        &sasl,
+    );
+    let (ok, _, said) = topics_command(&["ensure"], &denied);
+    assert!(!ok, "ensure passed without Create");
+    assert!(
+        said.contains("Kafka did not create")
+            && said.contains("comm100.dlq")
+            && said.contains("may not create topics"),
+        "{said}"
+    );
+    assert_eq!(
+        comm100_topics(),
+        ["comm100.chat_ended"],
+        "a denied ensure created topics"
+    );
+
+    // serve, meanwhile: not ready, naming what is missing.
+    let plain = bridge_config(work.path(), "plain", kafka.bootstrap(), true, settings);
+    let bridge = Process::start(&plain);
+    let readyz = bridge.admin("/readyz");
+    let reason = eventually(
+        Duration::from_secs(30),
+        "/readyz naming missing topics",
+        async || {
+            let answer = get(&readyz).await;
+            let reason = answer.json["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            reason.starts_with("missing topics:").then_some(reason)
+        },
+    )
+    .await;
+    assert!(
+        reason.contains("comm100.dlq") && !reason.contains("comm100.chat_ended"),
+        "{reason}"
+    );
+
+    // A principal that may: the eight missing topics with the settings; the existing one
+    // untouched, so the check that follows names the unequal counts.
+    let (ok, out, said) = topics_command(&["ensure"], &plain);
+    assert!(!ok, "{out}");
+    assert_eq!(out.matches("created ").count(), 8, "{out}");
+    assert!(
+        out.contains("comm100.chat_ended                 3 partitions"),
+        "{out}"
+    );
+    assert!(
+        out.contains("comm100.dlq                        6 partitions"),
+        "{out}"
+    );
+    assert!(
+        said.contains("partition counts differ: 3 (comm100.chat_ended), 6 ("),
+        "{said}"
+    );
+    let described = admin
+        .describe_configs(
+            [&ResourceSpecifier::Topic("comm100.dlq")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let dlq = described[0].as_ref().unwrap();
+    assert_eq!(
+        dlq.get("retention.ms").and_then(|e| e.value.as_deref()),
+        Some("3600000")
+    );
+    let (_, again, _) = topics_command(&["ensure"], &plain);
+    assert_eq!(again.matches("created ").count(), 0, "{again}");
+
+    // The operator adds partitions: check passes, and serve turns ready.
+    for result in admin
+        .create_partitions(
+            [&NewPartitions::new("comm100.chat_ended", 6)],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    let (ok, out, said) = topics_command(&["check"], &plain);
+    assert!(ok, "{out}{said}");
+    assert_eq!(out.matches("6 partitions").count(), 9, "{out}");
+    let ready_after = wait_for_status(&readyz, StatusCode::OK, Duration::from_secs(30)).await;
+    report(&format!(
+        "kafka topics: ensure without Create refused naming the ACL, nothing created; with it 8 created (6 partitions, retention.ms), the 3-partition topic untouched and named by check; ready {:.1} s after the last fix",
+        ready_after.as_secs_f64()
+    ));
+    bridge.signal("-TERM");
+}

@@ -828,3 +828,127 @@ fn the_readmes_helm_and_kubectl_commands_render() {
     }
     assert_eq!(applied, 2, "{steps}");
 }
+
+#[test]
+#[ignore = "needs helm; .ci/run runs it"]
+fn the_helm_chart_creates_the_topics_by_hook_or_strimzi_with_a_user_that_may_only_write() {
+    let work = tempfile::tempdir().unwrap();
+    let token_only = work.path().join("token.yaml");
+    std::fs::write(&token_only, "secret: {tokens: t}\n").unwrap();
+    let defaults = helm_template(Some(&token_only));
+    for kind in ["KafkaTopic", "KafkaUser"] {
+        assert!(of_kind(&defaults, kind).is_empty(), "{kind} by default");
+    }
+    assert!(
+        of_kind(&defaults, "Job").is_empty(),
+        "a topics Job by default"
+    );
+
+    let values = work.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        r#"
+secret: {tokens: t}
+topics:
+  prefix: acme
+  partitions: 12
+  replicationFactor: 3
+  config: {min.insync.replicas: "2"}
+  ensureJob: {enabled: true}
+  strimzi: {enabled: true, cluster: prod, user: {enabled: true}}
+"#,
+    )
+    .unwrap();
+    let objects = helm_template(Some(&values));
+    // The bridge runs with the same settings: what it checks and would create.
+    let config = effective_config(&objects);
+    assert_eq!(config["topics"]["prefix"].as_str(), Some("acme"));
+    assert_eq!(config["topics"]["partitions"].as_integer(), Some(12));
+    assert_eq!(config["topics"]["replication_factor"].as_integer(), Some(3));
+    assert_eq!(
+        config["topics"]["config"]["min.insync.replicas"].as_str(),
+        Some("2")
+    );
+    let mut bridge_config =
+        comm100_bridge::config::Config::load_with_env(None, Some(Default::default())).unwrap();
+    bridge_config.topics.prefix = "acme".into();
+    let mut expected = comm100_bridge::topics::expected(&bridge_config);
+    expected.sort();
+
+    // The hook Job: `topics ensure` with the bridge's environment and files.
+    let job = one(&objects, "Job");
+    let hook = text(&job["metadata"]["annotations"]["helm.sh/hook"]);
+    assert!(
+        hook.contains("post-install") && hook.contains("post-upgrade"),
+        "{hook}"
+    );
+    let pod = &job["spec"]["template"]["spec"];
+    let args: Vec<String> = pod["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "topics",
+            "ensure",
+            "--config",
+            "/etc/comm100-bridge/bridge.toml"
+        ]
+    );
+    let statefulset = one(&objects, "StatefulSet");
+    let bridge_pod = &statefulset["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["env"],
+        bridge_pod["containers"][0]["env"]
+    );
+    let mounts = mounted(pod);
+    assert!(
+        mounts.contains_key("config") && mounts.contains_key("secret"),
+        "{mounts:?}"
+    );
+
+    // Strimzi: a KafkaTopic per topic the bridge expects, with the settings.
+    let topics = of_kind(&objects, "KafkaTopic");
+    let mut names: Vec<String> = topics
+        .iter()
+        .map(|t| text(&t["spec"]["topicName"]))
+        .collect();
+    names.sort();
+    assert_eq!(names, expected);
+    for topic in &topics {
+        assert_eq!(
+            text(&topic["metadata"]["labels"]["strimzi.io/cluster"]),
+            "prod"
+        );
+        assert_eq!(topic["spec"]["partitions"].as_u64(), Some(12));
+        assert_eq!(topic["spec"]["replicas"].as_u64(), Some(3));
+        assert_eq!(text(&topic["spec"]["config"]["min.insync.replicas"]), "2");
+    }
+    // Its user may write to those topics, and do nothing else.
+    let user = one(&objects, "KafkaUser");
+    assert_eq!(
+        text(&user["spec"]["authentication"]["type"]),
+        "scram-sha-512"
+    );
+    let acls = user["spec"]["authorization"]["acls"].as_sequence().unwrap();
+    let mut granted: Vec<String> = acls
+        .iter()
+        .map(|acl| {
+            assert_eq!(text(&acl["resource"]["type"]), "topic");
+            assert_eq!(text(&acl["resource"]["patternType"]), "literal");
+            let operations: Vec<String> = acl["operations"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(text)
+                .collect();
+            assert_eq!(operations, ["Write"]);
+            text(&acl["resource"]["name"])
+        })
+        .collect();
+    granted.sort();
+    assert_eq!(granted, expected);
+}

@@ -93,6 +93,13 @@ deadline and 5 s to read a body), the spool drain and the producer's 10 s flush.
 {{- end -}}
 {{- end -}}
 
+{{/* The topics the bridge writes to, one per line: <prefix>.<type> and the DLQ. */}}
+{{- define "comm100-bridge.topics" -}}
+{{- range list "offline_message_submitted" "chat_started" "chat_ended" "chat_wrapped_up" "agent_status_changed" "chat_requested" "chat_transferred" "unknown" "dlq" }}
+{{ printf "%s.%s" $.Values.topics.prefix . }}
+{{- end }}
+{{- end -}}
+
 {{/* The environment variable of librdkafka property `.`: dots written as underscores. */}}
 {{- define "comm100-bridge.propertyEnv" -}}
 {{- printf "COMM100_BRIDGE__KAFKA__PROPERTIES__%s" (. | replace "." "_" | upper) -}}
@@ -120,6 +127,16 @@ connect). */}}
   value: {{ .Values.delivery.deadlineMs | quote }}
 - name: COMM100_BRIDGE__KAFKA__BROKERS
   value: {{ join "," .Values.kafka.brokers | quote }}
+- name: COMM100_BRIDGE__TOPICS__PREFIX
+  value: {{ .Values.topics.prefix | quote }}
+- name: COMM100_BRIDGE__TOPICS__PARTITIONS
+  value: {{ .Values.topics.partitions | quote }}
+- name: COMM100_BRIDGE__TOPICS__REPLICATION_FACTOR
+  value: {{ .Values.topics.replicationFactor | quote }}
+{{- range $key, $value := .Values.topics.config }}
+- name: {{ printf "COMM100_BRIDGE__TOPICS__CONFIG__%s" ($key | replace "." "_" | upper) }}
+  value: {{ $value | toString | quote }}
+{{- end }}
 {{- range $key, $value := .Values.kafka.properties }}
 - name: {{ include "comm100-bridge.propertyEnv" $key }}
   value: {{ $value | toString | quote }}

@@ -23,6 +23,7 @@ pub mod route;
 mod sync;
 pub mod tls;
 pub mod topics;
+pub mod trace;
 pub mod watched;
 
 /// The crate's version.

@@ -355,7 +355,12 @@ fn normalize(file: &Path, site: Option<&str>, config_file: Option<&Path>) -> any
     };
     let record = Record::from_body(&body, site, Timestamp::now())
         .map_err(|e| anyhow::anyhow!("the bridge would reject this payload ({}): {e}", e.code()))?;
-    let message = Router::new(&config.topics).route(&record);
+    let mut message = Router::new(&config.topics).route(&record);
+    // What a webhook without a traceparent of its own gets: a new trace.
+    let trace = comm100_bridge::trace::TraceParent::new().to_string();
+    message
+        .headers
+        .push((comm100_bridge::trace::TRACEPARENT.into(), trace.into()));
     println!("{}", serde_json::to_string_pretty(&message.to_json())?);
     Ok(())
 }

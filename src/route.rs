@@ -156,7 +156,7 @@ impl Router {
             "description",
             format!(
                 "{} {} Published as JSON on the topic `{}` (configurable) with CloudEvents \
-                 headers ce_specversion, ce_id, ce_type={}, ce_source, ce_time and content-type.",
+                 headers ce_specversion, ce_id, ce_type={}, ce_source, ce_time and content-type, and a W3C traceparent.",
                 kind.summary(),
                 kind.key_summary(),
                 self.topic(kind),

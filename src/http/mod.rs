@@ -26,6 +26,7 @@ use crate::delivery::Delivery;
 use crate::event::Site;
 use crate::metrics::Metrics;
 use crate::route::Router;
+use crate::trace::TraceParent;
 
 pub use body::{gunzip_within, Gunzip};
 pub use budget::{Budget, Crowded, Room};
@@ -204,7 +205,8 @@ pub async fn handle(
     let status = response.status();
     app.metrics
         .observe_request(label, status.as_u16(), started.elapsed().as_secs_f64());
-    tracing::debug!(%method, target = target.as_deref().unwrap_or(""), status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let trace = response.extensions().get::<TraceParent>();
+    tracing::debug!(%method, target = target.as_deref().unwrap_or(""), status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, traceparent = trace.map(TraceParent::as_str), "request");
     Ok(response)
 }
 

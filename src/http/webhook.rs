@@ -1,5 +1,6 @@
 //! The webhook route: authorize → read the body → parse → deliver → answer.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use crate::delivery::Outcome;
 use crate::event::{Exceeded, Meter, RejectError, Site, Timestamp};
 use crate::metrics::DlqReason;
 use crate::route::Message;
+use crate::trace::{TraceParent, TRACEPARENT};
 
 pub(super) async fn webhook(
     app: &App,
@@ -40,6 +42,7 @@ pub(super) async fn accept(
 ) -> Result<Response<Body>, Refused> {
     let (parts, body) = req.into_parts();
     authorize(app, &parts, peer, site.as_ref())?;
+    let trace = TraceParent::of_request(&parts.headers);
     let gzip = content_encoding(&parts.headers)?;
     let declared = parts
         .headers
@@ -78,7 +81,7 @@ pub(super) async fn accept(
         let meter = Meter::new(START_BYTES, &grow);
         app.router.route_body(&body, site, Timestamp::now(), &meter)
     };
-    let message = match parsed {
+    let mut message = match parsed {
         Ok(message) => message,
         Err(RejectError::Memory(Exceeded::Busy)) => return Err(Refusal::Busy.plain()),
         Err(e) => {
@@ -91,10 +94,15 @@ pub(super) async fn accept(
             return Err(refusal.because(e));
         }
     };
+    message
+        .headers
+        .push((Cow::Borrowed(TRACEPARENT), Cow::Owned(trace.to_string())));
     app.metrics.of(message.kind).received.inc();
     // The record's memory stays reserved until the answer: the producer holds its copy.
     let _held = held;
-    answer(&message, app.delivery.deliver(&message).await)
+    let mut response = answer(&message, app.delivery.deliver(&message).await)?;
+    response.extensions_mut().insert(trace);
+    Ok(response)
 }
 
 /// Checks the token, the site and the client's address.

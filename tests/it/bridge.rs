@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use base64::Engine;
+use comm100_bridge::trace::TraceParent;
 use http::StatusCode;
 use serde_json::{json, Value};
 
@@ -71,7 +72,9 @@ async fn every_sample_is_published_to_its_topic_and_consumed_back() {
             .unwrap_or_else(|| record.value["received_at"].as_str().unwrap());
         assert_eq!(record.header("ce_time"), Some(expected_time));
         assert_eq!(record.header("content-type"), Some("application/json"));
-        assert_eq!(record.headers.len(), 6);
+        let trace = record.header("traceparent").unwrap_or_default();
+        assert!(TraceParent::parse(trace).is_some(), "{trace}");
+        assert_eq!(record.headers.len(), 7);
 
         let mut value = record.value.clone();
         assert_eq!(value["id"], id.as_str());
@@ -80,6 +83,68 @@ async fn every_sample_is_published_to_its_topic_and_consumed_back() {
         object.remove("received_at");
         assert_eq!(value, golden, "{}", sample.display());
     }
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_record_carries_the_requests_traceparent_or_a_new_one_through_the_spool_too() {
+    const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let bridge = Bridge::start(config(&bootstrap)).await;
+    bridge.connected().await;
+    let hook = bridge.url(&format!("/webhooks/comm100?token={TOKEN}"));
+    let body = |chat: &str| json!({"event": "chat_ended", "chat": {"id": chat}}).to_string();
+    let traced = |headers: &[(&str, &str)], chat: &str| {
+        let (hook, bootstrap) = (hook.clone(), bootstrap.clone());
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let body = body(chat);
+        async move {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let answer = post(&hook, &headers, body).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+            let record = consume_answered(&bootstrap, &answer);
+            record.header("traceparent").unwrap().to_owned()
+        }
+    };
+    // The sender's own, kept as sent.
+    assert_eq!(traced(&[("traceparent", SENT)], "kept").await, SENT);
+    // An invalid one is replaced, never copied; none at all gets a new one.
+    let upper = SENT.to_uppercase();
+    let replaced = traced(&[("traceparent", upper.as_str())], "invalid").await;
+    let new = traced(&[], "none").await;
+    for trace in [&replaced, &new] {
+        assert!(TraceParent::parse(trace).is_some(), "{trace}");
+        assert!(
+            !trace.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{trace}"
+        );
+    }
+    assert_ne!(replaced, new);
+
+    // A spooled record keeps it until replay publishes it.
+    cluster.broker_down(-1).unwrap();
+    let spooled = post(&hook, &[("traceparent", SENT)], body("spooled")).await;
+    assert_eq!(spooled.status, StatusCode::ACCEPTED, "{}", spooled.text);
+    cluster.broker_up(-1).unwrap();
+    let id = spooled.json["id"].as_str().unwrap().to_owned();
+    let replayed = consume_all(
+        &bootstrap,
+        "comm100.chat_ended",
+        Duration::from_secs(30),
+        |got| got.iter().any(|r| r.value["id"] == id.as_str()),
+    );
+    let record = replayed
+        .iter()
+        .find(|r| r.value["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(record.header("traceparent"), Some(SENT));
     bridge.stop().await.unwrap();
 }
 

@@ -311,20 +311,38 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
     let (kafka, _work, bridge) = three_brokers(&[], "2");
     let hook = webhook_url(&bridge);
 
-    // id → (the answer, the golden record, what normalize says)
+    // id → (the answer, the golden record, what normalize says); each with a traceparent of
+    // its own, but the last, which gets a new one.
     let mut posted: BTreeMap<String, (Value, Value, Value)> = BTreeMap::new();
-    for sample in samples() {
-        let answer = post(&hook, &[], std::fs::read(&sample).unwrap()).await;
+    let mut traces: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let samples = samples();
+    for (i, sample) in samples.iter().enumerate() {
+        let (trace_id, parent) = (
+            format!("{:032x}", 0x7e57_0000 + i),
+            format!("{:016x}", 0xb0_0000 + i),
+        );
+        let traceparent = format!("00-{trace_id}-{parent}-01");
+        let headers = match i + 1 < samples.len() {
+            true => vec![("traceparent", traceparent.as_str())],
+            false => vec![],
+        };
+        let answer = post(&hook, &headers, std::fs::read(sample).unwrap()).await;
+        if !headers.is_empty() {
+            traces.insert(
+                answer.json["id"].as_str().unwrap().to_owned(),
+                (trace_id, parent),
+            );
+        }
         assert_eq!(answer.status, StatusCode::OK, "{sample:?}: {}", answer.text);
         let golden: Value =
             serde_json::from_slice(&std::fs::read(sample.with_extension("expected.json")).unwrap())
                 .unwrap();
         posted.insert(
             answer.json["id"].as_str().unwrap().to_owned(),
-            (answer.json.clone(), golden, normalized(&sample)),
+            (answer.json.clone(), golden, normalized(sample)),
         );
     }
-    assert_eq!(posted.len(), samples().len());
+    assert_eq!(posted.len(), samples.len());
 
     // Read back with rdkafka, exactly where each answer points.
     for (id, (answer, golden, expected)) in &posted {
@@ -454,13 +472,33 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
         if let Some(occurred) = expected["value"]["occurred_at"].as_str() {
             assert_eq!(event["time"], occurred, "{id}");
         }
+        // The OpenTelemetry SDK's span continues the request's trace, as a child of its span.
+        match traces.get(id) {
+            Some((trace_id, parent)) => {
+                assert_eq!(event["trace_id"], trace_id.as_str(), "{id}");
+                assert_eq!(event["parent_span_id"], parent.as_str(), "{id}");
+            }
+            None => {
+                let trace_id = event["trace_id"].as_str().unwrap();
+                assert!(
+                    trace_id.len() == 32 && trace_id != "0".repeat(32),
+                    "{id}: {trace_id}"
+                );
+                assert!(
+                    event["parent_span_id"].is_string(),
+                    "{id}: a new trace, not none"
+                );
+            }
+        }
         python_seen += 1;
     }
     assert_eq!(python_seen, posted.len());
     report(&format!(
         "kafka: {python_seen} of {} samples round-tripped through 3 brokers (replication 3, min.insync 2); \
-         Java console consumer read {java_seen}, Python CloudEvents SDK decoded {python_seen}",
-        posted.len()
+         Java console consumer read {java_seen}, Python CloudEvents SDK decoded {python_seen}, \
+         the OpenTelemetry SDK continued {} sent traces and one new one",
+        posted.len(),
+        traces.len()
     ));
     bridge.signal("-TERM");
 }

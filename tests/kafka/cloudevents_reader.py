@@ -1,5 +1,6 @@
 """Reads every record of the given topics with confluent-kafka and decodes each one with
-the CloudEvents SDK's Kafka binding (binary mode), as a consumer team would.
+the CloudEvents SDK's Kafka binding (binary mode), as a consumer team would; continues the
+trace of its `traceparent` header with the OpenTelemetry SDK (W3C propagator).
 
     python3 cloudevents_reader.py BOOTSTRAP COUNT TOPIC...
 
@@ -15,6 +16,8 @@ import time
 
 from cloudevents.v1.kafka import KafkaMessage, from_binary
 from confluent_kafka import Consumer, TopicPartition
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 
 def main() -> int:
@@ -33,6 +36,8 @@ def main() -> int:
         for partition in metadata.topics[topic].partitions
     ]
     consumer.assign(assignment)
+    tracer = TracerProvider().get_tracer("comm100-bridge-test-reader")
+    propagator = TraceContextTextMapPropagator()
     seen = 0
     deadline = time.monotonic() + 60
     while seen < count and time.monotonic() < deadline:
@@ -44,6 +49,10 @@ def main() -> int:
             return 1
         headers = {k: v for k, v in (message.headers() or [])}
         event = from_binary(KafkaMessage(headers, message.key(), message.value()))
+        carrier = {k: v.decode() for k, v in headers.items()}
+        with tracer.start_as_current_span("consume", context=propagator.extract(carrier)) as span:
+            trace_id = f"{span.get_span_context().trace_id:032x}"
+            parent = f"{span.parent.span_id:016x}" if span.parent is not None else None
         attributes = event.get_attributes()
         # The CloudEvents spec requires RFC 3339 for `time`.
         parsed = datetime.datetime.fromisoformat(attributes["time"].replace("Z", "+00:00"))
@@ -63,6 +72,8 @@ def main() -> int:
                     "datacontenttype": attributes.get("datacontenttype"),
                     "data_id": event.get_data()["id"],
                     "data_time": event.get_data()["occurred_at"] or event.get_data()["received_at"],
+                    "trace_id": trace_id,
+                    "parent_span_id": parent,
                 }
             ),
             flush=True,

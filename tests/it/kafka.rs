@@ -362,6 +362,17 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
         let mut headers: BTreeMap<String, String> = record.headers.iter().cloned().collect();
         assert_eq!(headers.remove("ce_id").as_deref(), Some(id.as_str()));
         assert_eq!(headers.remove("ce_time").as_deref(), Some(time));
+        // The request's traceparent, or a new one (normalize shows another new one).
+        let trace = headers.remove("traceparent").unwrap();
+        match traces.get(id) {
+            Some((trace_id, parent)) => {
+                assert_eq!(trace, format!("00-{trace_id}-{parent}-01"), "{id}")
+            }
+            None => assert!(
+                comm100_bridge::trace::TraceParent::parse(&trace).is_some(),
+                "{id}: {trace}"
+            ),
+        }
         let mut wanted: BTreeMap<String, String> = expected["headers"]
             .as_object()
             .unwrap()
@@ -370,6 +381,7 @@ async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
             .collect();
         wanted.remove("ce_id");
         wanted.remove("ce_time");
+        wanted.remove("traceparent");
         assert_eq!(headers, wanted, "{id}");
         let mut value = value.clone();
         let object = value.as_object_mut().unwrap();
@@ -1219,6 +1231,8 @@ async fn topics_ensure_creates_what_is_missing_changes_nothing_else_and_obeys_ac
         "--operation",
         "Create",
         "--cluster",
+        "--topic",
+        "*",
     ]);
     let sasl = format!(
         "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\
@@ -1313,6 +1327,13 @@ async fn topics_ensure_creates_what_is_missing_changes_nothing_else_and_obeys_ac
     {
         result.unwrap();
     }
+    // (the broker answers before its metadata shows the new partitions)
+    eventually(
+        Duration::from_secs(30),
+        "6 partitions in the metadata",
+        async || (kafka.partitions("comm100.chat_ended").len() == 6).then_some(()),
+    )
+    .await;
     let (ok, out, said) = topics_command(&["check"], &plain);
     assert!(ok, "{out}{said}");
     assert_eq!(out.matches("6 partitions").count(), 9, "{out}");

@@ -18,6 +18,7 @@ pub mod dev;
 pub mod event;
 pub mod http;
 pub mod metrics;
+pub mod redrive;
 pub mod reload;
 pub mod route;
 mod sync;

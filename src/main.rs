@@ -73,6 +73,9 @@ enum Command {
     /// Check, or create, the topics the bridge writes to (record topics, unknown, the DLQ).
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Work with the dead-letter topic.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Exit 0 if URL answers 2xx within 3 s: a container's health check without curl.
     Healthcheck {
         /// An http:// URL, such as the admin listener's /healthz or /readyz.
@@ -90,6 +93,24 @@ enum SchemasCommand {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// Configuration file (TOML) whose topic names the schemas mention.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Re-publish dead-lettered records whose cause can pass (unknown_topic,
+    /// topic_authorization_failed) to their original topic, as they were, in order; a
+    /// second run re-publishes nothing. Prints each record and the counts per reason.
+    Redrive {
+        /// Only these reasons, comma-separated (default: every reason that can pass).
+        #[arg(long, value_delimiter = ',')]
+        reason: Vec<String>,
+        /// Print what would be re-published; publish and remember nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Configuration file for Kafka and the dead-letter topic (TOML).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -158,6 +179,11 @@ fn main() -> ExitCode {
         Some(Command::Topics(TopicsCommand::Ensure { config })) => {
             topics(true, config.or(cli.config).as_deref())
         }
+        Some(Command::Dlq(DlqCommand::Redrive {
+            reason,
+            dry_run,
+            config,
+        })) => dlq_redrive(&reason, dry_run, config.or(cli.config).as_deref()),
         Some(Command::Healthcheck { url }) => healthcheck(url),
     };
     match result {
@@ -396,6 +422,33 @@ fn topics(create: bool, config: Option<&Path>) -> anyhow::Result<()> {
         let problems = survey.problems();
         if !problems.is_empty() {
             bail!("{}", problems.join("; "));
+        }
+        Ok(())
+    })
+}
+
+/// `dlq redrive`.
+fn dlq_redrive(reasons: &[String], dry_run: bool, config: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    comm100_bridge::check(&config)?;
+    let reasons = comm100_bridge::redrive::reasons(reasons)?;
+    runtime()?.block_on(async {
+        let counts =
+            comm100_bridge::redrive::redrive(&config, &reasons, dry_run, |line| println!("{line}"))
+                .await?;
+        let verb = if dry_run {
+            "would be re-published"
+        } else {
+            "re-published"
+        };
+        for (reason, counts) in counts {
+            println!("{reason}: {} {verb}", counts.republished);
+            if counts.unusable > 0 {
+                println!(
+                    "{reason}: {} without dlq_original_topic, left alone",
+                    counts.unusable
+                );
+            }
         }
         Ok(())
     })

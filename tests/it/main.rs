@@ -21,6 +21,7 @@ mod lifecycle;
 mod metrics;
 mod order;
 mod properties;
+mod redrive;
 mod render;
 mod schemas;
 mod tls;

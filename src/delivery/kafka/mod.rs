@@ -434,7 +434,8 @@ impl Publisher {
         )
     }
 
-    fn enqueue_raw(
+    /// Hands a record of `topic` to the producer as given: key, headers and value bytes.
+    pub fn enqueue_raw(
         &self,
         topic: &str,
         key: Option<&str>,

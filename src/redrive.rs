@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -221,7 +221,7 @@ fn assign(consumer: &BaseConsumer, topic: &str) -> Result<(Offsets, Offsets), Ka
             wanted.add_partition(topic, p.id());
         }
     }
-    let committed = consumer.committed_offsets(wanted, TIMEOUT)?;
+    let committed = committed(consumer, wanted)?;
     let mut assignment = TopicPartitionList::new();
     let (mut starts, mut ends) = (Offsets::new(), Offsets::new());
     for element in committed.elements() {
@@ -236,6 +236,33 @@ fn assign(consumer: &BaseConsumer, topic: &str) -> Result<(Offsets, Offsets), Ka
     }
     consumer.assign(&assignment)?;
     Ok((starts, ends))
+}
+
+/// The group's committed offsets of `wanted`, asked again while the group's coordinator is
+/// still being chosen or loading (the first use of a consumer group on a cluster).
+fn committed(
+    consumer: &BaseConsumer,
+    wanted: TopicPartitionList,
+) -> Result<TopicPartitionList, KafkaError> {
+    let started = std::time::Instant::now();
+    loop {
+        match consumer.committed_offsets(wanted.clone(), TIMEOUT) {
+            Err(e)
+                if started.elapsed() < TIMEOUT
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::NotCoordinator
+                                | RDKafkaErrorCode::CoordinatorNotAvailable
+                                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                        )
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Records `done` (partition → next offset) as the group's progress.

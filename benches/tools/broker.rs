@@ -12,17 +12,15 @@
 use std::time::Duration;
 
 use comm100_bridge::config::Config;
-use comm100_bridge::route::Router;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::mocking::MockCluster;
 use rdkafka::ClientConfig;
 
+/// Every topic of the built-in configuration, the DLQ among them.
 fn topics() -> Vec<String> {
     let config = Config::load_with_env(None, Some(Default::default())).expect("built-in defaults");
-    let mut topics = Router::new(&config.topics).topics().to_vec();
-    topics.push(config.dlq_topic());
-    topics
+    comm100_bridge::topics::expected(&config)
 }
 
 #[tokio::main]

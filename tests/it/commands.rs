@@ -179,24 +179,27 @@ async fn the_commands_that_need_no_kafka_run_as_written() {
             .spawn_child()
             .unwrap(),
     );
-    let mut lines = BufReader::new(dev.0.stdout.take().unwrap()).lines();
-    let url = tokio::task::spawn_blocking(move || {
-        lines
-            .find_map(|l| {
-                let l = l.ok()?;
-                l.contains("webhook URL:").then(|| {
-                    l.split_whitespace()
-                        .find(|w| w.starts_with("http://"))
-                        .unwrap()
-                        .to_owned()
-                })
-            })
-            .expect("dev printed its webhook URL")
+    // Everything dev prints is read to the end: with its output closed it would fail to
+    // print the records it publishes.
+    let lines = BufReader::new(dev.0.stdout.take().unwrap()).lines();
+    let (found, url) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in lines.map_while(Result::ok) {
+            if line.contains("webhook URL:") {
+                if let (Some(tx), Some(url)) = (
+                    found.take(),
+                    line.split_whitespace().find(|w| w.starts_with("http://")),
+                ) {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        }
     });
     let url = tokio::time::timeout(Duration::from_secs(60), url)
         .await
         .expect("dev started")
-        .unwrap();
+        .expect("dev printed its webhook URL");
     let origin = url.trim_end_matches("/webhooks/comm100");
     let curl = block(
         "README.md",

@@ -89,18 +89,24 @@ impl Survey {
                 missing.join(", ")
             ));
         }
-        let counts = self.by_partitions();
-        if counts.len() > 1 {
-            let described: Vec<String> = counts
-                .iter()
-                .map(|(n, topics)| format!("{n} ({})", topics.join(", ")))
-                .collect();
-            problems.push(format!(
-                "partition counts differ: {}; a chat's records keep their order across topics only with equal counts (add partitions with kafka-topics.sh --alter)",
-                described.join(", ")
-            ));
-        }
+        problems.extend(self.unequal_partitions());
         problems
+    }
+
+    /// Partition counts that differ between the existing topics, as one sentence.
+    pub fn unequal_partitions(&self) -> Option<String> {
+        let counts = self.by_partitions();
+        if counts.len() < 2 {
+            return None;
+        }
+        let described: Vec<String> = counts
+            .iter()
+            .map(|(n, topics)| format!("{n} ({})", topics.join(", ")))
+            .collect();
+        Some(format!(
+            "partition counts differ: {}; a chat's records keep their order across topics only with equal counts (add partitions with kafka-topics.sh --alter)",
+            described.join(", ")
+        ))
     }
 }
 
@@ -260,15 +266,9 @@ pub async fn watch(publisher: Publisher, expected: Vec<String>, missing: Arc<Mis
             let survey = Survey::of(&expected, &metadata);
             let now: Vec<String> = survey.missing().into_iter().map(str::to_owned).collect();
             missing.set(now.clone());
-            if let Some(unequal) = survey
-                .problems()
-                .into_iter()
-                .find(|p| p.starts_with("partition"))
-            {
-                if !warned {
-                    tracing::warn!("{unequal}");
-                    warned = true;
-                }
+            if let Some(unequal) = survey.unequal_partitions().filter(|_| !warned) {
+                tracing::warn!("{unequal}");
+                warned = true;
             }
             if now.is_empty() {
                 if reported.is_some() {

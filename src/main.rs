@@ -335,7 +335,10 @@ fn run_dev(listen: SocketAddr) -> anyhow::Result<()> {
 
         println!("comm100-bridge dev: an embedded, in-memory Kafka cluster. NOT FOR PRODUCTION.");
         println!("  Kafka bootstrap: {bootstrap}   (try: kcat -b {bootstrap} -L)");
-        println!("  topics:          {}", router.topics().join(", "));
+        println!(
+            "  topics:          {}",
+            comm100_bridge::topics::expected(&defaults).join(", ")
+        );
         println!("  webhook URL:     http://{listen}/webhooks/comm100   (no token needed in dev)");
         println!("  samples:         {}", samples.display());
         println!("Post a sample:");

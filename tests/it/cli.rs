@@ -9,14 +9,7 @@ use crate::common::{fixtures_dir, Spawn};
 use serde_json::Value;
 
 fn bridge() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"));
-    // The tests' own environment must not leak configuration into the binary.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("COMM100_BRIDGE__") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c
+    crate::common::bridge_command()
 }
 
 #[test]

@@ -430,20 +430,12 @@ async fn a_bridge_that_never_reached_kafka_is_not_ready_and_says_why_once() {
     let config = write_config(dir.path(), "kafka.invalid:9092", &spool, &[]);
     let mut process = Process::start(&config);
     let readyz = process.admin("/readyz");
-    let answer = eventually(
+    let reason = wait_for_reason(
+        &readyz,
+        "no Kafka broker reached since start",
         Duration::from_secs(30),
-        "/readyz saying Kafka was never reached",
-        async || {
-            let answer = get(&readyz).await;
-            let reason = answer.json["reason"].as_str().unwrap_or_default();
-            reason
-                .starts_with("no Kafka broker reached since start")
-                .then_some(answer)
-        },
     )
     .await;
-    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-    let reason = answer.json["reason"].as_str().unwrap();
     assert!(
         reason.contains("(kafka.invalid:9092)") && reason.contains("check kafka.brokers"),
         "{reason}"
@@ -461,12 +453,7 @@ async fn a_bridge_that_never_reached_kafka_is_not_ready_and_says_why_once() {
     );
 
     // One ERROR line says so, naming the brokers, however often librdkafka retries.
-    let errors: Vec<serde_json::Value> = process
-        .log()
-        .iter()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|v| v["level"] == "ERROR" && v["target"] != "librdkafka")
-        .collect();
+    let errors = process.errors();
     assert_eq!(errors.len(), 1, "{errors:#?}");
     let message = errors[0]["fields"]["message"].as_str().unwrap();
     assert!(

@@ -77,6 +77,25 @@ impl Kafka {
         Self { dir, vars }
     }
 
+    /// An admin client on the plaintext listener (a super user with `--sasl`).
+    fn admin(&self) -> AdminClient<DefaultClientContext> {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap()
+    }
+
+    async fn delete_topic(&self, topic: &str) {
+        for result in self
+            .admin()
+            .delete_topics(&[topic], &AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            result.unwrap();
+        }
+    }
+
     fn var(&self, name: &str) -> &str {
         &self.vars[name]
     }
@@ -704,17 +723,7 @@ async fn sasl_scram_over_tls_acls_and_missing_topics() {
     ]);
     kafka.topics(&[]);
     // One topic is missing, another is denied to the bridge's user.
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap())
-        .create()
-        .unwrap();
-    for result in admin
-        .delete_topics(&["comm100.chat_ended"], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        result.unwrap();
-    }
+    kafka.delete_topic("comm100.chat_ended").await;
     kafka.tool(&[
         "org.apache.kafka.tools.AclCommand",
         "--bootstrap-server",
@@ -1163,10 +1172,9 @@ async fn a_rolling_restart_and_a_scale_in_with_kafka_back() {
     ));
 }
 
-/// `comm100-bridge topics ARGS` with the configuration file `config`.
-fn topics_command(args: &[&str], config: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
-        .arg("topics")
+/// `comm100-bridge ARGS --config CONFIG`: success, standard output, errors.
+fn cli(args: &[&str], config: &Path) -> (bool, String, String) {
+    let out = bridge_command()
         .args(args)
         .arg("--config")
         .arg(config)
@@ -1190,10 +1198,7 @@ async fn topics_ensure_creates_what_is_missing_changes_nothing_else_and_obeys_ac
         "--property",
         "auto.create.topics.enable=false",
     ]);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap())
-        .create()
-        .unwrap();
+    let admin = kafka.admin();
     // One topic exists already, with another partition count.
     let existing = NewTopic::new("comm100.chat_ended", 3, TopicReplication::Fixed(1));
     for result in admin
@@ -1248,7 +1253,7 @@ async fn topics_ensure_creates_what_is_missing_changes_nothing_else_and_obeys_ac
         true,
         &sasl,
     );
-    let (ok, _, said) = topics_command(&["ensure"], &denied);
+    let (ok, _, said) = cli(&["topics", "ensure"], &denied);
     assert!(!ok, "ensure passed without Create");
     assert!(
         said.contains("Kafka did not create")
@@ -1266,19 +1271,7 @@ async fn topics_ensure_creates_what_is_missing_changes_nothing_else_and_obeys_ac
     let plain = bridge_config(work.path(), "plain", kafka.bootstrap(), true, settings);
     let bridge = Process::start(&plain);
     let readyz = bridge.admin("/readyz");
-    let reason = eventually(
-        Duration::from_secs(30),
-        "/readyz naming missing topics",
-        async || {
-            let answer = get(&readyz).await;
-            let reason = answer.json["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            reason.starts_with("missing topics:").then_some(reason)
-        },
-    )
-    .await;
+    let reason = wait_for_reason(&readyz, "missing topics:", Duration::from_secs(30)).await;
     assert!(
         reason.contains("comm100.dlq") && !reason.contains("comm100.chat_ended"),
         "{reason}"
@@ -1286,7 +1279,7 @@ async fn topics_ensure_creates_what_is_missing_changes_nothing_else_and_obeys_ac
 
     // A principal that may: the eight missing topics with the settings; the existing one
     // untouched, so the check that follows names the unequal counts.
-    let (ok, out, said) = topics_command(&["ensure"], &plain);
+    let (ok, out, said) = cli(&["topics", "ensure"], &plain);
     assert!(!ok, "{out}");
     assert_eq!(out.matches("created ").count(), 8, "{out}");
     assert!(
@@ -1313,7 +1306,7 @@ async fn topics_ensure_creates_what_is_missing_changes_nothing_else_and_obeys_ac
         dlq.get("retention.ms").and_then(|e| e.value.as_deref()),
         Some("3600000")
     );
-    let (_, again, _) = topics_command(&["ensure"], &plain);
+    let (_, again, _) = cli(&["topics", "ensure"], &plain);
     assert_eq!(again.matches("created ").count(), 0, "{again}");
 
     // The operator adds partitions: check passes, and serve turns ready.
@@ -1334,7 +1327,7 @@ async fn topics_ensure_creates_what_is_missing_changes_nothing_else_and_obeys_ac
         async || (kafka.partitions("comm100.chat_ended").len() == 6).then_some(()),
     )
     .await;
-    let (ok, out, said) = topics_command(&["check"], &plain);
+    let (ok, out, said) = cli(&["topics", "check"], &plain);
     assert!(ok, "{out}{said}");
     assert_eq!(out.matches("6 partitions").count(), 9, "{out}");
     let ready_after = wait_for_status(&readyz, StatusCode::OK, Duration::from_secs(30)).await;
@@ -1355,17 +1348,7 @@ async fn a_missing_topic_then_topics_ensure_then_dlq_redrive_puts_its_records_ba
         "auto.create.topics.enable=false",
     ]);
     kafka.topics(&[]);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap())
-        .create()
-        .unwrap();
-    for result in admin
-        .delete_topics(&["comm100.chat_ended"], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        result.unwrap();
-    }
+    kafka.delete_topic("comm100.chat_ended").await;
     let work = tempfile::tempdir().unwrap();
     let config = bridge_config(
         work.path(),
@@ -1389,22 +1372,14 @@ async fn a_missing_topic_then_topics_ensure_then_dlq_redrive_puts_its_records_ba
             .or_default()
             .push(answer.json["id"].as_str().unwrap().to_owned());
     }
-    let (ok, out, said) = topics_command(&["ensure"], &config);
+    let (ok, out, said) = cli(&["topics", "ensure"], &config);
     assert!(ok, "{out}{said}");
     assert!(out.contains("created comm100.chat_ended"), "{out}");
 
     let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"))
-            .args(["dlq", "redrive", "--config"])
-            .arg(&config)
-            .run()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let (ok, out, said) = cli(&["dlq", "redrive"], &config);
+        assert!(ok, "{said}");
+        out
     };
     let first = run();
     assert!(first.contains("unknown_topic: 10 re-published"), "{first}");

@@ -12,13 +12,7 @@ use crate::common::*;
 
 /// `comm100-bridge dlq redrive ARGS` against `bootstrap`: success, standard output, errors.
 fn redrive(args: &[&str], bootstrap: &str) -> (bool, String, String) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_comm100-bridge"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("COMM100_BRIDGE__") {
-            command.env_remove(k);
-        }
-    }
-    let out = command
+    let out = bridge_command()
         .args(["dlq", "redrive"])
         .args(args)
         .env("COMM100_BRIDGE__KAFKA__BROKERS", bootstrap)

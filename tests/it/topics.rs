@@ -9,13 +9,7 @@ use crate::common::*;
 use http::StatusCode;
 
 fn topics_command(args: &[&str], bootstrap: &str) -> std::process::Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_comm100-bridge"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("COMM100_BRIDGE__") {
-            command.env_remove(k);
-        }
-    }
-    command
+    bridge_command()
         .arg("topics")
         .args(args)
         .env("COMM100_BRIDGE__KAFKA__BROKERS", bootstrap)
@@ -101,21 +95,7 @@ async fn a_bridge_without_its_dead_letter_topic_is_not_ready_until_it_exists() {
     );
     let mut process = Process::start(&config);
     let readyz = process.admin("/readyz");
-    let reason = eventually(
-        Duration::from_secs(20),
-        "/readyz naming the DLQ",
-        async || {
-            let answer = get(&readyz).await;
-            let reason = answer.json["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            (answer.status == StatusCode::SERVICE_UNAVAILABLE
-                && reason.starts_with("missing topics"))
-            .then_some(reason)
-        },
-    )
-    .await;
+    let reason = wait_for_reason(&readyz, "missing topics", Duration::from_secs(20)).await;
     assert_eq!(
         reason,
         "missing topics: comm100.dlq; create them (comm100-bridge topics ensure)"
@@ -124,12 +104,7 @@ async fn a_bridge_without_its_dead_letter_topic_is_not_ready_until_it_exists() {
     cluster.create_topic("comm100.dlq", 3, 1).unwrap();
     // The bridge looks again every 10 s while a topic is missing.
     wait_for_status(&readyz, StatusCode::OK, Duration::from_secs(30)).await;
-    let errors: Vec<serde_json::Value> = process
-        .log()
-        .iter()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|v| v["level"] == "ERROR" && v["target"] != "librdkafka")
-        .collect();
+    let errors = process.errors();
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(errors[0]["fields"]["topics"], "comm100.dlq");
     report("topics: a missing DLQ kept /readyz 503 with one ERROR line, until it was created");

@@ -112,6 +112,21 @@ impl Process {
         self.seen.extend(self.lines.try_iter());
         self.seen.clone()
     }
+
+    /// The bridge's own ERROR lines so far, as JSON (not librdkafka's, which report the
+    /// Kafka trouble tests make).
+    pub fn errors(&mut self) -> Vec<Value> {
+        self.log()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|v| v["level"] == "ERROR")
+            .filter(|v| {
+                v["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("comm100_bridge"))
+            })
+            .collect()
+    }
 }
 
 /// A test that fails must not leave its bridge running.
@@ -122,6 +137,18 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The bridge's binary, with none of the tests' own `COMM100_BRIDGE__*` or `RUST_LOG`
+/// variables: the tests' environment must not leak configuration into it.
+pub fn bridge_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_comm100-bridge"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COMM100_BRIDGE__") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c
 }
 
 /// Writes `bridge.toml` in `dir` for a child bridge: port 0, [`TOKEN`], `bootstrap`, the

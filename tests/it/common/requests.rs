@@ -101,6 +101,22 @@ pub async fn wait_for_status(url: &str, status: StatusCode, bound: Duration) -> 
     started.elapsed()
 }
 
+/// Polls `/readyz` at `url` until it answers 503 with a reason starting with `prefix`, up
+/// to `bound`; that reason.
+pub async fn wait_for_reason(url: &str, prefix: &str, bound: Duration) -> String {
+    eventually(
+        bound,
+        &format!("{url} answering 503 \"{prefix}…\""),
+        async || {
+            let answer = get(url).await;
+            let reason = answer.json["reason"].as_str().unwrap_or_default();
+            (answer.status == StatusCode::SERVICE_UNAVAILABLE && reason.starts_with(prefix))
+                .then(|| reason.to_owned())
+        },
+    )
+    .await
+}
+
 /// A value in a Prometheus exposition: one series, named as exposed (`name{label="v"}`), or
 /// for a bare name the sum over its series.
 pub fn metric(exposition: &str, selector: &str) -> f64 {

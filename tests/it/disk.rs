@@ -25,7 +25,8 @@ async fn start_with_kafka_down(cluster: &Cluster, dir: &Path, spool: &Path) -> P
     })
     .await;
     cluster.broker_down(-1).unwrap();
-    wait_for_metric(&metrics, brokers, 0.0, Duration::from_secs(20)).await;
+    // Kafka is down from here on; until the producer notices, a record waits the Kafka
+    // wait (1 s) before it is spooled, which these tests do not time.
     process
 }
 

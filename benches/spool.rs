@@ -12,6 +12,7 @@ use comm100_bridge::delivery::spool::replay::{Memory, Replay};
 use comm100_bridge::delivery::spool::{frame_limit, Spool};
 use comm100_bridge::event::{Record, Timestamp};
 use comm100_bridge::metrics::Metrics;
+use comm100_bridge::registry::Framing;
 use comm100_bridge::route::{Message, Router};
 use rdkafka::mocking::MockCluster;
 
@@ -90,7 +91,7 @@ async fn main() {
         );
 
         if fsync == FsyncPolicy::Always {
-            let publisher = Publisher::new(&config, metrics.clone()).unwrap();
+            let publisher = Publisher::new(&config, metrics.clone(), Framing::plain()).unwrap();
             let started = Instant::now();
             let order = Arc::new(Order::new());
             let left = Replay::spawn(

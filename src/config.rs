@@ -83,6 +83,8 @@ pub struct Config {
     pub topics: TopicsConfig,
     pub spool: SpoolConfig,
     pub dlq: DlqConfig,
+    #[serde(default)]
+    pub schema_registry: SchemaRegistryConfig,
     pub log: LogConfig,
 }
 
@@ -225,7 +227,35 @@ pub struct KafkaConfig {
     #[serde(deserialize_with = "list")]
     pub brokers: Vec<String>,
     pub client_id: String,
+    pub value_format: ValueFormat,
     pub properties: Properties,
+}
+
+/// How record values are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFormat {
+    /// The record's JSON text.
+    Json,
+    /// Framed for schema-registry consumers: byte 0, the 4-byte big-endian schema id of
+    /// `<topic>-value`, then the JSON text.
+    JsonSr,
+}
+
+/// The Confluent-compatible schema registry of `kafka.value_format = "json_sr"` and
+/// `schemas register`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL of the API, e.g. `http://registry:8081`.
+    pub url: Option<String>,
+    /// HTTP basic authentication (e.g. a Confluent Cloud API key and secret).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates that sign an https registry's certificate, instead
+    /// of the system's.
+    pub ca_location: Option<PathBuf>,
 }
 
 /// librdkafka's default `message.max.bytes`.
@@ -619,6 +649,17 @@ impl Config {
         };
         // Token files are read by the auth rules, at start and on SIGHUP; here only checked.
         self.auth.read_token_files()?;
+        if let Some(path) = self.schema_registry.password_file.take() {
+            let name = "schema_registry.password_file";
+            if self.schema_registry.password.is_some() {
+                return Err(invalid(
+                    name,
+                    "`schema_registry.password` is set too; keep one of them",
+                ));
+            }
+            let value = read(name, &path)?;
+            self.schema_registry.password = Some(Secret::new(value.trim_end_matches(['\r', '\n'])));
+        }
         let files: Vec<(String, String)> = self
             .kafka
             .properties
@@ -651,6 +692,7 @@ impl Config {
         self.validate_delivery()?;
         self.validate_kafka()?;
         self.validate_topics()?;
+        self.validate_schema_registry()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
@@ -781,6 +823,34 @@ impl Config {
                 "kafka.properties.statistics.interval.ms",
                 "must be a positive number of milliseconds: readiness and the broker and \
                  queue metrics come from librdkafka's statistics",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `schema_registry.*`: a URL when `kafka.value_format = "json_sr"` needs one; a
+    /// username and a password together.
+    fn validate_schema_registry(&self) -> Result<(), ConfigError> {
+        let registry = &self.schema_registry;
+        match &registry.url {
+            None if self.kafka.value_format == ValueFormat::JsonSr => {
+                return Err(invalid(
+                    "schema_registry.url",
+                    "kafka.value_format = \"json_sr\" needs the schema registry's URL",
+                ))
+            }
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(invalid(
+                    "schema_registry.url",
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ))
+            }
+            _ => {}
+        }
+        if registry.username.is_some() != registry.password.is_some() {
+            return Err(invalid(
+                "schema_registry.username",
+                "set schema_registry.username and schema_registry.password (or password_file) together",
             ));
         }
         Ok(())

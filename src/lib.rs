@@ -19,6 +19,7 @@ pub mod event;
 pub mod http;
 pub mod metrics;
 pub mod redrive;
+pub mod registry;
 pub mod reload;
 pub mod route;
 mod sync;
@@ -71,6 +72,8 @@ pub enum ServeError {
     Config(#[from] config::ConfigError),
     #[error("{0}")]
     Tokens(#[from] auth::ReloadError),
+    #[error("kafka.value_format = \"json_sr\": {0}")]
+    Registry(#[from] registry::RegistryError),
     #[error(
         "cannot listen on {addr} ({key}): {source}; choose another address or stop what uses it"
     )]
@@ -138,7 +141,8 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    Bridge::build(config, listeners.admin.is_some())?
+    Bridge::build(config, listeners.admin.is_some())
+        .await?
         .run(listeners, shutdown)
         .await
 }
@@ -156,9 +160,10 @@ impl Bridge {
     /// Loads what `config` names; `admin` says whether an admin listener will serve
     /// `/healthz`, `/readyz` and `/metrics` (else the webhook listener does). SIGHUP, from
     /// here on, re-reads the token files and the TLS certificate: call it inside a Tokio
-    /// runtime.
-    pub fn build(config: Config, admin: bool) -> Result<Self, ServeError> {
+    /// runtime. With `kafka.value_format = "json_sr"` it first looks up the schema ids.
+    pub async fn build(config: Config, admin: bool) -> Result<Self, ServeError> {
         check(&config)?;
+        let framing = registry::Framing::from_config(&config).await?;
         let hangup = reload::Hangup::install();
         let auth = Arc::new(load_tokens(&config)?);
         let certificates = match &config.http.tls {
@@ -173,7 +178,7 @@ impl Bridge {
         let metrics = Metrics::new()
             .with_routes(&http::routes())
             .with_refusals(&http::refusal_codes());
-        let delivery = Delivery::from_config(&config, metrics.clone())?;
+        let delivery = Delivery::from_config(&config, metrics.clone(), framing)?;
         let app = Arc::new(http::App::from_config(
             &config, auth, delivery, metrics, admin,
         ));

@@ -17,6 +17,7 @@ use comm100_bridge::delivery::spool::replay::{Memory, Replay};
 use comm100_bridge::delivery::spool::{self, Spool};
 use comm100_bridge::event::{EventType, Record, Site, Timestamp};
 use comm100_bridge::metrics::Metrics;
+use comm100_bridge::registry::{self, Compatibility, Framing, Registry};
 use comm100_bridge::route::Router;
 use comm100_bridge::{dev, serve, Listeners};
 
@@ -96,6 +97,22 @@ enum SchemasCommand {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Register the schema of every record type as subject `<topic>-value` (schemaType
+    /// JSON) in a Confluent-compatible schema registry; a schema it holds already is kept.
+    /// When one would be refused as incompatible, none is registered.
+    Register {
+        /// Base URL of the registry's API (default: schema_registry.url), e.g.
+        /// http://host:8081, or http://host:8080/apis/ccompat/v7 for Apicurio Registry.
+        #[arg(long, value_name = "URL")]
+        registry: Option<String>,
+        /// Set each subject's compatibility mode first: BACKWARD, BACKWARD_TRANSITIVE,
+        /// FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE or NONE.
+        #[arg(long, value_name = "MODE")]
+        compatibility: Option<Compatibility>,
+        /// Configuration file (TOML): topic names and the registry's credentials.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +186,15 @@ fn main() -> ExitCode {
         Some(Command::Schemas(SchemasCommand::Write { dir, config })) => {
             schemas_write(&dir, config.or(cli.config).as_deref())
         }
+        Some(Command::Schemas(SchemasCommand::Register {
+            registry,
+            compatibility,
+            config,
+        })) => schemas_register(
+            registry.as_deref(),
+            compatibility,
+            config.or(cli.config).as_deref(),
+        ),
         Some(Command::Spool(SpoolCommand::Inspect { dir })) => spool_inspect(&dir),
         Some(Command::Spool(SpoolCommand::Drain { dir, config })) => {
             spool_drain(&dir, config.or(cli.config).as_deref())
@@ -233,6 +259,42 @@ fn schemas_write(dir: &Path, config: Option<&Path>) -> anyhow::Result<()> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// Registers the schema of every record type in the registry at `url`.
+fn schemas_register(
+    url: Option<&str>,
+    mode: Option<Compatibility>,
+    config: Option<&Path>,
+) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    anyhow::ensure!(
+        url.is_some() || config.schema_registry.url.is_some(),
+        "no registry: give --registry URL or set schema_registry.url"
+    );
+    let router = Router::new(&config.topics);
+    let client = Registry::new(&config.schema_registry, url)?;
+    runtime()?.block_on(async {
+        let outcomes = registry::register_all(&client, &router, mode).await?;
+        for outcome in &outcomes {
+            let what = match outcome.new {
+                true => "registered",
+                false => "already registered",
+            };
+            let mode = client.compatibility(&outcome.subject).await?;
+            println!(
+                "{}: {what}, id {}, version {}, compatibility {mode}",
+                outcome.subject, outcome.registered.id, outcome.registered.version
+            );
+        }
+        let new = outcomes.iter().filter(|o| o.new).count();
+        println!(
+            "{new} registered, {} already registered, at {}",
+            outcomes.len() - new,
+            client.url()
+        );
+        anyhow::Ok(())
+    })
 }
 
 /// GETs `url` over HTTP/1.1 and fails unless the answer is 2xx within 3 s.
@@ -482,7 +544,8 @@ fn spool_drain(dir: &Path, config_file: Option<&Path>) -> anyhow::Result<()> {
         )?;
         let pending = spool.pending_events();
         if pending > 0 {
-            let publisher = Publisher::new(&config, metrics.clone())?;
+            let framing = Framing::from_config(&config).await?;
+            let publisher = Publisher::new(&config, metrics.clone(), framing)?;
             tracing::info!(records = pending, dir = %dir.display(), brokers = %config.kafka.brokers.join(","), "draining the spool to Kafka");
             let order = Arc::new(Order::new());
             let replay = Replay::spawn(

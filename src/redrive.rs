@@ -14,6 +14,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use crate::config::Config;
 use crate::delivery::kafka::{Publisher, DLQ_ORIGINAL_TOPIC, DLQ_REASON};
 use crate::metrics::{DlqReason, Metrics};
+use crate::registry::{Framing, RegistryError};
 
 /// The reasons whose dead letters are records that may pass on a second try.
 pub const REDRIVABLE: [DlqReason; 2] =
@@ -41,6 +42,8 @@ pub enum RedriveError {
     Commit(KafkaError),
     #[error("cannot create the Kafka client: {0}")]
     Client(KafkaError),
+    #[error("kafka.value_format = \"json_sr\": {0}")]
+    Registry(#[from] RegistryError),
 }
 
 /// The reasons `names` selects: each must be one whose dead letters are whole records.
@@ -98,10 +101,13 @@ pub async fn redrive(
     dry_run: bool,
     mut report: impl FnMut(&str),
 ) -> Result<BTreeMap<&'static str, Counts>, RedriveError> {
-    let publisher = (!dry_run)
-        .then(|| Publisher::new(config, Metrics::new()))
-        .transpose()
-        .map_err(RedriveError::Client)?;
+    let publisher = match dry_run {
+        true => None,
+        false => {
+            let framing = Framing::from_config(config).await?;
+            Some(Publisher::new(config, Metrics::new(), framing).map_err(RedriveError::Client)?)
+        }
+    };
     let mut all = BTreeMap::new();
     for reason in reasons {
         let counts = pass(config, *reason, publisher.as_ref(), dry_run, &mut report).await?;

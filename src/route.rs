@@ -146,10 +146,7 @@ impl Router {
     pub fn schema(&self, kind: EventType) -> Value {
         let mut document = Map::new();
         let mut put = |k: &str, v: Value| document.insert(k.to_owned(), v);
-        put(
-            "$schema",
-            "https://json-schema.org/draft/2020-12/schema".into(),
-        );
+        put("$schema", "http://json-schema.org/draft-07/schema#".into());
         put("$id", format!("{SCHEMA_ID_BASE}{kind}.schema.json").into());
         put("title", format!("comm100-bridge {kind} record").into());
         put(

@@ -17,6 +17,7 @@ use crate::delivery::kafka::{Delivered, Late, Publisher, Rejection, Settled, Uns
 use crate::delivery::order::{Order, Original, Turn};
 use crate::delivery::spool::{Spool, SpoolError};
 use crate::metrics::{FailureReason, Metrics};
+use crate::registry::Framing;
 use crate::route::Message;
 use crate::sync::Unpoisoned;
 
@@ -88,9 +89,14 @@ pub enum OpenError {
 }
 
 impl Delivery {
-    /// The producer, and the spool when `spool.enabled`, of `config`; what the spool holds
+    /// The producer, writing values as `framing` says, and the spool when `spool.enabled`,
+    /// of `config`; what the spool holds
     /// is counted per key, so that new records of those keys queue behind it.
-    pub fn from_config(config: &Config, metrics: Metrics) -> Result<Self, OpenError> {
+    pub fn from_config(
+        config: &Config,
+        metrics: Metrics,
+        framing: Framing,
+    ) -> Result<Self, OpenError> {
         let spool = match config.spool.enabled {
             true => Some(Spool::open(
                 &config.spool,
@@ -99,7 +105,7 @@ impl Delivery {
             )?),
             false => None,
         };
-        let publisher = Publisher::new(config, metrics)?;
+        let publisher = Publisher::new(config, metrics, framing)?;
         let order = Arc::new(Order::new());
         if let Some(spool) = &spool {
             if spool.pending_events() > 0 {
@@ -387,7 +393,7 @@ mod tests {
             let limit = spool::frame_limit(config.kafka.message_max_bytes());
             Spool::open(&config.spool, limit, metrics.clone()).unwrap()
         });
-        let publisher = Publisher::new(&config, metrics).unwrap();
+        let publisher = Publisher::new(&config, metrics, Framing::plain()).unwrap();
         (
             Delivery::new(
                 publisher,

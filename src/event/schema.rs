@@ -269,7 +269,7 @@ impl EventType {
 }
 
 impl Record<'_> {
-    /// The JSON Schema (draft 2020-12) of the value of a record of type `kind`, without
+    /// The JSON Schema (draft-07) of the value of a record of type `kind`, without
     /// `$schema`, `$id` and `title`, which name where it is published.
     pub fn schema(kind: EventType) -> Value {
         let mut defs = Defs::default();

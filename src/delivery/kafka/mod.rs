@@ -20,6 +20,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::config::{Config, KafkaConfig};
 use crate::metrics::{DlqReason, FailureReason, Metrics};
+use crate::registry::Framing;
 use std::borrow::Cow;
 
 use bytes::Bytes;
@@ -393,11 +394,13 @@ pub struct Publisher {
     deadline: Duration,
     dlq_topic: String,
     max_message_bytes: usize,
+    framing: Framing,
 }
 
 impl Publisher {
-    /// Creates the producer; librdkafka connects in the background.
-    pub fn new(config: &Config, metrics: Metrics) -> Result<Self, KafkaError> {
+    /// Creates the producer, which writes values as `framing` says; librdkafka connects in
+    /// the background.
+    pub fn new(config: &Config, metrics: Metrics, framing: Framing) -> Result<Self, KafkaError> {
         let deadline = config.kafka_wait();
         let client_config =
             producer_config(&config.kafka, deadline, config.http.max_inflight_bytes / 2);
@@ -420,6 +423,7 @@ impl Publisher {
             deadline,
             dlq_topic: config.dlq_topic(),
             max_message_bytes: config.kafka.message_max_bytes(),
+            framing,
         })
     }
 
@@ -434,7 +438,8 @@ impl Publisher {
         )
     }
 
-    /// Hands a record of `topic` to the producer as given: key, headers and value bytes.
+    /// Hands a record of `topic` to the producer as given: key, headers and value bytes,
+    /// the value framed when `topic` is a record topic of a `json_sr` configuration.
     pub fn enqueue_raw(
         &self,
         topic: &str,
@@ -449,8 +454,9 @@ impl Publisher {
                 value: Some(value.as_bytes()),
             });
         }
+        let value = self.framing.frame(topic, value);
         let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-            .payload(value)
+            .payload(value.as_ref())
             .headers(owned);
         if let Some(key) = key {
             record = record.key(key.as_bytes());
@@ -655,7 +661,7 @@ impl Publisher {
 
     /// Whether the producer can send `message` at all (`message.max.bytes`).
     pub fn fits(&self, message: &Message) -> bool {
-        wire_size(message) <= self.max_message_bytes
+        wire_size(message) + self.framing.overhead(&message.topic) <= self.max_message_bytes
     }
 
     /// Whether the latest delivery failed for a reason that may pass, none was acknowledged
@@ -869,7 +875,7 @@ mod tests {
             ],
         ] {
             let config = config_with(&properties);
-            if let Err(e) = Publisher::new(&config, Metrics::new()) {
+            if let Err(e) = Publisher::new(&config, Metrics::new(), Framing::plain()) {
                 panic!("{properties:?}: {e}");
             }
         }
@@ -886,7 +892,7 @@ mod tests {
             ("security.protocol", "SASL_SSL"),
             ("sasl.mechanisms", "NOT-A-MECHANISM"),
         ]);
-        assert!(Publisher::new(&bogus, Metrics::new()).is_err());
+        assert!(Publisher::new(&bogus, Metrics::new(), Framing::plain()).is_err());
     }
 
     fn message(value: String) -> Message {

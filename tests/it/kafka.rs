@@ -4,11 +4,13 @@
 //! replica is left with `min.insync.replicas` 2; SASL_SSL with SCRAM, a wrong password, a topic denied by
 //! ACL and a missing topic; records over `message.max.bytes` or a topic's
 //! `max.message.bytes`, at once and in spool replay; a spool left by a shutdown during an
-//! outage, published by `spool drain`. The chaos tests report sent / 2xx / found / missing to
+//! outage, published by `spool drain`; `schemas register` against Apicurio Registry
+//! (`tests/kafka/registry`) and `json_sr` records read by confluent-kafka's schema-registry
+//! deserializer. The chaos tests report sent / 2xx / found / missing to
 //! `target/tmp/test-report.txt`.
 //!
-//! Needs Java 17+ and Maven (the broker comes from Maven Central) and, for the CloudEvents
-//! reader, a Python with `tests/kafka/requirements.txt` in `KAFKA_TEST_PYTHON`; so it is
+//! Needs Java 17+ and Maven (the broker and the registry come from Maven Central) and, for
+//! the Python readers, a Python with `tests/kafka/requirements.txt` in `KAFKA_TEST_PYTHON`; so it is
 //! ignored by a plain `cargo test`. `.ci/run` runs it:
 //!     cargo test --release --test kafka -- --ignored --test-threads=1
 
@@ -1410,5 +1412,347 @@ async fn a_missing_topic_then_topics_ensure_then_dlq_redrive_puts_its_records_ba
     let second = run();
     assert!(second.contains("unknown_topic: 0 re-published"), "{second}");
     report("kafka: missing topic → 10 dead letters → topics ensure → dlq redrive: 10 back in their topic in per-chat order; a second run re-published 0");
+    bridge.signal("-TERM");
+}
+
+/// Apicurio Registry of `tests/kafka/registry` (its Confluent-compatible API), stopped when
+/// dropped.
+struct SchemaRegistry {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl SchemaRegistry {
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("comm100-registry-")
+            .tempdir()
+            .unwrap();
+        let output = run(Command::new(repo("tests/kafka/registry"))
+            .arg("start")
+            .arg("--dir")
+            .arg(dir.path()));
+        let url = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("URL=").map(str::to_owned))
+            .expect("the registry script prints URL=");
+        Self { dir, url }
+    }
+
+    /// The subjects the registry holds, sorted.
+    async fn subjects(&self) -> Vec<String> {
+        let answer = get(&format!("{}/subjects", self.url)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        let mut subjects: Vec<String> = serde_json::from_value(answer.json).unwrap();
+        subjects.sort();
+        subjects
+    }
+
+    /// The id of the latest schema of `subject`.
+    async fn latest_id(&self, subject: &str) -> u64 {
+        let answer = get(&format!("{}/subjects/{subject}/versions/latest", self.url)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        answer.json["id"].as_u64().unwrap()
+    }
+
+    /// POSTs `schema` (a JSON Schema document) as a JSON schema to `path`.
+    async fn post_schema(&self, path: &str, schema: &Value) -> Answer {
+        let body = serde_json::json!({ "schemaType": "JSON", "schema": schema.to_string() });
+        post(
+            &format!("{}{path}", self.url),
+            &[("content-type", "application/vnd.schemaregistry.v1+json")],
+            body.to_string(),
+        )
+        .await
+    }
+}
+
+impl Drop for SchemaRegistry {
+    fn drop(&mut self) {
+        let _ = Command::new(repo("tests/kafka/registry"))
+            .arg("stop")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .run();
+    }
+}
+
+/// The schema subjects of the default configuration with `prefix`, sorted.
+fn subjects_of(prefix: &str) -> Vec<String> {
+    let mut config =
+        comm100_bridge::config::Config::load_with_env(None, Some(Default::default())).unwrap();
+    config.topics.prefix = prefix.to_owned();
+    let mut subjects: Vec<String> = comm100_bridge::route::Router::new(&config.topics)
+        .topics()
+        .iter()
+        .map(|t| format!("{t}-value"))
+        .collect();
+    subjects.sort();
+    subjects
+}
+
+/// An address nothing listens on.
+fn closed_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `comm100-bridge ARGS --config CONFIG`: whether it succeeded, its stdout and stderr, or
+/// a panic when it runs for longer than 60 s (a bridge that should have refused to start).
+async fn refused_or_timeout(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = bridge_command();
+    command.args(args).arg("--config").arg(config);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || command.run().unwrap()),
+    )
+    .await
+    .expect("the command ran for over 60 s: it did not refuse to start")
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Maven for Apicurio Registry; .ci/run runs it"]
+async fn schemas_register_registers_every_type_once_and_the_registry_refuses_an_incompatible_change(
+) {
+    let registry = SchemaRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let config = bridge_config(work.path(), "bridge", "127.0.0.1:9", false, "");
+
+    // Every record type, once, with the mode asked for; a second run registers nothing.
+    let (ok, out, err) = cli(
+        &[
+            "schemas",
+            "register",
+            "--registry",
+            &registry.url,
+            "--compatibility",
+            "BACKWARD",
+        ],
+        &config,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("8 registered, 0 already registered"), "{out}");
+    assert_eq!(registry.subjects().await, subjects_of("comm100"));
+    let mut ids = BTreeMap::new();
+    for subject in subjects_of("comm100") {
+        let answer = get(&format!("{}/config/{subject}", registry.url)).await;
+        assert_eq!(answer.json["compatibilityLevel"], "BACKWARD", "{subject}");
+        ids.insert(subject.clone(), registry.latest_id(&subject).await);
+        assert!(
+            out.contains(&format!(
+                "{subject}: registered, id {}, version 1, compatibility BACKWARD",
+                ids[&subject]
+            )),
+            "{out}"
+        );
+    }
+    let (ok, out, err) = cli(
+        &["schemas", "register", "--registry", &registry.url],
+        &config,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("0 registered, 8 already registered"), "{out}");
+    for (subject, id) in &ids {
+        assert_eq!(registry.latest_id(subject).await, *id, "{subject}");
+    }
+
+    // The registry itself refuses a change of the record format that breaks BACKWARD: the
+    // record id as an integer cannot read the records written with it as a string.
+    let schema: Value =
+        serde_json::from_slice(&std::fs::read(repo("schemas/chat_ended.schema.json")).unwrap())
+            .unwrap();
+    let mut broken = schema.clone();
+    broken["properties"]["id"] = serde_json::json!({ "type": "integer" });
+    let refused = registry
+        .post_schema("/subjects/comm100.chat_ended-value/versions", &broken)
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+    assert!(refused.text.contains("/properties/id"), "{}", refused.text);
+
+    // A subject that holds a schema the bridge's would break: nothing is registered, and
+    // the error names the subject. (Set up as an older record format under prefix acme.)
+    let acme = bridge_config(
+        work.path(),
+        "acme",
+        "127.0.0.1:9",
+        false,
+        "[topics]\nprefix = \"acme\"\n",
+    );
+    let mut older = schema;
+    older["properties"]["id"] = serde_json::json!({ "type": "integer" });
+    let answer = registry
+        .post_schema("/subjects/acme.chat_ended-value/versions", &older)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let put = send(
+        http::Request::put(format!("{}/config/acme.chat_ended-value", registry.url))
+            .header("content-type", "application/json")
+            .body(r#"{"compatibility":"BACKWARD"}"#.into())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text);
+    let (ok, out, err) = cli(&["schemas", "register", "--registry", &registry.url], &acme);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("incompatible")
+            && err.contains("acme.chat_ended-value")
+            && err.contains("nothing was registered"),
+        "{err}"
+    );
+    let acme_subjects: Vec<String> = registry
+        .subjects()
+        .await
+        .into_iter()
+        .filter(|s| s.starts_with("acme."))
+        .collect();
+    assert_eq!(
+        acme_subjects,
+        ["acme.chat_ended-value"],
+        "no partial registration"
+    );
+
+    // A wrong URL (the registry's root, not its Confluent-compatible API) and no registry.
+    let root = registry.url.trim_end_matches("/apis/ccompat/v7");
+    let (ok, _, err) = cli(&["schemas", "register", "--registry", root], &config);
+    assert!(!ok);
+    assert!(
+        err.contains("is not a Confluent-compatible schema registry API")
+            && err.contains("/apis/ccompat/v7"),
+        "{err}"
+    );
+    let closed = format!("http://{}", closed_addr());
+    let (ok, _, err) = cli(&["schemas", "register", "--registry", &closed], &config);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("cannot reach the schema registry at {closed}")),
+        "{err}"
+    );
+    report(
+        "kafka: schemas register: 8 subjects registered in Apicurio Registry with BACKWARD, none \
+         again on a second run; an incompatible change refused by the registry (409); an \
+         incompatible existing subject registered nothing",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Java and Maven for Apache Kafka and Apicurio Registry; .ci/run runs it"]
+async fn json_sr_records_of_every_type_are_read_by_confluent_kafkas_schema_registry_deserializer() {
+    let kafka = Kafka::start(&["--brokers", "1"]);
+    kafka.topics(&[]);
+    let registry = SchemaRegistry::start();
+    let work = tempfile::tempdir().unwrap();
+    let registry_toml = |url: &str| format!("[schema_registry]\nurl = \"{url}\"\n");
+    let config = bridge_config(
+        work.path(),
+        "bridge",
+        kafka.bootstrap(),
+        true,
+        &registry_toml(&registry.url),
+    );
+    let json_sr = [("COMM100_BRIDGE__KAFKA__VALUE_FORMAT", "json_sr")];
+
+    // Never a silently unframed record: without the registry, or before the schemas are
+    // registered, the bridge does not start and says what to do.
+    let down = bridge_config(
+        work.path(),
+        "down",
+        kafka.bootstrap(),
+        true,
+        &registry_toml(&format!("http://{}", closed_addr())),
+    );
+    let (ok, err) = refused_or_timeout(&["serve"], &down, &json_sr).await;
+    assert!(!ok);
+    assert!(
+        err.contains("cannot reach the schema registry") && err.contains("schema_registry.url"),
+        "{err}"
+    );
+    let (ok, err) = refused_or_timeout(&["serve"], &config, &json_sr).await;
+    assert!(!ok);
+    assert!(
+        err.contains("comm100.offline_message_submitted-value")
+            && err.contains("comm100-bridge schemas register"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&["schemas", "register"], &config);
+    assert!(ok, "{err}");
+
+    let bridge = Process::start_with_env(&config, &json_sr);
+    let hook = webhook_url(&bridge);
+    let mut posted = BTreeMap::new();
+    let mut bodies: Vec<Vec<u8>> = samples()
+        .iter()
+        .map(|s| std::fs::read(s).unwrap())
+        .collect();
+    bodies.push(br#"{"event":"chat_rated","chat_id":"c-1","rating":5}"#.to_vec());
+    for body in bodies {
+        let answer = post(&hook, &[], body).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        posted.insert(answer.json["id"].as_str().unwrap().to_owned(), answer.json);
+    }
+
+    // A consumer this project did not write: confluent-kafka's schema-registry JSON
+    // deserializer fetches each record's schema by the id in its frame and validates it.
+    let python = std::env::var("KAFKA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut subjects = BTreeMap::new();
+    for subject in subjects_of("comm100") {
+        subjects.insert(subject.clone(), registry.latest_id(&subject).await);
+    }
+    let topics: Vec<&str> = subjects
+        .keys()
+        .map(|s| s.trim_end_matches("-value"))
+        .collect();
+    let output = Command::new(&python)
+        .arg(repo("tests/kafka/schema_registry_reader.py"))
+        .arg(&registry.url)
+        .arg(kafka.bootstrap())
+        .arg(posted.len().to_string())
+        .args(&topics)
+        .run()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        output.status.success(),
+        "the schema-registry reader failed (KAFKA_TEST_PYTHON={python}):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut types = std::collections::BTreeSet::new();
+    let mut read = 0;
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let id = record["id"].as_str().unwrap();
+        let answer = &posted[id];
+        assert_eq!(record["topic"], answer["topic"], "{id}");
+        assert_eq!(record["offset"], answer["offset"], "{id}");
+        let topic = record["topic"].as_str().unwrap();
+        assert_eq!(
+            record["schema_id"],
+            subjects[&format!("{topic}-value")],
+            "{id}"
+        );
+        types.insert(record["type"].as_str().unwrap().to_owned());
+        read += 1;
+    }
+    assert_eq!(read, posted.len());
+    assert_eq!(
+        types.len(),
+        8,
+        "every record type, unknown included: {types:?}"
+    );
+    report(&format!(
+        "kafka: json_sr: {read} records of 8 types framed with their schema ids and read by \
+         confluent-kafka's schema-registry JSON deserializer; the bridge refused to start \
+         with the registry down and with the schemas unregistered"
+    ));
     bridge.signal("-TERM");
 }

@@ -1084,6 +1084,71 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_schema_registry_settings_are_checked_and_its_password_is_never_printed() {
+        let json_sr = ("COMM100_BRIDGE__KAFKA__VALUE_FORMAT", "json_sr");
+        let url = ("COMM100_BRIDGE__SCHEMA_REGISTRY__URL", "http://registry:8081");
+        for (pairs, key, says) in [
+            (vec![json_sr], "schema_registry.url", "needs the schema registry's URL"),
+            (
+                vec![json_sr, ("COMM100_BRIDGE__SCHEMA_REGISTRY__URL", "registry:8081")],
+                "schema_registry.url",
+                "not an http:// or https:// URL",
+            ),
+            (
+                vec![url, ("COMM100_BRIDGE__SCHEMA_REGISTRY__USERNAME", "key")],
+                "schema_registry.username",
+                "together",
+            ),
+            (
+                vec![("COMM100_BRIDGE__KAFKA__VALUE_FORMAT", "avro")],
+                "kafka.value_format",
+                "avro",
+            ),
+        ] {
+            let err = Config::load_with_env(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(says), "{err}");
+        }
+        let plain = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(plain.kafka.value_format, ValueFormat::Json);
+
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "registry-secret\n").unwrap();
+        let file_var = password.display().to_string();
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                json_sr,
+                url,
+                ("COMM100_BRIDGE__SCHEMA_REGISTRY__USERNAME", "key"),
+                ("COMM100_BRIDGE__SCHEMA_REGISTRY__PASSWORD_FILE", &file_var),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.value_format, ValueFormat::JsonSr);
+        assert_eq!(
+            c.schema_registry.password.as_ref().map(Secret::expose),
+            Some("registry-secret")
+        );
+        let printed = toml::to_string(&c).unwrap();
+        assert!(!printed.contains("registry-secret"), "{printed}");
+        let both = Config::load_with_env(
+            None,
+            env(&[
+                url,
+                ("COMM100_BRIDGE__SCHEMA_REGISTRY__USERNAME", "key"),
+                ("COMM100_BRIDGE__SCHEMA_REGISTRY__PASSWORD", "inline"),
+                ("COMM100_BRIDGE__SCHEMA_REGISTRY__PASSWORD_FILE", &file_var),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("schema_registry.password_file"), "{both}");
+    }
+
+    #[test]
     fn secrets_can_come_from_files() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");

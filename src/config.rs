@@ -1086,11 +1086,21 @@ pub(crate) mod tests {
     #[test]
     fn the_schema_registry_settings_are_checked_and_its_password_is_never_printed() {
         let json_sr = ("COMM100_BRIDGE__KAFKA__VALUE_FORMAT", "json_sr");
-        let url = ("COMM100_BRIDGE__SCHEMA_REGISTRY__URL", "http://registry:8081");
+        let url = (
+            "COMM100_BRIDGE__SCHEMA_REGISTRY__URL",
+            "http://registry:8081",
+        );
         for (pairs, key, says) in [
-            (vec![json_sr], "schema_registry.url", "needs the schema registry's URL"),
             (
-                vec![json_sr, ("COMM100_BRIDGE__SCHEMA_REGISTRY__URL", "registry:8081")],
+                vec![json_sr],
+                "schema_registry.url",
+                "needs the schema registry's URL",
+            ),
+            (
+                vec![
+                    json_sr,
+                    ("COMM100_BRIDGE__SCHEMA_REGISTRY__URL", "registry:8081"),
+                ],
                 "schema_registry.url",
                 "not an http:// or https:// URL",
             ),

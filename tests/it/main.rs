@@ -22,6 +22,7 @@ mod metrics;
 mod order;
 mod properties;
 mod redrive;
+mod registry;
 mod render;
 mod schemas;
 mod tls;

@@ -952,3 +952,99 @@ topics:
     granted.sort();
     assert_eq!(granted, expected);
 }
+
+#[test]
+#[ignore = "needs helm; .ci/run runs it"]
+fn the_helm_chart_frames_values_for_a_schema_registry_and_can_register_the_schemas_first() {
+    let work = tempfile::tempdir().unwrap();
+    let values = work.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        r#"
+secret: {tokens: t, schemaRegistryPassword: registry-secret}
+kafka: {valueFormat: json_sr}
+schemaRegistry:
+  url: https://registry.example:8081
+  username: bridge-key
+  registerOnStart: true
+  compatibility: BACKWARD
+"#,
+    )
+    .unwrap();
+    let objects = helm_template(Some(&values));
+    // The bridge runs framed, with the registry, its user and the password from its file.
+    let config = effective_config(&objects);
+    assert_eq!(config["kafka"]["value_format"].as_str(), Some("json_sr"));
+    let registry = &config["schema_registry"];
+    assert_eq!(
+        registry["url"].as_str(),
+        Some("https://registry.example:8081")
+    );
+    assert_eq!(registry["username"].as_str(), Some("bridge-key"));
+    assert_eq!(
+        registry["password"].as_str(),
+        Some("<redacted>"),
+        "the password read from the Secret's file: {registry:?}"
+    );
+    assert!(registry.get("password_file").is_none(), "{registry:?}");
+
+    // Before it, an init container registers the schemas with the bridge's own settings.
+    let statefulset = one(&objects, "StatefulSet");
+    let pod = &statefulset["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    let args: Vec<String> = init["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "schemas",
+            "register",
+            "--compatibility",
+            "BACKWARD",
+            "--config",
+            "/etc/comm100-bridge/bridge.toml"
+        ]
+    );
+    assert_eq!(init["env"], pod["containers"][0]["env"]);
+    let mounts: Vec<String> = init["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| text(&m["name"]))
+        .collect();
+    assert!(
+        mounts.contains(&"config".to_owned()) && mounts.contains(&"secret".to_owned()),
+        "{mounts:?}"
+    );
+
+    // By default: plain JSON, no init container; json_sr without a URL does not render.
+    std::fs::write(&values, "secret: {tokens: t}\n").unwrap();
+    let defaults = helm_template(Some(&values));
+    let pod = &one(&defaults, "StatefulSet")["spec"]["template"]["spec"];
+    assert!(pod.get("initContainers").is_none());
+    assert_eq!(
+        effective_config(&defaults)["kafka"]["value_format"].as_str(),
+        Some("json")
+    );
+    std::fs::write(
+        &values,
+        "secret: {tokens: t}\nkafka: {valueFormat: json_sr}\n",
+    )
+    .unwrap();
+    let chart = repo(CHART);
+    let refused = Command::new("helm")
+        .args(["template", "bridge", chart.to_str().unwrap(), "--values"])
+        .arg(&values)
+        .run()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("needs schemaRegistry.url"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

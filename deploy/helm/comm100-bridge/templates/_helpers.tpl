@@ -158,6 +158,21 @@ connect). */}}
 - name: COMM100_BRIDGE__KAFKA__PROPERTIES__SSL_CA_LOCATION
   value: {{ include "comm100-bridge.caDir" . }}/{{ .Values.kafka.caSecret.key }}
 {{- end }}
+- name: COMM100_BRIDGE__KAFKA__VALUE_FORMAT
+  value: {{ .Values.kafka.valueFormat | quote }}
+{{- if eq .Values.kafka.valueFormat "json_sr" }}
+{{- $_ := required "kafka.valueFormat json_sr needs schemaRegistry.url" .Values.schemaRegistry.url }}
+{{- end }}
+{{- with .Values.schemaRegistry.url }}
+- name: COMM100_BRIDGE__SCHEMA_REGISTRY__URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.schemaRegistry.username }}
+- name: COMM100_BRIDGE__SCHEMA_REGISTRY__USERNAME
+  value: {{ . | quote }}
+- name: COMM100_BRIDGE__SCHEMA_REGISTRY__PASSWORD_FILE
+  value: {{ include "comm100-bridge.secretDir" $ }}/{{ $.Values.secret.schemaRegistryPasswordKey }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

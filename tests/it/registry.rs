@@ -24,25 +24,48 @@ use tokio::net::TcpListener;
 use crate::common::*;
 
 /// Answers `POST /subjects/<subject>` with the id it was given for the subject (any schema),
-/// 404 with error code 40401 for other subjects, and `status` instead when it is not 200.
+/// 404 with error code 40401 for other subjects, and `status` instead when it is not 200;
+/// 401 to a request without the `Authorization` value it may be given; over TLS with a
+/// certificate for `localhost` when it has one.
 struct StandIn {
     addr: SocketAddr,
     lookups: Arc<AtomicUsize>,
+    tls: bool,
+}
+
+#[derive(Default)]
+struct Options {
+    authorization: Option<String>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl StandIn {
     async fn start(ids: HashMap<String, u32>, status: StatusCode) -> Self {
+        Self::start_with(ids, status, Options::default()).await
+    }
+
+    async fn start_with(ids: HashMap<String, u32>, status: StatusCode, options: Options) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let lookups = Arc::new(AtomicUsize::new(0));
+        let tls = options.tls.is_some();
         let (ids, counted) = (Arc::new(ids), lookups.clone());
+        let authorization = Arc::new(options.authorization);
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (ids, counted) = (ids.clone(), counted.clone());
+                let (ids, counted, authorization) =
+                    (ids.clone(), counted.clone(), authorization.clone());
                 let service = service_fn(move |request: hyper::Request<Incoming>| {
+                    let authorized = authorization.as_deref().is_none_or(|wanted| {
+                        request
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            == Some(wanted)
+                    });
                     let subject = request
                         .uri()
                         .path()
@@ -50,6 +73,7 @@ impl StandIn {
                         .map(str::to_owned);
                     counted.fetch_add(1, Ordering::SeqCst);
                     let (code, body) = match subject.and_then(|s| ids.get(&s).map(|id| (s, *id))) {
+                        _ if !authorized => (StatusCode::UNAUTHORIZED, "{}".into()),
                         _ if status != StatusCode::OK => (status, "{\"message\":\"down\"}".into()),
                         Some((s, id)) => (
                             StatusCode::OK,
@@ -69,18 +93,31 @@ impl StandIn {
                         )
                     }
                 });
+                let acceptor = options.tls.clone();
                 tokio::spawn(async move {
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
-        Self { addr, lookups }
+        Self { addr, lookups, tls }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            true => format!("https://localhost:{}", self.addr.port()),
+            false => format!("http://{}", self.addr),
+        }
     }
 }
 
@@ -242,4 +279,88 @@ async fn a_bridge_whose_registry_fails_or_lacks_a_schema_does_not_start() {
             && err.contains("comm100-bridge schemas register"),
         "{err}"
     );
+}
+
+/// A TLS acceptor with a self-signed certificate for `localhost`, and the certificate's PEM.
+fn localhost_tls() -> (tokio_rustls::TlsAcceptor, String) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .unwrap();
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        cert.pem(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_registry_with_basic_authentication_is_reached_with_its_ca_and_credentials() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let (acceptor, ca) = localhost_tls();
+    let registry = StandIn::start_with(
+        ids(),
+        StatusCode::OK,
+        Options {
+            // base64("bridge-key:registry-secret")
+            authorization: Some("Basic YnJpZGdlLWtleTpyZWdpc3RyeS1zZWNyZXQ=".into()),
+            tls: Some(acceptor),
+        },
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let ca_file = work.path().join("registry-ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let with = |ca: Option<&std::path::Path>, password: &str| {
+        let mut c = config(&bootstrap);
+        c.kafka.value_format = ValueFormat::JsonSr;
+        c.schema_registry.url = Some(registry.url());
+        c.schema_registry.ca_location = ca.map(Into::into);
+        c.schema_registry.username = Some("bridge-key".into());
+        c.schema_registry.password = Some(comm100_bridge::config::Secret::new(password));
+        c
+    };
+    let refused = |config| async move {
+        let listeners = comm100_bridge::Listeners {
+            webhook: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: None,
+        };
+        comm100_bridge::serve(config, listeners, std::future::pending())
+            .await
+            .unwrap_err()
+            .to_string()
+    };
+
+    // Not the system's CAs' certificate; then the wrong password.
+    let err = refused(with(None, "registry-secret")).await;
+    assert!(
+        err.contains("cannot reach the schema registry") && err.contains("certificate"),
+        "{err}"
+    );
+    let err = refused(with(Some(&ca_file), "wrong")).await;
+    assert!(
+        err.contains("401") && err.contains("schema_registry.password"),
+        "{err}"
+    );
+
+    // Its CA and the right password: records are framed.
+    let bridge = Bridge::start(with(Some(&ca_file), "registry-secret")).await;
+    bridge.connected().await;
+    let sample = std::fs::read(fixtures_dir().join("chat_ended.json")).unwrap();
+    let answer = post(&hook(&bridge), &[], sample).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let record = consume_answered(&bootstrap, &answer);
+    assert_eq!(record.raw[0], 0);
+    assert_eq!(
+        record.raw[1..5],
+        ids()["comm100.chat_ended-value"].to_be_bytes()
+    );
+    bridge.stop().await.unwrap();
 }

@@ -48,6 +48,16 @@ static PAYLOAD: Shape = Shape {
 /// The record format version, the record's `schema_version`.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Where a record comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A webhook Comm100 posted to the bridge.
+    Webhook,
+    /// Comm100's API, read by `comm100-bridge backfill` for an event no webhook delivered.
+    Backfill,
+}
+
 /// The normalized type of an event, which selects its topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -211,6 +221,7 @@ pub struct Record<'a> {
     #[serde(rename = "type")]
     pub kind: EventType,
     pub event: Text<'a>,
+    pub origin: Origin,
     pub site: Option<Site>,
     pub received_at: Timestamp,
     pub occurred_at: Option<Timestamp>,
@@ -317,6 +328,7 @@ impl<'a> Record<'a> {
             fingerprint: fingerprint(site.as_ref(), body),
             kind,
             event,
+            origin: Origin::Webhook,
             site,
             received_at,
             occurred_at,

@@ -360,6 +360,14 @@ impl Record<'_> {
                 json!({ "type": "string" }),
             ),
             (
+                "origin",
+                "Where the record comes from: `webhook` (Comm100 posted the event to the \
+                 bridge) or `backfill` (made from Comm100's API by `comm100-bridge backfill` \
+                 for an event no webhook delivered)."
+                    .to_owned(),
+                json!({ "enum": ["webhook", "backfill"] }),
+            ),
+            (
                 "site",
                 "Site label from /webhooks/comm100/{site}, or null.".to_owned(),
                 json!({ "type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{1,64}$" }),

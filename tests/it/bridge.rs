@@ -86,7 +86,8 @@ async fn every_sample_is_published_to_its_topic_and_consumed_back() {
     bridge.stop().await.unwrap();
 }
 
-#[tokio::test]
+// Multi-threaded: the bridge replays while this test's thread blocks reading Kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_carries_the_requests_traceparent_or_a_new_one_through_the_spool_too() {
     const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let cluster = cluster();

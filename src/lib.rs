@@ -12,6 +12,7 @@
 //! [`Bridge::build`] loads what the configuration names, [`Bridge::run`] serves.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod dev;

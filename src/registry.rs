@@ -6,17 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::client::{self, JsonClient, Reply, SetupError};
 use crate::config::{Config, SchemaRegistryConfig, ValueFormat};
 use crate::event::EventType;
 use crate::route::Router;
@@ -139,8 +132,7 @@ pub struct Registered {
 /// A client of one registry's Confluent-compatible REST API.
 pub struct Registry {
     url: String,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    authorization: Option<HeaderValue>,
+    client: JsonClient,
 }
 
 impl Registry {
@@ -149,35 +141,25 @@ impl Registry {
     pub fn new(config: &SchemaRegistryConfig, url: Option<&str>) -> Result<Self, RegistryError> {
         let url = url
             .or(config.url.as_deref())
-            .ok_or_else(|| RegistryError::BadUrl(String::new()))?
-            .trim_end_matches('/')
-            .to_owned();
-        if !(url.starts_with("http://") || url.starts_with("https://"))
-            || url.parse::<http::Uri>().is_err()
-        {
-            return Err(RegistryError::BadUrl(url));
-        }
-        let tls = tls_config(config)?;
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+            .ok_or_else(|| RegistryError::BadUrl(String::new()))?;
         let authorization = match (&config.username, &config.password) {
-            (Some(user), Some(password)) => {
-                let token = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{user}:{}", password.expose()));
-                let mut value = HeaderValue::from_str(&format!("Basic {token}"))
-                    .map_err(|_| RegistryError::BadUrl(url.clone()))?;
-                value.set_sensitive(true);
-                Some(value)
-            }
+            (Some(user), Some(password)) => Some(client::basic(user, password.expose())),
             _ => None,
         };
-        Ok(Self {
+        let client = JsonClient::new(
             url,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            config.ca_location.as_deref(),
             authorization,
+            MEDIA_TYPE,
+            REQUEST_TIMEOUT,
+        )
+        .map_err(|e| match e {
+            SetupError::BadUrl(url) => RegistryError::BadUrl(url),
+            SetupError::Tls(e) => RegistryError::Tls(e),
+        })?;
+        Ok(Self {
+            url: client.base().to_owned(),
+            client,
         })
     }
 
@@ -305,56 +287,20 @@ impl Registry {
         body: Option<Value>,
         what: &str,
     ) -> Result<(StatusCode, Value), RegistryError> {
-        let unreachable = |reason: String| RegistryError::Unreachable {
-            url: self.url.clone(),
-            reason,
-        };
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url))
-            .header(ACCEPT, MEDIA_TYPE);
-        if let Some(value) = &self.authorization {
-            request = request.header(AUTHORIZATION, value.clone());
-        }
-        let request = match body {
-            Some(body) => request
-                .header(CONTENT_TYPE, MEDIA_TYPE)
-                .body(Full::new(Bytes::from(body.to_string()))),
-            None => request.body(Full::default()),
-        }
-        .map_err(|e| RegistryError::BadUrl(format!("{}{path}: {e}", self.url)))?;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                let mut reason = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    reason = format!("{reason}: {cause}");
-                    source = cause.source();
-                }
-                unreachable(reason)
-            })?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| unreachable(format!("reading the answer to {what}: {e}")))?
-                .to_bytes();
-            Ok::<_, RegistryError>((status, bytes))
-        };
-        let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let Reply { status, body, .. } = self
+            .client
+            .call(method, path, body.as_ref())
             .await
-            .map_err(|_| {
-                unreachable(format!("no answer to {what} within {REQUEST_TIMEOUT:?}"))
-            })??;
+            .map_err(|reason| RegistryError::Unreachable {
+                url: self.url.clone(),
+                reason: format!("{what}: {reason}"),
+            })?;
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             return Err(RegistryError::Unauthorized {
                 url: self.url.clone(),
                 status,
             });
         }
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok((status, body))
     }
 
@@ -379,38 +325,6 @@ impl Registry {
             detail: format!("{what} answered {status} with {}", message(body)),
         }
     }
-}
-
-/// The rustls client configuration: the CA file's certificates, else the system's.
-fn tls_config(config: &SchemaRegistryConfig) -> Result<rustls::ClientConfig, RegistryError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let tls = |e: &dyn fmt::Display| RegistryError::Tls(e.to_string());
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| tls(&e))?;
-    let mut roots = rustls::RootCertStore::empty();
-    match &config.ca_location {
-        Some(path) => {
-            for certificate in CertificateDer::pem_file_iter(path)
-                .map_err(|e| tls(&format!("{}: {e}", path.display())))?
-            {
-                let certificate =
-                    certificate.map_err(|e| tls(&format!("{}: {e}", path.display())))?;
-                roots.add(certificate).map_err(|e| tls(&e))?;
-            }
-            if roots.is_empty() {
-                return Err(tls(&format!("{} holds no certificate", path.display())));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-        }
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// The request body that carries a JSON Schema.

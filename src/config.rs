@@ -85,6 +85,8 @@ pub struct Config {
     pub dlq: DlqConfig,
     #[serde(default)]
     pub schema_registry: SchemaRegistryConfig,
+    #[serde(default)]
+    pub comm100: Comm100Config,
     pub log: LogConfig,
 }
 
@@ -240,6 +242,23 @@ pub enum ValueFormat {
     /// Framed for schema-registry consumers: byte 0, the 4-byte big-endian schema id of
     /// `<topic>-value`, then the JSON text.
     JsonSr,
+}
+
+/// Comm100's REST API, for `comm100 webhooks` and `backfill`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Comm100Config {
+    /// The API's base URL, e.g. `https://api15.comm100.io/v4`.
+    pub api_base: Option<String>,
+    /// The site id, sent as `siteId` on every call.
+    pub site_id: Option<u64>,
+    /// HTTP Basic: an agent's email and an API key.
+    pub api_email: Option<String>,
+    pub api_key: Option<Secret>,
+    pub api_key_file: Option<PathBuf>,
+    /// Or an OAuth bearer token.
+    pub api_token: Option<Secret>,
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// The Confluent-compatible schema registry of `kafka.value_format = "json_sr"` and
@@ -649,17 +668,38 @@ impl Config {
         };
         // Token files are read by the auth rules, at start and on SIGHUP; here only checked.
         self.auth.read_token_files()?;
-        if let Some(path) = self.schema_registry.password_file.take() {
-            let name = "schema_registry.password_file";
-            if self.schema_registry.password.is_some() {
+        let secret = |name: &str, file: Option<PathBuf>, value: &mut Option<Secret>| {
+            let Some(path) = file else {
+                return Ok(());
+            };
+            let key = format!("{name}_file");
+            if value.is_some() {
                 return Err(invalid(
-                    name,
-                    "`schema_registry.password` is set too; keep one of them",
+                    &key,
+                    format!("`{name}` is set too; keep one of them"),
                 ));
             }
-            let value = read(name, &path)?;
-            self.schema_registry.password = Some(Secret::new(value.trim_end_matches(['\r', '\n'])));
-        }
+            let text = read(&key, &path)?;
+            *value = Some(Secret::new(text.trim_end_matches(['\r', '\n'])));
+            Ok(())
+        };
+        let registry = &mut self.schema_registry;
+        secret(
+            "schema_registry.password",
+            registry.password_file.take(),
+            &mut registry.password,
+        )?;
+        let comm100 = &mut self.comm100;
+        secret(
+            "comm100.api_key",
+            comm100.api_key_file.take(),
+            &mut comm100.api_key,
+        )?;
+        secret(
+            "comm100.api_token",
+            comm100.api_token_file.take(),
+            &mut comm100.api_token,
+        )?;
         let files: Vec<(String, String)> = self
             .kafka
             .properties
@@ -693,6 +733,7 @@ impl Config {
         self.validate_kafka()?;
         self.validate_topics()?;
         self.validate_schema_registry()?;
+        self.validate_comm100()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
@@ -851,6 +892,33 @@ impl Config {
             return Err(invalid(
                 "schema_registry.username",
                 "set schema_registry.username and schema_registry.password (or password_file) together",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `comm100.*`: an http(s) base URL, and one way to authenticate (an email with a key,
+    /// or a token), when set.
+    fn validate_comm100(&self) -> Result<(), ConfigError> {
+        let c = &self.comm100;
+        if let Some(base) = &c.api_base {
+            if !(base.starts_with("https://") || base.starts_with("http://")) {
+                return Err(invalid(
+                    "comm100.api_base",
+                    format!("`{base}` is not an https:// URL such as https://api15.comm100.io/v4"),
+                ));
+            }
+        }
+        if c.api_email.is_some() != c.api_key.is_some() {
+            return Err(invalid(
+                "comm100.api_email",
+                "set comm100.api_email and comm100.api_key (or api_key_file) together",
+            ));
+        }
+        if c.api_key.is_some() && c.api_token.is_some() {
+            return Err(invalid(
+                "comm100.api_token",
+                "set comm100.api_email with api_key, or api_token, not both",
             ));
         }
         Ok(())

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod comm100;
 pub mod config;
 pub mod delivery;
 pub mod dev;

@@ -77,6 +77,9 @@ enum Command {
     /// Work with the dead-letter topic.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Work with the Comm100 site through its API ([comm100] settings).
+    #[command(subcommand)]
+    Comm100(Comm100Command),
     /// Exit 0 if URL answers 2xx within 3 s: a container's health check without curl.
     Healthcheck {
         /// An http:// URL, such as the admin listener's /healthz or /readyz.
@@ -110,6 +113,46 @@ enum SchemasCommand {
         #[arg(long, value_name = "MODE")]
         compatibility: Option<Compatibility>,
         /// Configuration file (TOML): topic names and the registry's credentials.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Comm100Command {
+    /// The site's webhook subscriptions.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// List the site's subscriptions, marking the seven the bridge takes (and, with
+    /// --target-url, which post there, which post elsewhere and which are missing).
+    List {
+        /// The bridge's webhook URL, token included.
+        #[arg(long, value_name = "URL")]
+        target_url: Option<String>,
+        /// Configuration file ([comm100] settings).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Subscribe the seven events to URL: an identical subscription is kept, a missing one
+    /// created; subscriptions to other URLs are left alone and listed.
+    Register {
+        /// The bridge's webhook URL, token included.
+        #[arg(long, value_name = "URL")]
+        target_url: String,
+        /// Configuration file ([comm100] settings).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Delete every subscription that posts to URL.
+    Unregister {
+        /// The webhook URL whose subscriptions to delete.
+        #[arg(long, value_name = "URL")]
+        target_url: String,
+        /// Configuration file ([comm100] settings).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -210,6 +253,14 @@ fn main() -> ExitCode {
             dry_run,
             config,
         })) => dlq_redrive(&reason, dry_run, config.or(cli.config).as_deref()),
+        Some(Command::Comm100(Comm100Command::Webhooks(command))) => {
+            let config = match &command {
+                WebhooksCommand::List { config, .. }
+                | WebhooksCommand::Register { config, .. }
+                | WebhooksCommand::Unregister { config, .. } => config.clone(),
+            };
+            webhooks(command, config.or(cli.config).as_deref())
+        }
         Some(Command::Healthcheck { url }) => healthcheck(url),
     };
     match result {
@@ -293,6 +344,71 @@ fn schemas_register(
             outcomes.len() - new,
             client.url()
         );
+        anyhow::Ok(())
+    })
+}
+
+/// `comm100 webhooks list|register|unregister`.
+fn webhooks(command: WebhooksCommand, config: Option<&Path>) -> anyhow::Result<()> {
+    use comm100_bridge::comm100::webhooks::{self, redact, Registered};
+    let config = Config::load(config)?;
+    let api = comm100_bridge::comm100::Api::from_config(&config.comm100)?;
+    runtime()?.block_on(async {
+        match command {
+            WebhooksCommand::List { target_url, .. } => {
+                let subscriptions = webhooks::list(&api).await?;
+                for s in &subscriptions {
+                    let mark = match (s.kind(), &target_url) {
+                        (None, _) => "not an event the bridge takes".to_owned(),
+                        (Some(kind), Some(t)) if *t == s.target_url => format!("{kind}, to the bridge"),
+                        (Some(kind), Some(_)) => format!("{kind}, elsewhere"),
+                        (Some(kind), None) => kind.to_string(),
+                    };
+                    println!("{}  {}  {}  ({mark})", s.id, s.event, redact(&s.target_url));
+                }
+                if let Some(target) = &target_url {
+                    let missing: Vec<&str> = webhooks::EVENTS
+                        .iter()
+                        .map(|(event, _)| *event)
+                        .filter(|e| !subscriptions.iter().any(|s| s.event.eq_ignore_ascii_case(e) && s.target_url == *target))
+                        .collect();
+                    match missing.is_empty() {
+                        true => println!("all seven events post to {}", redact(target)),
+                        false => println!("not posting to {}: {} (run comm100 webhooks register)", redact(target), missing.join(", ")),
+                    }
+                }
+                println!("{} subscriptions", subscriptions.len());
+            }
+            WebhooksCommand::Register { target_url, .. } => {
+                let (done, elsewhere) = webhooks::register(&api, &target_url).await?;
+                let mut created = 0;
+                for (event, outcome) in &done {
+                    match outcome {
+                        Registered::Kept(id) => println!("{event}: kept {id}"),
+                        Registered::Created(id) => {
+                            created += 1;
+                            println!("{event}: created {id}")
+                        }
+                    }
+                }
+                for s in &elsewhere {
+                    println!("also posts {} to {} ({}): left alone", s.event, redact(&s.target_url), s.id);
+                }
+                println!(
+                    "{} events post to {}: {created} created, {} kept; Comm100 may take a few minutes to start posting to a new subscription",
+                    done.len(),
+                    redact(&target_url),
+                    done.len() - created
+                );
+            }
+            WebhooksCommand::Unregister { target_url, .. } => {
+                let deleted = webhooks::unregister(&api, &target_url).await?;
+                for s in &deleted {
+                    println!("deleted {} ({})", s.id, s.event);
+                }
+                println!("{} subscriptions to {} deleted", deleted.len(), redact(&target_url));
+            }
+        }
         anyhow::Ok(())
     })
 }

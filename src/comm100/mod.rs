@@ -21,8 +21,10 @@ pub const RATE_LIMIT: usize = 300;
 pub const RATE_PERIOD: Duration = Duration::from_secs(300);
 /// How long one call may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// Attempts of one call that meets 429, a 5xx or no answer.
+/// Attempts of one call that meets 429 or a 5xx.
 const ATTEMPTS: u32 = 6;
+/// Attempts of one call that gets no answer (a wrong base URL should not take minutes).
+const UNANSWERED_ATTEMPTS: u32 = 3;
 /// The longest wait before another attempt.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
@@ -144,7 +146,7 @@ impl Api {
             self.pace.turn().await;
             let reply = match self.client.call(method.clone(), &target, body).await {
                 Ok(reply) => reply,
-                Err(reason) if idempotent && !last => {
+                Err(reason) if idempotent && attempt < UNANSWERED_ATTEMPTS => {
                     tracing::warn!(call = %what, %reason, "no answer from Comm100; trying again");
                     tokio::time::sleep(wait.min(MAX_WAIT)).await;
                     continue;

@@ -6,6 +6,7 @@ mod common;
 
 mod bridge;
 mod cli;
+mod comm100;
 mod commands;
 mod deploy;
 mod disk;

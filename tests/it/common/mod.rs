@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod bridge;
+mod comm100;
 mod process;
 mod requests;
 mod senders;
@@ -11,6 +12,7 @@ mod spawn;
 mod topics;
 
 pub use bridge::*;
+pub use comm100::*;
 pub use process::*;
 pub use requests::*;
 pub use senders::*;

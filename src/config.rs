@@ -1227,6 +1227,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_comm100_api_settings_are_checked_and_its_key_is_never_printed() {
+        for (pairs, says) in [
+            (
+                vec![("COMM100_BRIDGE__COMM100__API_BASE", "api15.comm100.io")],
+                "comm100.api_base",
+            ),
+            (
+                vec![("COMM100_BRIDGE__COMM100__API_EMAIL", "a@example.com")],
+                "comm100.api_email",
+            ),
+            (
+                vec![
+                    ("COMM100_BRIDGE__COMM100__API_EMAIL", "a@example.com"),
+                    ("COMM100_BRIDGE__COMM100__API_KEY", "k"),
+                    ("COMM100_BRIDGE__COMM100__API_TOKEN", "t"),
+                ],
+                "comm100.api_token",
+            ),
+        ] {
+            let err = Config::load_with_env(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "comm100-secret-key\n").unwrap();
+        let path = key.display().to_string();
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("COMM100_BRIDGE__COMM100__API_EMAIL", "a@example.com"),
+                ("COMM100_BRIDGE__COMM100__API_KEY_FILE", &path),
+                ("COMM100_BRIDGE__COMM100__SITE_ID", "10100000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.comm100.api_key.as_ref().map(Secret::expose),
+            Some("comm100-secret-key")
+        );
+        assert_eq!(c.comm100.site_id, Some(10100000));
+        let printed = toml::to_string(&c).unwrap();
+        assert!(!printed.contains("comm100-secret-key"), "{printed}");
+    }
+
+    #[test]
     fn secrets_can_come_from_files() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");

@@ -77,7 +77,7 @@ const BLOCKS: &[(&str, &str, &str)] = &[
     ("README.md", "benches/run.sh                     # Apache Kafka (tests/kafka/cluster), wrk and oha (installed into ~/.cache/comm100-bridge once)", "cannot: the benchmark takes minutes of a quiet machine; docs/benchmarks.md has its figures"),
     ("README.md", "cargo fmt --check && cargo clippy --all-targets -- -D warnings && cargo test", "runs: .ci/run runs each"),
     ("README.md", "cargo install cargo-fuzz", "runs: .ci/run runs every fuzz target (20 s each)"),
-    ("docs/comm100-setup.md", "for event in offlineMessageIsSubmitted chatStarts chatEnds chatIsWrappedUp \\", "cannot: calls Comm100's API with a real site's credentials"),
+    ("docs/comm100-setup.md", "export COMM100_BRIDGE__COMM100__API_BASE=https://api15.comm100.io/v4", "cannot: calls Comm100's API with a real site's credentials; comm100::webhooks_register_creates_the_missing_seven_once_and_unregister_removes_them runs the same command against a stand-in"),
     ("docs/configuration.md", "COMM100_BRIDGE__KAFKA__PROPERTIES__SECURITY_PROTOCOL=SASL_SSL", "runs: commands::the_commands_that_need_no_kafka_run_as_written (as the environment of check-config)"),
     ("docs/consumers.md", "kcat -b localhost:9094 -C -t comm100.chat_ended -o beginning \\", "cannot: reads a running Kafka; the Kafka tests read the topics with independent clients"),
     ("docs/consumers.md", "cargo run --example consumer -- localhost:9094 my-group", "runs: examples::the_consumer_example_reads_the_topics_of_its_prefix_with_properties_from_the_environment"),

@@ -12,6 +12,7 @@
 //! [`Bridge::build`] loads what the configuration names, [`Bridge::run`] serves.
 
 pub mod auth;
+pub mod backfill;
 pub mod client;
 pub mod comm100;
 pub mod config;

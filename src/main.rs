@@ -80,6 +80,36 @@ enum Command {
     /// Work with the Comm100 site through its API ([comm100] settings).
     #[command(subcommand)]
     Comm100(Comm100Command),
+    /// Publish the events of a window that Comm100's API knows and the topics lack
+    /// (offline messages, ended chats, wrap-ups), as records with origin "backfill".
+    Backfill {
+        /// The window's start, RFC 3339 (e.g. 2026-12-01T00:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        from: String,
+        /// The window's end, RFC 3339, not in the future.
+        #[arg(long, value_name = "TIME")]
+        to: String,
+        /// Only these record types, comma-separated (default: offline_message_submitted,
+        /// chat_ended, chat_wrapped_up).
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+        /// Print what would be published; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The progress file, so that an interrupted run continues where it stopped.
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "comm100-bridge-backfill.json"
+        )]
+        checkpoint: PathBuf,
+        /// The site label the records carry (as webhooks to /webhooks/comm100/<site> do).
+        #[arg(long, value_name = "LABEL")]
+        site: Option<String>,
+        /// Configuration file: [comm100], Kafka and the topics.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Exit 0 if URL answers 2xx within 3 s: a container's health check without curl.
     Healthcheck {
         /// An http:// URL, such as the admin listener's /healthz or /readyz.
@@ -261,6 +291,22 @@ fn main() -> ExitCode {
             };
             webhooks(command, config.or(cli.config).as_deref())
         }
+        Some(Command::Backfill {
+            from,
+            to,
+            types,
+            dry_run,
+            checkpoint,
+            site,
+            config,
+        }) => backfill(
+            (&from, &to),
+            &types,
+            dry_run,
+            checkpoint,
+            site.as_deref(),
+            config.or(cli.config).as_deref(),
+        ),
         Some(Command::Healthcheck { url }) => healthcheck(url),
     };
     match result {
@@ -346,6 +392,51 @@ fn schemas_register(
         );
         anyhow::Ok(())
     })
+}
+
+/// `backfill`: what Comm100's API knows of the window and the topics lack.
+fn backfill(
+    (from, to): (&str, &str),
+    types: &[String],
+    dry_run: bool,
+    checkpoint: PathBuf,
+    site: Option<&str>,
+    config: Option<&Path>,
+) -> anyhow::Result<()> {
+    use comm100_bridge::backfill;
+    let (from, to) = backfill::window(from, to, Timestamp::now())?;
+    let kinds = backfill::kinds(types)?;
+    let site = site
+        .map(|s| {
+            Site::parse(s).with_context(|| {
+                format!("--site `{s}` is not a site label (letters, digits, _ . -, up to 64)")
+            })
+        })
+        .transpose()?;
+    let config = Config::load(config)?;
+    init_logging(&config);
+    let options = backfill::Options {
+        from,
+        to,
+        kinds,
+        dry_run,
+        checkpoint,
+        site,
+    };
+    let counts =
+        runtime()?.block_on(backfill::run(&config, &options, |line| println!("{line}")))?;
+    for (kind, c) in &counts {
+        let verb = if dry_run {
+            "would be published"
+        } else {
+            "published"
+        };
+        println!(
+            "{kind}: {} in Comm100's API for the window, {} already in their topic, {} {verb}",
+            c.found, c.present, c.published
+        );
+    }
+    Ok(())
 }
 
 /// `comm100 webhooks list|register|unregister`.

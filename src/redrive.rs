@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::delivery::kafka::{Publisher, DLQ_ORIGINAL_TOPIC, DLQ_REASON};
@@ -196,21 +196,15 @@ async fn pass(
 /// A consumer of the dead-letter topic in the pass's own group, with the producer's
 /// connection settings.
 fn consumer(config: &Config, reason: DlqReason) -> Result<BaseConsumer, RedriveError> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", config.kafka.brokers.join(","))
+    crate::delivery::kafka::connection_config(&config.kafka)
         .set(
             "group.id",
             format!("{}-redrive-{}", config.kafka.client_id, reason.as_str()),
         )
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
-    for (key, value) in config.kafka.properties.iter() {
-        // Producer tuning means nothing to a consumer; connection settings are shared.
-        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
-            c.set(key, value);
-        }
-    }
-    c.create().map_err(RedriveError::Client)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(RedriveError::Client)
 }
 
 /// Offsets by partition.

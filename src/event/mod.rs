@@ -59,7 +59,7 @@ pub enum Origin {
 }
 
 /// The normalized type of an event, which selects its topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     OfflineMessageSubmitted,

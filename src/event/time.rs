@@ -14,6 +14,11 @@ impl Timestamp {
         Self(Utc::now())
     }
 
+    /// Milliseconds since the Unix epoch.
+    pub fn millis(self) -> i64 {
+        self.0.timestamp_millis()
+    }
+
     /// The instant `ms` milliseconds after the Unix epoch, if representable.
     pub fn from_millis(ms: i64) -> Option<Self> {
         DateTime::from_timestamp_millis(ms).map(Self)

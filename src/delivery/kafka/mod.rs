@@ -193,6 +193,19 @@ pub fn dead_letter_of(
     letter
 }
 
+/// A client configuration with the producer's brokers and connection settings (security,
+/// SASL, TLS) but none of its tuning: the base of the bridge's consumers.
+pub fn connection_config(kafka: &KafkaConfig) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", kafka.brokers.join(","));
+    for (key, value) in kafka.properties.iter() {
+        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+            c.set(key, value);
+        }
+    }
+    c
+}
+
 /// Header naming why a record is in the dead-letter topic.
 pub const DLQ_REASON: &str = "dlq_reason";
 /// Header naming the topic a dead-lettered record was meant for.

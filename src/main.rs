@@ -106,6 +106,9 @@ enum Command {
         /// The site label the records carry (as webhooks to /webhooks/comm100/<site> do).
         #[arg(long, value_name = "LABEL")]
         site: Option<String>,
+        /// Items asked of Comm100 per page (1 to 100).
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
+        page_size: u16,
         /// Configuration file: [comm100], Kafka and the topics.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -298,13 +301,14 @@ fn main() -> ExitCode {
             dry_run,
             checkpoint,
             site,
+            page_size,
             config,
         }) => backfill(
             (&from, &to),
             &types,
             dry_run,
             checkpoint,
-            site.as_deref(),
+            (site.as_deref(), page_size.into()),
             config.or(cli.config).as_deref(),
         ),
         Some(Command::Healthcheck { url }) => healthcheck(url),
@@ -400,7 +404,7 @@ fn backfill(
     types: &[String],
     dry_run: bool,
     checkpoint: PathBuf,
-    site: Option<&str>,
+    (site, page_size): (Option<&str>, usize),
     config: Option<&Path>,
 ) -> anyhow::Result<()> {
     use comm100_bridge::backfill;
@@ -422,6 +426,7 @@ fn backfill(
         dry_run,
         checkpoint,
         site,
+        page_size,
     };
     let counts =
         runtime()?.block_on(backfill::run(&config, &options, |line| println!("{line}")))?;

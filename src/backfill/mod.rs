@@ -97,6 +97,8 @@ pub struct Options {
     pub checkpoint: PathBuf,
     /// The site label the records carry, as webhooks to /webhooks/comm100/{site} do.
     pub site: Option<Site>,
+    /// Items asked for per page, 1 to [`source::PAGE_SIZE`].
+    pub page_size: usize,
 }
 
 /// Parses `--from` and `--to`: RFC 3339, `from` before `to`, `to` not after `now`.
@@ -288,7 +290,8 @@ pub async fn run(
         };
         let mut index = checkpoint.pages.get(source.as_str()).copied().unwrap_or(0) + 1;
         loop {
-            let page = source::page(&api, source, search_from, options.to, index).await?;
+            let size = options.page_size.clamp(1, source::PAGE_SIZE);
+            let page = source::page(&api, source, (search_from, options.to), index, size).await?;
             for skipped in &page.skipped {
                 say(&format!(
                     "skipped {skipped}: no webhook record could match it"

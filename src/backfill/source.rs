@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::comm100::{Api, ApiError};
 use crate::event::{EventType, Timestamp};
 
-/// Items per page.
+/// Items per page, at most (Comm100's default is 50).
 pub const PAGE_SIZE: usize = 100;
 
 /// Where the events of a record type come from.
@@ -55,18 +55,18 @@ pub struct Page {
     pub last: bool,
 }
 
-/// Reads page `index` (from 1) of `source`.
+/// Reads page `index` (from 1), of `size` items, of `source`.
 pub async fn page(
     api: &Api,
     source: Source,
-    from: Timestamp,
-    to: Timestamp,
+    (from, to): (Timestamp, Timestamp),
     index: usize,
+    size: usize,
 ) -> Result<Page, ApiError> {
     let body = json!({ "startTime": from.to_string(), "endTime": to.to_string() });
     let mut query = vec![
         ("pageIndex", index.to_string()),
-        ("pageSize", PAGE_SIZE.to_string()),
+        ("pageSize", size.to_string()),
     ];
     let path = match source {
         Source::OfflineMessages => "livechat/offlineMessages:search",
@@ -99,7 +99,7 @@ pub async fn page(
     let mut page = Page {
         found: Vec::new(),
         skipped: Vec::new(),
-        last: items.len() < PAGE_SIZE,
+        last: items.len() < size,
     };
     for item in items {
         match source {

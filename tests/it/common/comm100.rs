@@ -37,6 +37,14 @@ pub enum Fault {
 #[derive(Default)]
 pub struct State {
     pub webhooks: Vec<Value>,
+    /// Offline messages, searched by `createdTime`.
+    pub offline_messages: Vec<Value>,
+    /// Chats, searched by `startTime`; `GET livechat/chats/{id}` answers each whole, with the
+    /// `guid` of `guids` when the search leaves it out.
+    pub chats: Vec<Value>,
+    pub guids: Vec<(String, String)>,
+    /// Requests whose line contains this get this status.
+    pub fail: Option<(String, u16)>,
     pub next_id: u64,
     pub faults: VecDeque<Fault>,
     /// Each request: "METHOD /path?query".
@@ -119,6 +127,28 @@ impl FakeComm100 {
     }
 }
 
+/// The page `pageIndex` of `pageSize` (from the query) of the items whose `field` is within
+/// the body's `startTime`..=`endTime`.
+fn search(items: &[Value], field: &str, body: &[u8], query: &str) -> Vec<Value> {
+    let body: Value = serde_json::from_slice(body).unwrap();
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let (from, to) = (time(&body["startTime"]), time(&body["endTime"]));
+    let param = |name: &str| -> usize {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .map_or(50, |v| v.parse().unwrap())
+    };
+    let (index, size) = (param("pageIndex"), param("pageSize"));
+    items
+        .iter()
+        .filter(|i| (from..=to).contains(&time(&i[field])))
+        .skip((index - 1) * size)
+        .take(size)
+        .cloned()
+        .collect()
+}
+
 fn reply(status: StatusCode, body: Value) -> hyper::Response<Full<Bytes>> {
     let text = match body {
         Value::Null => String::new(),
@@ -147,8 +177,12 @@ async fn answer(
     let body = request.into_body().collect().await.unwrap().to_bytes();
     let fault = {
         let mut s = state.lock().unwrap();
-        s.requests.push(format!("{method} {path}?{query}"));
-        s.faults.pop_front()
+        let line = format!("{method} {path}?{query}");
+        s.requests.push(line.clone());
+        match &s.fail {
+            Some((part, code)) if line.contains(part.as_str()) => Some(Fault::Status(*code, None)),
+            _ => s.faults.pop_front(),
+        }
     };
     match fault {
         Some(Fault::Status(code, retry_after)) => {
@@ -200,6 +234,28 @@ async fn answer(
                 json!({ "id": id, "event": body["event"], "targetUrl": body["targetUrl"] });
             s.webhooks.push(created.clone());
             reply(StatusCode::CREATED, created)
+        }
+        ("POST", "/v4/livechat/offlineMessages:search") => {
+            let items = search(&s.offline_messages, "createdTime", &body, &query);
+            reply(StatusCode::OK, json!({ "list": items }))
+        }
+        ("POST", "/v4/livechat/chats:Search") => {
+            let items = search(&s.chats, "startTime", &body, &query);
+            reply(StatusCode::OK, json!({ "list": items }))
+        }
+        ("GET", p) if p.starts_with("/v4/livechat/chats/") => {
+            let id = &p["/v4/livechat/chats/".len()..];
+            let number: i64 = id.parse().unwrap_or(-1);
+            let found = s.chats.iter().find(|c| c["id"] == number).cloned();
+            match found {
+                Some(mut chat) => {
+                    if let Some((_, guid)) = s.guids.iter().find(|(i, _)| i == id) {
+                        chat["guid"] = guid.clone().into();
+                    }
+                    reply(StatusCode::OK, chat)
+                }
+                None => reply(StatusCode::NOT_FOUND, json!({ "message": "no such chat" })),
+            }
         }
         ("DELETE", p) if p.starts_with("/v4/livechat/webhooks/") => {
             let id = &p["/v4/livechat/webhooks/".len()..];

@@ -98,7 +98,7 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool, bound: Duration) {
 pub fn validator(kind: &str) -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{kind}.schema.json"));
     let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    jsonschema::draft202012::options()
+    jsonschema::draft7::options()
         .should_validate_formats(true)
         .build(&schema)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -180,3 +180,114 @@ async fn each_wrong_setting_is_named() {
         "nothing created with a wrong setting"
     );
 }
+
+/// `comm100-bridge backfill ARGS` against `bootstrap` and the stand-in of `env`.
+async fn backfill(
+    args: &[&str],
+    bootstrap: &str,
+    env: &[(String, String)],
+) -> (bool, String, String) {
+    let checkpoint = tempfile::tempdir().unwrap();
+    let mut command = bridge_command();
+    command
+        .arg("backfill")
+        .args(args)
+        .arg("--checkpoint")
+        .arg(checkpoint.path().join("backfill.json"))
+        .env("COMM100_BRIDGE__KAFKA__BROKERS", bootstrap)
+        .env("COMM100_BRIDGE__AUTH__TOKENS", TOKEN);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || command.run().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_refuses_bad_windows_types_and_credentials_naming_each() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let comm100 = FakeComm100::start().await;
+    let env = comm100.env();
+    let past = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let later = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let without = |key: &str, value: &str| {
+        let mut env = comm100.env();
+        env.retain(|(k, _)| !k.ends_with(key));
+        if !value.is_empty() {
+            env.push((format!("COMM100_BRIDGE__COMM100__{key}"), value.to_owned()));
+        }
+        env
+    };
+    for (args, env, says) in [
+        (
+            vec!["--from", &past, "--to", &future],
+            env.clone(),
+            "is in the future",
+        ),
+        (
+            vec!["--from", &later, "--to", &past],
+            env.clone(),
+            "is not before --to",
+        ),
+        (
+            vec!["--from", "yesterday", "--to", &past],
+            env.clone(),
+            "--from `yesterday`",
+        ),
+        (
+            vec!["--from", &past, "--to", &later, "--types", "chat_started"],
+            env.clone(),
+            "chat_started cannot be backfilled",
+        ),
+        (
+            vec![
+                "--from",
+                &past,
+                "--to",
+                &later,
+                "--types",
+                "agent_status_changed",
+            ],
+            env.clone(),
+            "does not keep these events",
+        ),
+        (
+            vec!["--from", &past, "--to", &later],
+            without("API_KEY", ""),
+            "comm100.api_email and comm100.api_key",
+        ),
+        (
+            vec!["--from", &past, "--to", &later],
+            without("API_KEY", "wrong"),
+            "comm100.api_key",
+        ),
+        (
+            vec!["--from", &past, "--to", &later],
+            without("SITE_ID", "999"),
+            "comm100.site_id",
+        ),
+    ] {
+        let (ok, out, err) = backfill(&args, &bootstrap, &env).await;
+        assert!(!ok, "{args:?}: {out}");
+        assert!(err.contains(says), "{says}: {err}");
+        assert!(!out.contains("published"), "{out}");
+    }
+
+    // Nothing in the window: nothing to publish, and it says so per type.
+    let (ok, out, err) = backfill(&["--from", &past, "--to", &later], &bootstrap, &env).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "chat_ended: 0 in Comm100's API for the window, 0 already in their topic, 0 published"
+        ),
+        "{out}"
+    );
+}

@@ -36,17 +36,22 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The body's `message` (else the body), cut to 300 characters, for error messages.
+    /// [`message`] of the body.
     pub fn message(&self) -> String {
-        let text = match self.body.get("message").and_then(Value::as_str) {
-            Some(message) => message.to_owned(),
-            None => match &self.body {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            },
-        };
-        text.chars().take(300).collect()
+        message(&self.body)
     }
+}
+
+/// An answer's `message` (else the whole body), cut to 300 characters, for error messages.
+pub fn message(body: &Value) -> String {
+    let text = match body.get("message").and_then(Value::as_str) {
+        Some(message) => message.to_owned(),
+        None => match body {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        },
+    };
+    text.chars().take(300).collect()
 }
 
 /// A client of one API's base URL, with the same `Authorization` on every request.

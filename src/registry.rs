@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::client::{self, JsonClient, Reply, SetupError};
+use crate::client::{self, message, JsonClient, Reply, SetupError};
 use crate::config::{Config, SchemaRegistryConfig, ValueFormat};
 use crate::event::EventType;
 use crate::route::Router;
@@ -342,14 +342,6 @@ fn registered(body: &Value) -> Option<Registered> {
 
 fn error_code(body: &Value) -> Option<i64> {
     body.get("error_code")?.as_i64()
-}
-
-fn message(body: &Value) -> String {
-    let text = match body.get("message").and_then(Value::as_str) {
-        Some(message) => message.to_owned(),
-        None => body.to_string(),
-    };
-    text.chars().take(300).collect()
 }
 
 /// The subject of the values of `topic` (Confluent's TopicNameStrategy).

@@ -234,6 +234,11 @@ impl Checkpoint {
     }
 }
 
+/// `duration` before `time` (`time` itself when that is not representable).
+fn before(time: Timestamp, duration: Duration) -> Timestamp {
+    Timestamp::from_millis(time.millis() - duration.as_millis() as i64).unwrap_or(time)
+}
+
 /// Runs a backfill; `say` hears each record published (or that would be) and each note.
 pub async fn run(
     config: &Config,
@@ -242,8 +247,7 @@ pub async fn run(
 ) -> Result<BTreeMap<EventType, Counts>, BackfillError> {
     let api = Api::from_config(&config.comm100)?;
     let router = Router::new(&config.topics);
-    let since = Timestamp::from_millis(options.from.millis() - MARGIN.as_millis() as i64)
-        .unwrap_or(options.from);
+    let since = before(options.from, MARGIN);
     let mut known: HashMap<EventType, HashSet<String>> = HashMap::new();
     for &kind in &options.kinds {
         let ids = tokio::task::block_in_place(|| existing::ids(config, &router, kind, since))
@@ -282,10 +286,7 @@ pub async fn run(
             continue;
         }
         let search_from = match source {
-            Source::Chats => {
-                Timestamp::from_millis(options.from.millis() - CHAT_LOOKBACK.as_millis() as i64)
-                    .unwrap_or(options.from)
-            }
+            Source::Chats => before(options.from, CHAT_LOOKBACK),
             Source::OfflineMessages => options.from,
         };
         let mut index = checkpoint.pages.get(source.as_str()).copied().unwrap_or(0) + 1;

@@ -11,17 +11,8 @@ const OLD: &str = "https://old.example.com/hook?token=old-secret";
 async fn webhooks(args: &[&str], env: &[(String, String)]) -> (bool, String, String) {
     let mut command = bridge_command();
     command.args(["comm100", "webhooks"]).args(args);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let out = tokio::task::spawn_blocking(move || command.run().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    command.envs(env.iter().cloned());
+    outcome_blocking(command).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,17 +187,8 @@ async fn backfill(
         .arg(checkpoint.path().join("backfill.json"))
         .env("COMM100_BRIDGE__KAFKA__BROKERS", bootstrap)
         .env("COMM100_BRIDGE__AUTH__TOKENS", TOKEN);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let out = tokio::task::spawn_blocking(move || command.run().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    command.envs(env.iter().cloned());
+    outcome_blocking(command).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,12 +132,35 @@ impl Kafka {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// Each partition of `topic`, as (leader, in-sync replica count), per the metadata.
-    fn partitions(&self, topic: &str) -> Vec<(i32, usize)> {
-        let consumer: BaseConsumer = ClientConfig::new()
+    /// A consumer of the plaintext listener, for metadata and watermarks.
+    fn consumer(&self) -> BaseConsumer {
+        ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .create()
+            .unwrap()
+    }
+
+    /// The sum over `topic`'s partitions of their high watermarks: every record it holds.
+    fn records_in(&self, topic: &str) -> i64 {
+        let consumer = self.consumer();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
             .unwrap();
+        metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                    .unwrap()
+                    .1
+            })
+            .sum()
+    }
+
+    /// Each partition of `topic`, as (leader, in-sync replica count), per the metadata.
+    fn partitions(&self, topic: &str) -> Vec<(i32, usize)> {
+        let consumer = self.consumer();
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .unwrap();
@@ -1176,17 +1199,7 @@ async fn a_rolling_restart_and_a_scale_in_with_kafka_back() {
 
 /// `comm100-bridge ARGS --config CONFIG`: success, standard output, errors.
 fn cli(args: &[&str], config: &Path) -> (bool, String, String) {
-    let out = bridge_command()
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .run()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(bridge_command().args(args).arg("--config").arg(config))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1768,27 +1781,6 @@ fn at(base: chrono::DateTime<chrono::Utc>, minutes: i64) -> String {
     (base + chrono::Duration::minutes(minutes)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The sum over `topic`'s partitions of their high watermarks: every record it holds.
-fn records_in(bootstrap: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .unwrap()
-                .1
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_publishes_nothing() {
@@ -1873,15 +1865,7 @@ async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_pu
         args.extend_from_slice(extra);
         let mut command = bridge_command();
         command.args(&args).arg("--config").arg(&config);
-        for (k, v) in comm100.env() {
-            command.env(k, v);
-        }
-        let out = command.run().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(command.envs(comm100.env()))
     };
 
     // A dry run names the six missing records and publishes none.
@@ -1899,7 +1883,7 @@ async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_pu
         "{out}"
     );
     assert!(out.contains("chat_ended: 5 in Comm100's API for the window, 2 already in their topic, 3 would be published"), "{out}");
-    assert_eq!(records_in(kafka.bootstrap(), "comm100.chat_ended"), 2);
+    assert_eq!(kafka.records_in("comm100.chat_ended"), 2);
     assert!(!checkpoint.exists(), "a dry run keeps no checkpoint");
 
     // Interrupted at the second page of chats (Comm100 refuses it): the offline messages
@@ -1913,10 +1897,7 @@ async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_pu
         2,
         "{out}"
     );
-    assert_eq!(
-        records_in(kafka.bootstrap(), "comm100.offline_message_submitted"),
-        3
-    );
+    assert_eq!(kafka.records_in("comm100.offline_message_submitted"), 3);
     assert!(checkpoint.exists());
 
     // Resumed: no offline message page and no first chat page asked again.
@@ -1950,11 +1931,7 @@ async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_pu
     ];
     for (kind, names) in &expected {
         let topic = format!("comm100.{kind}");
-        assert_eq!(
-            records_in(kafka.bootstrap(), &topic),
-            names.len() as i64,
-            "{topic}"
-        );
+        assert_eq!(kafka.records_in(&topic), names.len() as i64, "{topic}");
         let records = consume_all(kafka.bootstrap(), &topic, Duration::from_secs(30), |r| {
             r.len() >= names.len()
         });

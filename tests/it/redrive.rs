@@ -12,17 +12,12 @@ use crate::common::*;
 
 /// `comm100-bridge dlq redrive ARGS` against `bootstrap`: success, standard output, errors.
 fn redrive(args: &[&str], bootstrap: &str) -> (bool, String, String) {
-    let out = bridge_command()
-        .args(["dlq", "redrive"])
-        .args(args)
-        .env("COMM100_BRIDGE__KAFKA__BROKERS", bootstrap)
-        .env("COMM100_BRIDGE__AUTH__TOKENS", TOKEN)
-        .run()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    outcome(
+        bridge_command()
+            .args(["dlq", "redrive"])
+            .args(args)
+            .env("COMM100_BRIDGE__KAFKA__BROKERS", bootstrap)
+            .env("COMM100_BRIDGE__AUTH__TOKENS", TOKEN),
     )
 }
 

@@ -121,6 +121,18 @@ impl StandIn {
     }
 }
 
+/// Why `serve` refused to start with `config`.
+async fn refused_to_start(config: comm100_bridge::config::Config) -> String {
+    let listeners = comm100_bridge::Listeners {
+        webhook: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: None,
+    };
+    comm100_bridge::serve(config, listeners, std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 fn hook(bridge: &Bridge) -> String {
     bridge.url(&format!("/webhooks/comm100?token={TOKEN}"))
 }
@@ -254,18 +266,8 @@ async fn a_bridge_whose_registry_fails_or_lacks_a_schema_does_not_start() {
         c.schema_registry.url = Some(url);
         c
     };
-    let serve = |config| async move {
-        let listeners = comm100_bridge::Listeners {
-            webhook: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            admin: None,
-        };
-        comm100_bridge::serve(config, listeners, std::future::pending())
-            .await
-            .unwrap_err()
-            .to_string()
-    };
     let failing = StandIn::start(ids(), StatusCode::INTERNAL_SERVER_ERROR).await;
-    let err = serve(start(failing.url())).await;
+    let err = refused_to_start(start(failing.url())).await;
     assert!(
         err.contains("json_sr") && err.contains("500") && err.contains(&failing.url()),
         "{err}"
@@ -273,7 +275,7 @@ async fn a_bridge_whose_registry_fails_or_lacks_a_schema_does_not_start() {
     let mut some = ids();
     some.remove("comm100.chat_transferred-value");
     let partial = StandIn::start(some, StatusCode::OK).await;
-    let err = serve(start(partial.url())).await;
+    let err = refused_to_start(start(partial.url())).await;
     assert!(
         err.contains("comm100.chat_transferred-value")
             && err.contains("comm100-bridge schemas register"),
@@ -327,24 +329,14 @@ async fn an_https_registry_with_basic_authentication_is_reached_with_its_ca_and_
         c.schema_registry.password = Some(comm100_bridge::config::Secret::new(password));
         c
     };
-    let refused = |config| async move {
-        let listeners = comm100_bridge::Listeners {
-            webhook: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            admin: None,
-        };
-        comm100_bridge::serve(config, listeners, std::future::pending())
-            .await
-            .unwrap_err()
-            .to_string()
-    };
 
     // Not the system's CAs' certificate; then the wrong password.
-    let err = refused(with(None, "registry-secret")).await;
+    let err = refused_to_start(with(None, "registry-secret")).await;
     assert!(
         err.contains("cannot reach the schema registry") && err.contains("certificate"),
         "{err}"
     );
-    let err = refused(with(Some(&ca_file), "wrong")).await;
+    let err = refused_to_start(with(Some(&ca_file), "wrong")).await;
     assert!(
         err.contains("401") && err.contains("schema_registry.password"),
         "{err}"

@@ -151,6 +151,23 @@ pub fn bridge_command() -> Command {
     c
 }
 
+/// Runs `command` to its end: whether it succeeded, its standard output and its errors.
+pub fn outcome(command: &mut Command) -> (bool, String, String) {
+    let out = command.run().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`outcome`] off the async runtime's threads.
+pub async fn outcome_blocking(mut command: Command) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || outcome(&mut command))
+        .await
+        .unwrap()
+}
+
 /// Writes `bridge.toml` in `dir` for a child bridge: port 0, [`TOKEN`], `bootstrap`, the
 /// spool in `spool`, a short delivery deadline, fast reconnects, JSON logs; plus each
 /// `(table, "key = value")` of `settings`.

@@ -22,7 +22,14 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 def main() -> int:
     registry, bootstrap, count, topics = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-    deserializer = JSONDeserializer(None, schema_registry_client=SchemaRegistryClient({"url": registry}))
+    # The bridge registers `<topic>-value` subjects: Confluent's topic name strategy, set
+    # here rather than the client's default, which first asks the registry for topic
+    # associations (an endpoint Apicurio answers 404). Requests time out instead of hanging.
+    deserializer = JSONDeserializer(
+        None,
+        schema_registry_client=SchemaRegistryClient({"url": registry, "timeout": 10}),
+        conf={"subject.name.strategy.type": "TOPIC"},
+    )
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

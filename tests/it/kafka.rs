@@ -41,6 +41,8 @@ struct Kafka {
     dir: PathBuf,
     /// What `start` printed: BOOTSTRAP, DIR, and with `--sasl` SASL_BOOTSTRAP, CA, ….
     vars: HashMap<String, String>,
+    /// Whether dropping it stops the cluster: false for the shared one.
+    owned: bool,
 }
 
 fn script() -> PathBuf {
@@ -76,7 +78,28 @@ impl Kafka {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        Self { dir, vars }
+        Self {
+            dir,
+            vars,
+            owned: true,
+        }
+    }
+
+    /// Three brokers for tests that kill none and change no setting, each on topics of
+    /// its own prefix: the cluster `.ci/run` started (`COMM100_TEST_KAFKA_DIR` and
+    /// `COMM100_TEST_KAFKA_BOOTSTRAP`), else one of its own.
+    fn shared() -> Self {
+        match (
+            std::env::var("COMM100_TEST_KAFKA_DIR"),
+            std::env::var("COMM100_TEST_KAFKA_BOOTSTRAP"),
+        ) {
+            (Ok(dir), Ok(bootstrap)) => Self {
+                dir: dir.into(),
+                vars: HashMap::from([("BOOTSTRAP".to_owned(), bootstrap)]),
+                owned: false,
+            },
+            _ => Self::start(&["--brokers", "3"]),
+        }
     }
 
     /// An admin client on the plaintext listener (a super user with `--sasl`).
@@ -183,6 +206,9 @@ impl Kafka {
 
 impl Drop for Kafka {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = Command::new(script())
             .arg("stop")
             .arg("--dir")
@@ -352,7 +378,16 @@ fn normalized(sample: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
-    let (kafka, _work, bridge) = three_brokers(&[], "2");
+    let kafka = Kafka::shared();
+    kafka.topics(&["--replication", "3", "--min-insync", "2"]);
+    let work = tempfile::tempdir().unwrap();
+    let bridge = Process::start(&bridge_config(
+        work.path(),
+        "bridge",
+        kafka.bootstrap(),
+        true,
+        "",
+    ));
     let hook = webhook_url(&bridge);
 
     // id → (the answer, the golden record, what normalize says); each with a traceparent of
@@ -1667,7 +1702,7 @@ async fn schemas_register_registers_every_type_once_and_the_registry_refuses_an_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka and Apicurio Registry; .ci/run runs it"]
 async fn json_sr_records_of_every_type_are_read_by_confluent_kafkas_schema_registry_deserializer() {
-    let kafka = Kafka::start(&["--brokers", "1"]);
+    let kafka = Kafka::shared();
     kafka.topics(&["--prefix", "framed"]);
     let registry = SchemaRegistry::start();
     let work = tempfile::tempdir().unwrap();
@@ -1784,11 +1819,17 @@ fn at(base: chrono::DateTime<chrono::Utc>, minutes: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Java and Maven for Apache Kafka; .ci/run runs it"]
 async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_publishes_nothing() {
-    let kafka = Kafka::start(&["--brokers", "1"]);
-    kafka.topics(&[]);
+    let kafka = Kafka::shared();
+    kafka.topics(&["--prefix", "recovered"]);
     let comm100 = FakeComm100::start().await;
     let work = tempfile::tempdir().unwrap();
-    let config = bridge_config(work.path(), "bridge", kafka.bootstrap(), true, "");
+    let config = bridge_config(
+        work.path(),
+        "bridge",
+        kafka.bootstrap(),
+        true,
+        "[topics]\nprefix = \"recovered\"\n",
+    );
     let bridge = Process::start(&config);
     let hook = webhook_url(&bridge);
 
@@ -1883,7 +1924,7 @@ async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_pu
         "{out}"
     );
     assert!(out.contains("chat_ended: 5 in Comm100's API for the window, 2 already in their topic, 3 would be published"), "{out}");
-    assert_eq!(kafka.records_in("comm100.chat_ended"), 2);
+    assert_eq!(kafka.records_in("recovered.chat_ended"), 2);
     assert!(!checkpoint.exists(), "a dry run keeps no checkpoint");
 
     // Interrupted at the second page of chats (Comm100 refuses it): the offline messages
@@ -1897,7 +1938,7 @@ async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_pu
         2,
         "{out}"
     );
-    assert_eq!(kafka.records_in("comm100.offline_message_submitted"), 3);
+    assert_eq!(kafka.records_in("recovered.offline_message_submitted"), 3);
     assert!(checkpoint.exists());
 
     // Resumed: no offline message page and no first chat page asked again.
@@ -1930,7 +1971,7 @@ async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_pu
         ("offline_message_submitted", vec!["m1", "m2", "m3"]),
     ];
     for (kind, names) in &expected {
-        let topic = format!("comm100.{kind}");
+        let topic = format!("recovered.{kind}");
         assert_eq!(kafka.records_in(&topic), names.len() as i64, "{topic}");
         let records = consume_all(kafka.bootstrap(), &topic, Duration::from_secs(30), |r| {
             r.len() >= names.len()
@@ -1969,7 +2010,7 @@ async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_pu
     }
     let c5 = consume_all(
         kafka.bootstrap(),
-        "comm100.chat_ended",
+        "recovered.chat_ended",
         Duration::from_secs(30),
         |r| r.len() >= 5,
     )

@@ -574,6 +574,25 @@ impl Serialize for Properties {
     }
 }
 
+/// Removes the variables named `prefix` + a non-empty rest from `env`: (rest, value) pairs.
+fn take_prefixed(
+    env: &mut std::collections::HashMap<String, String>,
+    prefix: &str,
+) -> Vec<(String, String)> {
+    let names: Vec<String> = env
+        .keys()
+        .filter(|k| k.len() > prefix.len() && k.starts_with(prefix))
+        .cloned()
+        .collect();
+    names
+        .into_iter()
+        .filter_map(|k| {
+            let value = env.remove(&k)?;
+            Some((k[prefix.len()..].to_owned(), value))
+        })
+        .collect()
+}
+
 impl Config {
     /// Loads the layered configuration from the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -591,35 +610,15 @@ impl Config {
                 .filter(|(k, _)| k.starts_with(ENV_PREFIX) || k == "RUST_LOG")
                 .collect()
         });
-        // librdkafka property names hold dots, which the layered loader would split on:
-        // these variables are applied after it, by name.
-        let names: Vec<String> = env
-            .keys()
-            .filter(|k| k.len() > ENV_PROPERTY_PREFIX.len() && k.starts_with(ENV_PROPERTY_PREFIX))
-            .cloned()
-            .collect();
-        let properties: Vec<(String, String)> = names
+        // librdkafka property and topic configuration names hold dots, which the layered
+        // loader would split on: these variables are applied after it, by name.
+        let properties: Vec<(String, String)> = take_prefixed(&mut env, ENV_PROPERTY_PREFIX)
             .into_iter()
-            .filter_map(|k| {
-                let value = env.remove(&k)?;
-                Some((property_from_env(&k[ENV_PROPERTY_PREFIX.len()..]), value))
-            })
+            .map(|(name, value)| (property_from_env(&name), value))
             .collect();
-        let topic_configs: Vec<(String, String)> = env
-            .keys()
-            .filter(|k| {
-                k.len() > ENV_TOPIC_CONFIG_PREFIX.len() && k.starts_with(ENV_TOPIC_CONFIG_PREFIX)
-            })
-            .cloned()
-            .collect::<Vec<_>>()
+        let topic_configs: Vec<(String, String)> = take_prefixed(&mut env, ENV_TOPIC_CONFIG_PREFIX)
             .into_iter()
-            .filter_map(|k| {
-                let value = env.remove(&k)?;
-                let name = k[ENV_TOPIC_CONFIG_PREFIX.len()..]
-                    .to_ascii_lowercase()
-                    .replace('_', ".");
-                Some((name, value))
-            })
+            .map(|(name, value)| (name.to_ascii_lowercase().replace('_', "."), value))
             .collect();
         let rust_log = env.remove("RUST_LOG").filter(|f| !f.trim().is_empty());
         let mut builder =

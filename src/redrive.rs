@@ -10,6 +10,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::task::block_in_place;
 
 use crate::config::Config;
 use crate::delivery::kafka::{Publisher, DLQ_ORIGINAL_TOPIC, DLQ_REASON};
@@ -94,7 +95,8 @@ pub struct Counts {
 /// group (`<client_id>-redrive-<reason>`), so a pass remembers its own progress. Each
 /// record goes back to its `dlq_original_topic` with its key, value and headers (but the
 /// `dlq_*` ones), in the dead-letter topic's offset order, each acknowledged before the
-/// next; progress is committed as it goes. `report` hears each record.
+/// next; progress is committed as it goes. `report` hears each record. The consumer's
+/// calls block: run it on a multi-threaded runtime.
 pub async fn redrive(
     config: &Config,
     reasons: &[DlqReason],
@@ -134,14 +136,14 @@ async fn pass(
         error: error.to_string(),
     };
     let consumer = consumer(config, reason)?;
-    let (mut position, ends) = assign(&consumer, &topic).map_err(read)?;
+    let (mut position, ends) = block_in_place(|| assign(&consumer, &topic)).map_err(read)?;
     let mut counts = Counts::default();
     let mut done: BTreeMap<i32, i64> = BTreeMap::new();
     while ends
         .iter()
         .any(|(p, end)| position.get(p).copied().unwrap_or(0) < *end)
     {
-        let Some(polled) = consumer.poll(Duration::from_millis(500)) else {
+        let Some(polled) = block_in_place(|| consumer.poll(Duration::from_millis(500))) else {
             // The fetch position moves past what is not a record (transaction markers).
             for e in consumer.position().map_err(read)?.elements() {
                 if let Offset::Offset(n) = e.offset() {
@@ -167,7 +169,7 @@ async fn pass(
                                 error: error.to_string(),
                             })
                             .inspect_err(|_| {
-                                let _ = commit(&consumer, &topic, &done);
+                                let _ = block_in_place(|| commit(&consumer, &topic, &done));
                             })?;
                     }
                     let verb = if dry_run {
@@ -188,7 +190,7 @@ async fn pass(
         done.insert(message.partition(), message.offset() + 1);
     }
     if !dry_run {
-        commit(&consumer, &topic, &done).map_err(RedriveError::Commit)?;
+        block_in_place(|| commit(&consumer, &topic, &done)).map_err(RedriveError::Commit)?;
     }
     Ok(counts)
 }

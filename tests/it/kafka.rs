@@ -257,14 +257,21 @@ fn bridge_without_spool(work: &Path, kafka: &Kafka) -> Process {
     Process::start(&bridge_config(work, "bare", kafka.bootstrap(), false, ""))
 }
 
+/// A bridge on `kafka` with a spool: its directory, its configuration (`extra` added) and
+/// the process.
+fn spooling_bridge(kafka: &Kafka, extra: &str) -> (tempfile::TempDir, PathBuf, Process) {
+    let work = tempfile::tempdir().unwrap();
+    let config = bridge_config(work.path(), "bridge", kafka.bootstrap(), true, extra);
+    let bridge = Process::start(&config);
+    (work, config, bridge)
+}
+
 /// Three brokers (`start` adds arguments) with every topic at replication 3 and
 /// `min_insync`, and a bridge on them with a spool under the returned directory.
 fn three_brokers(start: &[&str], min_insync: &str) -> (Kafka, tempfile::TempDir, Process) {
     let kafka = Kafka::start(&[&["--brokers", "3"], start].concat());
     kafka.topics(&["--replication", "3", "--min-insync", min_insync]);
-    let work = tempfile::tempdir().unwrap();
-    let config = bridge_config(work.path(), "bridge", kafka.bootstrap(), true, "");
-    let bridge = Process::start(&config);
+    let (work, _, bridge) = spooling_bridge(&kafka, "");
     (kafka, work, bridge)
 }
 
@@ -380,14 +387,7 @@ fn normalized(sample: &Path) -> Value {
 async fn every_sample_round_trips_and_independent_clients_read_cloudevents() {
     let kafka = Kafka::shared();
     kafka.topics(&["--replication", "3", "--min-insync", "2"]);
-    let work = tempfile::tempdir().unwrap();
-    let bridge = Process::start(&bridge_config(
-        work.path(),
-        "bridge",
-        kafka.bootstrap(),
-        true,
-        "",
-    ));
+    let (_work, _, bridge) = spooling_bridge(&kafka, "");
     let hook = webhook_url(&bridge);
 
     // id → (the answer, the golden record, what normalize says); each with a traceparent of
@@ -1045,9 +1045,7 @@ async fn records_kafka_can_never_take_and_a_spool_left_at_shutdown() {
         result.unwrap();
     }
     topic_limit_in_force(kafka.bootstrap(), 20_000).await;
-    let work = tempfile::tempdir().unwrap();
-    let config = bridge_config(work.path(), "bridge", kafka.bootstrap(), true, "");
-    let mut bridge = Process::start(&config);
+    let (work, config, mut bridge) = spooling_bridge(&kafka, "");
     let hook = webhook_url(&bridge);
     let mut acked = Acked::default();
     acked.record(
@@ -1399,15 +1397,7 @@ async fn a_missing_topic_then_topics_ensure_then_dlq_redrive_puts_its_records_ba
     ]);
     kafka.topics(&[]);
     kafka.delete_topic("comm100.chat_ended").await;
-    let work = tempfile::tempdir().unwrap();
-    let config = bridge_config(
-        work.path(),
-        "bridge",
-        kafka.bootstrap(),
-        true,
-        "[topics]\npartitions = 3\n",
-    );
-    let bridge = Process::start(&config);
+    let (_work, config, bridge) = spooling_bridge(&kafka, "[topics]\npartitions = 3\n");
     let hook = webhook_url(&bridge);
     // Two chats' chat_ended events, interleaved: each dead-lettered (unknown_topic).
     let mut sent: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -1822,15 +1812,7 @@ async fn backfill_publishes_exactly_what_the_webhooks_missed_resumes_and_then_pu
     let kafka = Kafka::shared();
     kafka.topics(&["--prefix", "recovered"]);
     let comm100 = FakeComm100::start().await;
-    let work = tempfile::tempdir().unwrap();
-    let config = bridge_config(
-        work.path(),
-        "bridge",
-        kafka.bootstrap(),
-        true,
-        "[topics]\nprefix = \"recovered\"\n",
-    );
-    let bridge = Process::start(&config);
+    let (work, config, bridge) = spooling_bridge(&kafka, "[topics]\nprefix = \"recovered\"\n");
     let hook = webhook_url(&bridge);
 
     // The window: from three hours ago to one hour ago.
